@@ -1,0 +1,408 @@
+//! LiveKit access tokens, as Meridian mints and checks them.
+//!
+//! A join token is a LiveKit access token: an HS256 JWT whose `iss` is the API key,
+//! `sub` the participant identity, and whose `video` claim carries the grants
+//! (LiveKit `VideoGrant`, <https://docs.livekit.io/home/get-started/authentication/>).
+//! Minting and signature checks are the `livekit-api` crate's (`access-token`
+//! feature); this crate adds what Meridian needs around them:
+//!
+//! - [`TokenAuthority::mint`] makes a token from a [`MintRequest`] and reports its id
+//!   and expiry, so the gateway can record it;
+//! - [`TokenAuthority::verify_join`] turns a presented token into a [`VerifiedGrant`],
+//!   the proof type that a join was authorised, or a [`TokenError`] saying why not;
+//! - [`TokenAuthority::check_api_auth`] checks server-API credentials (HTTP Basic with
+//!   key and secret, or LiveKit's `Authorization: Bearer <JWT>`).
+//!
+//! Expiry and not-before are checked with a 60 s leeway, as LiveKit's server does.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::prelude::{Engine, BASE64_STANDARD};
+use jsonwebtoken::errors::ErrorKind;
+use livekit_api::access_token::{AccessToken, AccessTokenError, Claims, TokenVerifier, VideoGrants};
+use sha1::{Digest, Sha1};
+
+/// Default token lifetime: 6 hours, as LiveKit's SDKs mint them.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(6 * 3600);
+/// Longest lifetime a minted token may ask for: 30 days.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// What a participant may do in its room (the subset of LiveKit's `VideoGrant`
+/// that Meridian records and enforces).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grants {
+    /// May publish tracks (`canPublish`, default true).
+    pub can_publish: bool,
+    /// May subscribe to others' tracks (`canSubscribe`, default true).
+    pub can_subscribe: bool,
+    /// May send data messages (`canPublishData`, default true).
+    pub can_publish_data: bool,
+    /// Invisible to other participants (`hidden`, default false).
+    pub hidden: bool,
+    /// May administer the room (`roomAdmin`, default false).
+    pub room_admin: bool,
+}
+
+impl Default for Grants {
+    /// Publish, subscribe and data, as LiveKit grants when the fields are absent.
+    fn default() -> Self {
+        Self { can_publish: true, can_subscribe: true, can_publish_data: true, hidden: false, room_admin: false }
+    }
+}
+
+/// A request to mint a join token.
+#[derive(Debug, Clone)]
+pub struct MintRequest {
+    /// Room the token admits to (`video.room`).
+    pub room: String,
+    /// Participant identity (`sub`).
+    pub identity: String,
+    /// Display name (`name`), may be empty.
+    pub name: String,
+    /// Participant metadata (`metadata`), may be empty.
+    pub metadata: String,
+    /// Lifetime from now; at most [`MAX_TOKEN_TTL`].
+    pub ttl: Duration,
+    /// Grants in the room.
+    pub grants: Grants,
+}
+
+/// A minted token and what the store records of it.
+#[derive(Debug, Clone)]
+pub struct MintedToken {
+    /// The signed JWT to hand to the client.
+    pub jwt: String,
+    /// Stable id derived from the JWT ([`token_id`]).
+    pub id: String,
+    /// The JWT `nbf`, taken as its issue time.
+    pub issued_at: SystemTime,
+    /// The JWT `exp`.
+    pub expires_at: SystemTime,
+}
+
+/// A join that the token verifier allowed. Only [`TokenAuthority::verify_join`]
+/// makes one, so holding it proves the check happened.
+#[derive(Debug, Clone)]
+pub struct VerifiedGrant {
+    identity: String,
+    name: String,
+    metadata: String,
+    room: String,
+    grants: Grants,
+    expires_at: SystemTime,
+}
+
+impl VerifiedGrant {
+    /// Participant identity (JWT `sub`).
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+    /// Display name (JWT `name`), may be empty.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Participant metadata (JWT `metadata`), may be empty.
+    pub fn metadata(&self) -> &str {
+        &self.metadata
+    }
+    /// Room the token admits to.
+    pub fn room(&self) -> &str {
+        &self.room
+    }
+    /// Grants in the room.
+    pub fn grants(&self) -> Grants {
+        self.grants
+    }
+    /// When the token expires.
+    pub fn expires_at(&self) -> SystemTime {
+        self.expires_at
+    }
+}
+
+/// Why a token or API credential was refused. Every variant is the client's fault;
+/// [`TokenError::http_status`] maps it to 401 (who are you) or 403 (not allowed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// No token was presented.
+    #[error("no access token")]
+    Missing,
+    /// The token is not a well-formed JWT, or its claims do not decode.
+    #[error("invalid token: malformed ({0})")]
+    Malformed(String),
+    /// The signature does not match the API secret.
+    #[error("invalid token: signature does not match")]
+    BadSignature,
+    /// The token was signed for another API key (`iss`).
+    #[error("invalid token: unknown API key")]
+    UnknownKey,
+    /// The token expired (past `exp`, beyond the leeway).
+    #[error("invalid token: expired")]
+    Expired,
+    /// The token is not valid yet (`nbf` in the future, beyond the leeway).
+    #[error("invalid token: not valid yet")]
+    NotYetValid,
+    /// The token carries no `roomJoin` grant.
+    #[error("permission denied: token has no roomJoin grant")]
+    NoRoomJoin,
+    /// The token names no room or no identity.
+    #[error("permission denied: token names no {0}")]
+    Incomplete(&'static str),
+    /// The token admits to another room than the one asked for.
+    #[error("permission denied: token is for room {granted:?}, not {requested:?}")]
+    WrongRoom {
+        /// The room in the token.
+        granted: String,
+        /// The room the request asked for.
+        requested: String,
+    },
+    /// Server-API credentials were missing or wrong.
+    #[error("invalid API credentials")]
+    BadApiCredentials,
+}
+
+impl TokenError {
+    /// HTTP status for this refusal: 401 when the caller is not authenticated, 403
+    /// when an authentic token does not allow the request (as LiveKit's
+    /// `/rtc/validate` answers).
+    pub fn http_status(&self) -> u16 {
+        match self {
+            TokenError::NoRoomJoin | TokenError::Incomplete(_) | TokenError::WrongRoom { .. } => 403,
+            _ => 401,
+        }
+    }
+}
+
+/// Mints and verifies tokens for one API key/secret pair.
+#[derive(Clone)]
+pub struct TokenAuthority {
+    api_key: String,
+    api_secret: String,
+    verifier: TokenVerifier,
+}
+
+impl std::fmt::Debug for TokenAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenAuthority").field("api_key", &self.api_key).finish_non_exhaustive()
+    }
+}
+
+impl TokenAuthority {
+    /// An authority for `api_key` signing with `api_secret`.
+    pub fn new(api_key: &str, api_secret: &str) -> Self {
+        Self {
+            api_key: api_key.to_owned(),
+            api_secret: api_secret.to_owned(),
+            verifier: TokenVerifier::with_api_key(api_key, api_secret),
+        }
+    }
+
+    /// The API key (the `iss` of every token this authority mints).
+    pub fn api_key(&self) -> &str {
+        &self.api_key
+    }
+
+    /// Mints a join token.
+    ///
+    /// Errors: [`TokenError::Incomplete`] when room or identity is empty,
+    /// [`TokenError::Malformed`] when the TTL is zero or over [`MAX_TOKEN_TTL`].
+    pub fn mint(&self, req: &MintRequest) -> Result<MintedToken, TokenError> {
+        if req.room.is_empty() {
+            return Err(TokenError::Incomplete("room"));
+        }
+        if req.identity.is_empty() {
+            return Err(TokenError::Incomplete("identity"));
+        }
+        if req.ttl.is_zero() || req.ttl > MAX_TOKEN_TTL {
+            return Err(TokenError::Malformed(format!("ttl must be 1..={} seconds", MAX_TOKEN_TTL.as_secs())));
+        }
+        let grants = VideoGrants {
+            room_join: true,
+            room: req.room.clone(),
+            room_admin: req.grants.room_admin,
+            can_publish: Some(req.grants.can_publish),
+            can_subscribe: Some(req.grants.can_subscribe),
+            can_publish_data: Some(req.grants.can_publish_data),
+            hidden: req.grants.hidden,
+            ..VideoGrants::default()
+        };
+        let jwt = AccessToken::with_api_key(&self.api_key, &self.api_secret)
+            .with_identity(&req.identity)
+            .with_name(&req.name)
+            .with_metadata(&req.metadata)
+            .with_ttl(req.ttl)
+            .with_grants(grants)
+            .to_jwt()
+            .map_err(|e| TokenError::Malformed(e.to_string()))?;
+        // Read the times back from what was signed, so the record matches the token.
+        let claims = Claims::from_unverified(&jwt).map_err(|e| TokenError::Malformed(e.to_string()))?;
+        Ok(MintedToken {
+            id: token_id(&jwt),
+            issued_at: UNIX_EPOCH + Duration::from_secs(claims.nbf as u64),
+            expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp as u64),
+            jwt,
+        })
+    }
+
+    /// Verifies a join token: signature, `iss`, expiry and not-before (60 s
+    /// leeway), the `roomJoin` grant, a room and an identity, and, when `room` is
+    /// given, that the token is for that room.
+    pub fn verify_join(&self, token: &str, room: Option<&str>) -> Result<VerifiedGrant, TokenError> {
+        let claims = self.verify(token)?;
+        let video = &claims.video;
+        if !video.room_join {
+            return Err(TokenError::NoRoomJoin);
+        }
+        if video.room.is_empty() {
+            return Err(TokenError::Incomplete("room"));
+        }
+        if claims.sub.is_empty() {
+            return Err(TokenError::Incomplete("identity"));
+        }
+        if let Some(requested) = room.filter(|r| !r.is_empty() && *r != video.room) {
+            return Err(TokenError::WrongRoom { granted: video.room.clone(), requested: requested.to_owned() });
+        }
+        Ok(VerifiedGrant {
+            grants: Grants {
+                can_publish: video.can_publish(),
+                can_subscribe: video.can_subscribe(),
+                can_publish_data: video.can_publish_data(),
+                hidden: video.hidden,
+                room_admin: video.room_admin,
+            },
+            identity: claims.sub,
+            name: claims.name,
+            metadata: claims.metadata,
+            room: claims.video.room,
+            expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp as u64),
+        })
+    }
+
+    /// Checks a server-API `Authorization` header value: `Basic base64(key:secret)`
+    /// or `Bearer <JWT signed with the secret>` (LiveKit's server API style).
+    ///
+    /// Errors: [`TokenError::BadApiCredentials`] for a missing or wrong header, or the
+    /// JWT's own error for a bearer token that does not verify.
+    pub fn check_api_auth(&self, authorization: Option<&str>) -> Result<(), TokenError> {
+        let value = authorization.ok_or(TokenError::BadApiCredentials)?.trim();
+        let (scheme, rest) = value.split_once(' ').ok_or(TokenError::BadApiCredentials)?;
+        match scheme.to_ascii_lowercase().as_str() {
+            "basic" => {
+                let decoded = BASE64_STANDARD.decode(rest.trim()).map_err(|_| TokenError::BadApiCredentials)?;
+                let expected = format!("{}:{}", self.api_key, self.api_secret);
+                if constant_time_eq(&decoded, expected.as_bytes()) {
+                    Ok(())
+                } else {
+                    Err(TokenError::BadApiCredentials)
+                }
+            }
+            "bearer" => self.verify(rest.trim()).map(drop),
+            _ => Err(TokenError::BadApiCredentials),
+        }
+    }
+
+    fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        if token.is_empty() {
+            return Err(TokenError::Missing);
+        }
+        self.verifier.verify(token).map_err(classify)
+    }
+}
+
+/// Maps the verifier's error to our reason.
+fn classify(e: AccessTokenError) -> TokenError {
+    match e {
+        AccessTokenError::Encoding(e) => match e.kind() {
+            ErrorKind::InvalidSignature => TokenError::BadSignature,
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+            ErrorKind::InvalidIssuer => TokenError::UnknownKey,
+            _ => TokenError::Malformed(e.to_string()),
+        },
+        other => TokenError::Malformed(other.to_string()),
+    }
+}
+
+/// The id under which a token is recorded: `TK_` and the first 12 hex digits of
+/// SHA-1 over the JWT. Derived from the token itself, so a presented token can be
+/// looked up (for revocation) without a claim of its own.
+pub fn token_id(jwt: &str) -> String {
+    let digest = Sha1::digest(jwt.as_bytes());
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("TK_{hex}")
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(room: &str, identity: &str) -> MintRequest {
+        MintRequest {
+            room: room.into(),
+            identity: identity.into(),
+            name: "Alice".into(),
+            metadata: String::new(),
+            ttl: DEFAULT_TOKEN_TTL,
+            grants: Grants::default(),
+        }
+    }
+
+    #[test]
+    fn a_minted_token_verifies_with_its_grants() {
+        let auth = TokenAuthority::new("devkey", "secret");
+        let t = auth.mint(&req("demo", "alice")).unwrap();
+        let g = auth.verify_join(&t.jwt, None).unwrap();
+        assert_eq!((g.identity(), g.room(), g.name()), ("alice", "demo", "Alice"));
+        assert_eq!(g.grants(), Grants::default());
+        let ttl = t.expires_at.duration_since(t.issued_at).unwrap();
+        assert_eq!(ttl, DEFAULT_TOKEN_TTL);
+        assert_eq!(t.id, token_id(&t.jwt));
+    }
+
+    #[test]
+    fn wrong_secret_wrong_key_and_wrong_room_are_refused_with_reasons() {
+        let t = TokenAuthority::new("devkey", "secret").mint(&req("demo", "alice")).unwrap();
+        assert_eq!(
+            TokenAuthority::new("devkey", "other").verify_join(&t.jwt, None).unwrap_err(),
+            TokenError::BadSignature
+        );
+        assert_eq!(
+            TokenAuthority::new("otherkey", "secret").verify_join(&t.jwt, None).unwrap_err(),
+            TokenError::UnknownKey
+        );
+        let err = TokenAuthority::new("devkey", "secret").verify_join(&t.jwt, Some("lobby")).unwrap_err();
+        assert_eq!(err.http_status(), 403);
+        assert!(matches!(
+            TokenAuthority::new("devkey", "secret").verify_join("abc", None),
+            Err(TokenError::Malformed(_))
+        ));
+        assert_eq!(TokenAuthority::new("devkey", "secret").verify_join("", None).unwrap_err(), TokenError::Missing);
+    }
+
+    #[test]
+    fn api_auth_takes_basic_and_bearer() {
+        let auth = TokenAuthority::new("devkey", "secret");
+        let basic = format!("Basic {}", BASE64_STANDARD.encode("devkey:secret"));
+        assert_eq!(auth.check_api_auth(Some(&basic)), Ok(()));
+        let wrong = format!("Basic {}", BASE64_STANDARD.encode("devkey:nope"));
+        assert_eq!(auth.check_api_auth(Some(&wrong)), Err(TokenError::BadApiCredentials));
+        assert_eq!(auth.check_api_auth(None), Err(TokenError::BadApiCredentials));
+        let jwt = auth.mint(&req("demo", "server")).unwrap().jwt;
+        assert_eq!(auth.check_api_auth(Some(&format!("Bearer {jwt}"))), Ok(()));
+        let foreign = TokenAuthority::new("devkey", "other").mint(&req("demo", "x")).unwrap().jwt;
+        assert_eq!(auth.check_api_auth(Some(&format!("Bearer {foreign}"))), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn mint_refuses_empty_room_identity_and_bad_ttl() {
+        let auth = TokenAuthority::new("devkey", "secret");
+        assert_eq!(auth.mint(&req("", "alice")).unwrap_err(), TokenError::Incomplete("room"));
+        assert_eq!(auth.mint(&req("demo", "")).unwrap_err(), TokenError::Incomplete("identity"));
+        let mut r = req("demo", "alice");
+        r.ttl = Duration::ZERO;
+        assert!(matches!(auth.mint(&r), Err(TokenError::Malformed(_))));
+    }
+}

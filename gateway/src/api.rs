@@ -1,0 +1,139 @@
+//! The HTTPS API for app backends: `POST /v1/tokens`.
+//!
+//! Request (JSON): `{"room": str, "identity": str, "name"?: str, "metadata"?: str,
+//! "ttl"?: seconds (default 21600, LiveKit's 6 h), "grants"?: {"canPublish",
+//! "canSubscribe", "canPublishData", "hidden", "roomAdmin"}}`; grants default to
+//! publish, subscribe and data.
+//!
+//! Answer 200: `{"token": JWT, "url": "ws://…", "expires_at": RFC 3339, "id": "TK_…"}`.
+//! Errors: 401 `{"error"}` for missing or wrong API credentials, 400 naming the
+//! field for a missing or malformed one, 413 for a body over
+//! [`MAX_BODY_BYTES`], 503 when the store is down.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use meridian_auth::{Grants, MintRequest, TokenError, DEFAULT_TOKEN_TTL};
+use meridian_schema::{TokenGrants, TokenRecord};
+use serde::Deserialize;
+
+use crate::http_util::{json, json_error, Body};
+use crate::Gateway;
+
+/// Largest accepted request body: 64 KiB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    room: String,
+    identity: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    metadata: String,
+    ttl: Option<u64>,
+    grants: Option<GrantsRequest>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct GrantsRequest {
+    can_publish: Option<bool>,
+    can_subscribe: Option<bool>,
+    can_publish_data: Option<bool>,
+    hidden: Option<bool>,
+    room_admin: Option<bool>,
+}
+
+impl GrantsRequest {
+    fn resolve(self) -> Grants {
+        let d = Grants::default();
+        Grants {
+            can_publish: self.can_publish.unwrap_or(d.can_publish),
+            can_subscribe: self.can_subscribe.unwrap_or(d.can_subscribe),
+            can_publish_data: self.can_publish_data.unwrap_or(d.can_publish_data),
+            hidden: self.hidden.unwrap_or(d.hidden),
+            room_admin: self.room_admin.unwrap_or(d.room_admin),
+        }
+    }
+}
+
+/// Handles `POST /v1/tokens` (and `POST /dev/token` with `skip_auth`).
+pub(crate) async fn mint_token(gw: &Gateway, req: Request<Incoming>, skip_auth: bool) -> Response<Body> {
+    if !skip_auth {
+        let auth = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if let Err(e) = gw.authority.check_api_auth(auth) {
+            let mut r = json_error(401, &e.to_string());
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Basic realm=\"meridian\""),
+            );
+            return r;
+        }
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return json_error(413, &format!("body over {MAX_BODY_BYTES} bytes"))
+        }
+        Err(e) => return json_error(400, &format!("cannot read body: {e}")),
+    };
+    let parsed: TokenRequest = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return json_error(400, &format!("invalid request: {e}")),
+    };
+    for (field, value) in [("room", &parsed.room), ("identity", &parsed.identity)] {
+        if value.trim().is_empty() {
+            return json_error(400, &format!("invalid request: field `{field}` must not be empty"));
+        }
+    }
+    let ttl = parsed.ttl.map(Duration::from_secs).unwrap_or(DEFAULT_TOKEN_TTL);
+    let mint = MintRequest {
+        room: parsed.room,
+        identity: parsed.identity,
+        name: parsed.name,
+        metadata: parsed.metadata,
+        ttl,
+        grants: parsed.grants.unwrap_or_default().resolve(),
+    };
+    let minted = match gw.authority.mint(&mint) {
+        Ok(m) => m,
+        Err(TokenError::Malformed(reason)) => {
+            return json_error(400, &format!("invalid request: field `ttl`: {reason}"))
+        }
+        Err(e) => return json_error(400, &format!("invalid request: {e}")),
+    };
+    let record = TokenRecord {
+        id: minted.id.clone(),
+        api_key: gw.authority.api_key().to_owned(),
+        room: mint.room.clone(),
+        identity: mint.identity.clone(),
+        grants: TokenGrants {
+            can_publish: mint.grants.can_publish,
+            can_subscribe: mint.grants.can_subscribe,
+            can_publish_data: mint.grants.can_publish_data,
+            hidden: mint.grants.hidden,
+            room_admin: mint.grants.room_admin,
+        },
+        issued_at: minted.issued_at,
+        expires_at: minted.expires_at,
+        revoked_at: None,
+    };
+    if let Err(e) = gw.store.record_token(&record).await {
+        tracing::error!(error = %e, "cannot record minted token");
+        return json_error(503, "store unavailable; token not minted");
+    }
+    tracing::info!(room = %mint.room, participant = %mint.identity, id = %minted.id, "minted token");
+    json(
+        200,
+        &serde_json::json!({
+            "token": minted.jwt,
+            "url": gw.config.public_url,
+            "expires_at": humantime::format_rfc3339_seconds(minted.expires_at).to_string(),
+            "id": minted.id,
+        }),
+    )
+}

@@ -1,0 +1,155 @@
+//! Meridian's edge gateway: the one URL clients and app backends talk to.
+//!
+//! It is stateless: everything it decides comes from the request, its config and
+//! the store. Routes (all on one HTTP/1.1 listener):
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /` | the demo page (join a room with camera and microphone) |
+//! | `GET /livekit-client.umd.js` | the `livekit-client` browser build the demo page loads |
+//! | `POST /v1/tokens` | mint a join token (API auth: Basic key:secret or Bearer JWT), see [`api`] |
+//! | `POST /dev/token` | mint without auth, only when [`GatewayConfig::dev_tokens`] is on |
+//! | `GET /rtc/validate` | LiveKit's token pre-check: 200, or 401/403 with the reason |
+//! | `GET /rtc` (WebSocket) | verify, geolocate, pick region and node, proxy the signal socket ([`proxy`]) |
+//! | `GET /rtc/v1`, `/rtc/v1/validate` | 404, so `livekit-client` falls back to the dual-PC `/rtc` path |
+//! | `GET /healthz` | 200 `ok` |
+//!
+//! Run loop: [`serve`] accepts connections (bounded by
+//! [`GatewayConfig::max_connections`]) until the shutdown future resolves; each
+//! connection is served by hyper, WebSocket upgrades included.
+
+pub mod api;
+mod http_util;
+pub mod proxy;
+pub mod route;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::TokioIo;
+use meridian_auth::TokenAuthority;
+use meridian_geo::Locator;
+use meridian_schema::Store;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use route::{NodeTarget, RegionTarget};
+
+use http_util::{text, Body};
+
+/// Default listen address of the gateway (LiveKit's port, loopback for dev).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7880";
+/// Default bound on concurrently served connections (signal sockets included).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Gateway configuration.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// URL handed to clients in `/v1/tokens` answers, e.g. `ws://127.0.0.1:7880`.
+    pub public_url: String,
+    /// Regions and their SFU nodes, in preference order for ties.
+    pub regions: Vec<RegionTarget>,
+    /// Region for clients that cannot be located.
+    pub default_region: String,
+    /// Serve `POST /dev/token` without auth (`meridian dev` only).
+    pub dev_tokens: bool,
+    /// Path of `livekit-client.umd.js` for the demo page; `None` serves a 404 that
+    /// says how to get it.
+    pub client_js: Option<PathBuf>,
+    /// Bound on concurrently served connections (default [`DEFAULT_MAX_CONNECTIONS`]).
+    pub max_connections: usize,
+}
+
+/// Everything a request handler needs, shared by all connections.
+pub struct Gateway {
+    config: GatewayConfig,
+    authority: TokenAuthority,
+    store: Arc<dyn Store>,
+    locator: Locator,
+}
+
+impl Gateway {
+    /// A gateway with its token authority, store and geolocation database.
+    pub fn new(config: GatewayConfig, authority: TokenAuthority, store: Arc<dyn Store>, locator: Locator) -> Self {
+        Self { config, authority, store, locator }
+    }
+
+    async fn handle(self: Arc<Self>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_owned();
+        let response = match (req.method(), path.as_str()) {
+            (&Method::GET, "/") | (&Method::GET, "/index.html") => http_util::html(include_str!("demo.html")),
+            (&Method::GET, "/livekit-client.umd.js") => self.client_js().await,
+            (&Method::GET, "/healthz") => text(200, "ok"),
+            (&Method::POST, "/v1/tokens") => api::mint_token(&self, req, false).await,
+            (&Method::POST, "/dev/token") if self.config.dev_tokens => api::mint_token(&self, req, true).await,
+            (&Method::GET, "/rtc/validate") => proxy::validate(&self, &req),
+            (&Method::GET, "/rtc") => proxy::rtc(&self, peer, req).await,
+            // We speak the dual peer-connection path only; livekit-client falls back
+            // to `/rtc` when `/rtc/v1/validate` answers 404 (see docs/gateway.md).
+            (_, "/rtc/v1") | (_, "/rtc/v1/validate") => {
+                text(404, "v1 signalling (single peer connection) is not supported; use /rtc")
+            }
+            _ => text(404, "not found"),
+        };
+        tracing::debug!(%peer, %path, status = response.status().as_u16(), "request");
+        response
+    }
+
+    async fn client_js(&self) -> Response<Body> {
+        let Some(path) = &self.config.client_js else {
+            return text(404, "livekit-client.umd.js not configured: run `npm ci --prefix web` and pass --client-js");
+        };
+        match tokio::fs::read(path).await {
+            Ok(bytes) => Response::builder()
+                .header("content-type", "application/javascript")
+                .header("cache-control", "max-age=300")
+                .body(http_util::full(bytes))
+                .unwrap_or_else(|_| text(500, "response build failed")),
+            Err(e) => text(404, &format!("cannot read {}: {e}; run `npm ci --prefix web`", path.display())),
+        }
+    }
+}
+
+/// Serves HTTP on `listener` until `shutdown` resolves. Connections in flight are
+/// not awaited; a signal socket being proxied ends with the process.
+pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let permits = Arc::new(Semaphore::new(gateway.config.max_connections.max(1)));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            // The semaphore is never closed, so acquire only fails if it were; stop then.
+            p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let gateway = Arc::clone(&gateway);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = service_fn(move |req| {
+                let gateway = Arc::clone(&gateway);
+                async move { Ok::<_, std::convert::Infallible>(gateway.handle(peer, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with error");
+            }
+        });
+    }
+    tracing::info!("gateway stopped accepting");
+}

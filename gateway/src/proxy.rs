@@ -1,0 +1,148 @@
+//! The signal path: `/rtc/validate` and the `/rtc` WebSocket proxy.
+//!
+//! `/rtc` is checked here first (token, room), then routed ([`crate::route`]), then
+//! the upgrade request is replayed to the chosen SFU node. When the node answers
+//! `101 Switching Protocols`, the client gets the node's 101 and the two upgraded
+//! byte streams are spliced; the gateway never parses a signal frame. The node
+//! checks the token again, so a gateway bug cannot admit anyone.
+//!
+//! Headers added upstream: `X-Forwarded-For` (the client address as the gateway saw
+//! it), `X-Meridian-Region` (the chosen region).
+
+use std::net::SocketAddr;
+
+use http_body_util::Empty;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use meridian_auth::VerifiedGrant;
+use tokio::net::TcpStream;
+
+use crate::http_util::{query, text, Body};
+use crate::Gateway;
+
+/// Request headers copied to the node on the upgrade.
+const FORWARDED_HEADERS: [HeaderName; 6] = [
+    header::UPGRADE,
+    header::CONNECTION,
+    header::SEC_WEBSOCKET_KEY,
+    header::SEC_WEBSOCKET_VERSION,
+    header::SEC_WEBSOCKET_PROTOCOL,
+    header::USER_AGENT,
+];
+/// Response headers copied back to the client on 101.
+const RETURNED_HEADERS: [HeaderName; 4] =
+    [header::UPGRADE, header::CONNECTION, header::SEC_WEBSOCKET_ACCEPT, header::SEC_WEBSOCKET_PROTOCOL];
+
+/// Header naming the region the gateway chose, sent to the node.
+pub const REGION_HEADER: &str = "x-meridian-region";
+
+fn check_token(gw: &Gateway, uri: &hyper::Uri) -> Result<VerifiedGrant, Response<Body>> {
+    let q = query(uri);
+    let token = q.get("access_token").map(String::as_str).unwrap_or("");
+    gw.authority
+        .verify_join(token, q.get("room").map(String::as_str))
+        .map_err(|e| text(e.http_status(), &e.to_string()))
+}
+
+/// `GET /rtc/validate?access_token=…`: 200 `success` when the token would be
+/// admitted, else 401/403 with the reason as text (LiveKit's `rtcservice` answers).
+/// Never 404: livekit-client reads 404 as "try another signalling path".
+pub(crate) fn validate(gw: &Gateway, req: &Request<Incoming>) -> Response<Body> {
+    match check_token(gw, req.uri()) {
+        Ok(_) => text(200, "success"),
+        Err(refusal) => refusal,
+    }
+}
+
+/// `GET /rtc` with a WebSocket upgrade: verify, route, proxy.
+pub(crate) async fn rtc(gw: &Gateway, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
+    let grant = match check_token(gw, req.uri()) {
+        Ok(g) => g,
+        Err(refusal) => {
+            tracing::info!(%peer, status = refusal.status().as_u16(), "join refused");
+            return refusal;
+        }
+    };
+    let position = gw.locator.locate(peer.ip());
+    let Some(route) = crate::route::choose(&gw.config.regions, &gw.config.default_region, position) else {
+        return text(503, "no region has a node available");
+    };
+    let span = tracing::info_span!(
+        "gateway.join",
+        room = %grant.room(),
+        participant = %grant.identity(),
+        region = %route.region.region.id,
+        node = %route.node.id,
+    );
+    let _entered = span.enter();
+    let node_addr = route.node.signal_addr;
+
+    let upstream = match connect_upstream(node_addr, peer, &route.region.region.id, &req).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(%node_addr, error = %e, "node unreachable");
+            return text(502, &format!("region {} node {} unreachable", route.region.region.id, route.node.id));
+        }
+    };
+    if upstream.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // The node refused (e.g. it checks the token differently); pass its answer on.
+        let status = upstream.status().as_u16();
+        return text(status, &format!("node refused the join with status {status}"));
+    }
+    let mut reply = Response::new(Body::default());
+    *reply.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    for name in RETURNED_HEADERS {
+        if let Some(v) = upstream.headers().get(&name) {
+            reply.headers_mut().insert(name, v.clone());
+        }
+    }
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let node_upgrade = hyper::upgrade::on(upstream);
+    tracing::info!(reason = ?route.reason, "join routed");
+    drop(_entered);
+    tokio::spawn(async move {
+        let (client, node) = match tokio::try_join!(client_upgrade, node_upgrade) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade did not complete");
+                return;
+            }
+        };
+        let (mut client, mut node) = (TokioIo::new(client), TokioIo::new(node));
+        match tokio::io::copy_bidirectional(&mut client, &mut node).await {
+            Ok((up, down)) => tracing::debug!(bytes_up = up, bytes_down = down, "signal socket closed"),
+            Err(e) => tracing::debug!(error = %e, "signal socket ended"),
+        }
+    });
+    reply
+}
+
+async fn connect_upstream(
+    node: SocketAddr,
+    peer: SocketAddr,
+    region: &str,
+    req: &Request<Incoming>,
+) -> Result<Response<Incoming>, Box<dyn std::error::Error + Send + Sync>> {
+    let tcp = TcpStream::connect(node).await?;
+    tcp.set_nodelay(true)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended");
+        }
+    });
+    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/rtc");
+    let mut up = Request::builder().method("GET").uri(path).body(Empty::<Bytes>::new())?;
+    let headers = up.headers_mut();
+    headers.insert(header::HOST, HeaderValue::from_str(&node.to_string())?);
+    for name in FORWARDED_HEADERS {
+        if let Some(v) = req.headers().get(&name) {
+            headers.insert(name, v.clone());
+        }
+    }
+    headers.insert("x-forwarded-for", HeaderValue::from_str(&peer.ip().to_string())?);
+    headers.insert(REGION_HEADER, HeaderValue::from_str(region)?);
+    Ok(sender.send_request(up).await?)
+}

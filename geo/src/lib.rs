@@ -1,0 +1,209 @@
+//! Geolocation and region choice.
+//!
+//! [`Locator`] turns a client IP into a position using a MaxMind-format City
+//! database (GeoIP2/GeoLite2 City, DB-IP City Lite, or the flat
+//! `latitude`/`longitude` layout of the ip-location-db packages). [`choose_region`]
+//! is the pure decision: nearest region by great-circle distance, or the default
+//! region when the client cannot be placed.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// Mean Earth radius used for great-circle distances, in kilometres (IUGG).
+pub const EARTH_RADIUS_KM: f64 = 6371.0088;
+
+/// A position on Earth in decimal degrees (WGS 84).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Position {
+    /// Latitude, -90..=90.
+    pub latitude: f64,
+    /// Longitude, -180..=180.
+    pub longitude: f64,
+}
+
+impl Position {
+    /// Great-circle distance to `other` in kilometres (haversine formula).
+    pub fn distance_km(&self, other: &Position) -> f64 {
+        let (lat1, lat2) = (self.latitude.to_radians(), other.latitude.to_radians());
+        let dlat = lat2 - lat1;
+        let dlon = (other.longitude - self.longitude).to_radians();
+        let a = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlon / 2.0).sin().powi(2);
+        2.0 * EARTH_RADIUS_KM * a.sqrt().asin()
+    }
+}
+
+/// A region: a named place where SFU nodes and TURN relays run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Region {
+    /// Region id, e.g. `eu-west`, or `local` in `meridian dev`.
+    pub id: String,
+    /// Where the region is; `None` for a region with no place (`local`).
+    pub position: Option<Position>,
+}
+
+/// Why a region was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteReason {
+    /// The client was located and this is the nearest region.
+    Nearest,
+    /// The client could not be located (private, loopback or unknown address, or
+    /// no database), so the default region was used.
+    DefaultUnlocated,
+}
+
+/// Picks the region for a client at `client` (if located): the nearest region with
+/// a position, else `default`. Returns `None` only when `regions` is empty.
+pub fn choose_region<'a>(
+    regions: &'a [Region],
+    default: &str,
+    client: Option<Position>,
+) -> Option<(&'a Region, RouteReason)> {
+    let nearest = client.and_then(|c| {
+        regions
+            .iter()
+            .filter_map(|r| r.position.map(|p| (r, p.distance_km(&c))))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(r, _)| (r, RouteReason::Nearest))
+    });
+    nearest.or_else(|| {
+        regions.iter().find(|r| r.id == default).or_else(|| regions.first()).map(|r| (r, RouteReason::DefaultUnlocated))
+    })
+}
+
+/// Errors opening a geolocation database. All are the operator's (bad path or file).
+#[derive(Debug, thiserror::Error)]
+pub enum GeoError {
+    /// The file could not be read or is not a MaxMind DB.
+    #[error("cannot open geolocation database {path}: {source}")]
+    Open {
+        /// Path given.
+        path: String,
+        /// Reader error.
+        source: maxminddb::MaxMindDbError,
+    },
+}
+
+/// City record fields we read, in both layouts.
+#[derive(Deserialize)]
+struct CityRecord {
+    location: Option<NestedLocation>,
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct NestedLocation {
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+}
+
+/// Looks up client positions. Without a database every lookup is `None`.
+#[derive(Default)]
+pub struct Locator {
+    reader: Option<maxminddb::Reader<Vec<u8>>>,
+}
+
+impl Locator {
+    /// A locator that places nobody (every client goes to the default region).
+    pub fn none() -> Self {
+        Self { reader: None }
+    }
+
+    /// Opens a City database (read fully into memory).
+    pub fn open(path: &Path) -> Result<Self, GeoError> {
+        let reader = maxminddb::Reader::open_readfile(path)
+            .map_err(|source| GeoError::Open { path: path.display().to_string(), source })?;
+        Ok(Self { reader: Some(reader) })
+    }
+
+    /// The position of `ip`, or `None` for private, loopback, link-local and
+    /// unknown addresses, and when no database is loaded.
+    pub fn locate(&self, ip: IpAddr) -> Option<Position> {
+        if !is_public(ip) {
+            return None;
+        }
+        let record: CityRecord = self.reader.as_ref()?.lookup(ip).ok()??;
+        let (latitude, longitude) = match record.location {
+            Some(NestedLocation { latitude: Some(la), longitude: Some(lo) }) => (la, lo),
+            _ => (record.latitude?, record.longitude?),
+        };
+        Some(Position { latitude, longitude })
+    }
+}
+
+/// Whether `ip` can be geolocated at all (not private, loopback, link-local,
+/// unspecified, CGNAT or unique-local).
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || (o[0] == 100 && (o[1] & 0xc0) == 64))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LONDON: Position = Position { latitude: 51.51, longitude: -0.13 };
+    const SEATTLE: Position = Position { latitude: 47.61, longitude: -122.33 };
+    const SINGAPORE: Position = Position { latitude: 1.35, longitude: 103.82 };
+
+    fn regions() -> Vec<Region> {
+        vec![
+            Region { id: "eu-west".into(), position: Some(LONDON) },
+            Region { id: "us-west".into(), position: Some(SEATTLE) },
+            Region { id: "ap-southeast".into(), position: Some(SINGAPORE) },
+        ]
+    }
+
+    #[test]
+    fn london_to_seattle_is_about_7700_km() {
+        let d = LONDON.distance_km(&SEATTLE);
+        assert!((7650.0..7750.0).contains(&d), "{d}");
+    }
+
+    #[test]
+    fn a_client_in_paris_goes_to_eu_west() {
+        let paris = Position { latitude: 48.86, longitude: 2.35 };
+        let rs = regions();
+        let (r, why) = choose_region(&rs, "us-west", Some(paris)).unwrap();
+        assert_eq!((r.id.as_str(), why), ("eu-west", RouteReason::Nearest));
+    }
+
+    #[test]
+    fn an_unlocated_client_goes_to_the_default_region() {
+        let rs = regions();
+        let (r, why) = choose_region(&rs, "ap-southeast", None).unwrap();
+        assert_eq!((r.id.as_str(), why), ("ap-southeast", RouteReason::DefaultUnlocated));
+    }
+
+    #[test]
+    fn private_and_loopback_addresses_are_not_located() {
+        for ip in ["10.1.2.3", "127.0.0.1", "192.168.1.1", "100.64.0.1", "::1", "fd00::1", "fe80::1"] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        assert!(is_public("81.2.69.142".parse().unwrap()));
+        assert_eq!(Locator::none().locate("81.2.69.142".parse().unwrap()), None);
+    }
+}

@@ -1,0 +1,109 @@
+//! The store: rooms and tokens, in memory (`meridian dev`) or in Postgres.
+//!
+//! Both back ends implement [`Store`] and pass the same contract suite
+//! ([`contract::run`]). Postgres migrations live in `schema/migrations` and are
+//! embedded in the binary ([`postgres::migrate`]).
+
+pub mod contract;
+pub mod memory;
+pub mod postgres;
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+pub use memory::MemoryStore;
+pub use postgres::PgStore;
+
+/// A room as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomRecord {
+    /// Room name as it appears in the token's `video.room` grant.
+    pub name: String,
+    /// LiveKit room sid (`RM_` + 12 characters), fixed at creation.
+    pub sid: String,
+    /// Region hosting the room, once placed.
+    pub region: Option<String>,
+    /// Node hosting the room, once placed.
+    pub node: Option<String>,
+    /// Creation time (second precision is kept by Postgres down to microseconds).
+    pub created_at: SystemTime,
+}
+
+/// The grants recorded with a minted token (a subset of LiveKit's `VideoGrant`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenGrants {
+    /// May publish tracks.
+    pub can_publish: bool,
+    /// May subscribe to others' tracks.
+    pub can_subscribe: bool,
+    /// May send data messages.
+    pub can_publish_data: bool,
+    /// Invisible to other participants.
+    pub hidden: bool,
+    /// May administer the room.
+    pub room_admin: bool,
+}
+
+/// A token minted through the HTTPS API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Opaque id (`TK_` + 12 characters).
+    pub id: String,
+    /// API key that signed it (the JWT `iss`).
+    pub api_key: String,
+    /// Room of the `video.room` grant.
+    pub room: String,
+    /// Participant identity (the JWT `sub`).
+    pub identity: String,
+    /// Grants given.
+    pub grants: TokenGrants,
+    /// When it was minted.
+    pub issued_at: SystemTime,
+    /// The JWT `exp`.
+    pub expires_at: SystemTime,
+    /// Set once revoked.
+    pub revoked_at: Option<SystemTime>,
+}
+
+/// Store errors, classified by who is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or failed (upstream; a retry may help).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A migration failed (ours or the operator's: the schema is not what we expect).
+    #[error("migration failed: {0}")]
+    Migration(String),
+    /// A stored row could not be decoded (ours: a bug or a foreign write).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether retrying the same call later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// The store contract shared by the memory and Postgres back ends.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Records a minted token. Recording the same id twice is a no-op.
+    async fn record_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    /// The token with this id, if recorded.
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Every token recorded for `room`, oldest first.
+    async fn tokens_for_room(&self, room: &str) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Marks a token revoked at `at`; returns false when no such token exists.
+    async fn revoke_token(&self, id: &str, at: SystemTime) -> Result<bool, StoreError>;
+    /// Returns the room named `room.name`, creating it from `room` when absent.
+    /// An existing room keeps its sid, placement and creation time.
+    async fn get_or_create_room(&self, room: &RoomRecord) -> Result<RoomRecord, StoreError>;
+    /// The room with this name, if any.
+    async fn room(&self, name: &str) -> Result<Option<RoomRecord>, StoreError>;
+    /// Deletes a room; returns false when it did not exist.
+    async fn delete_room(&self, name: &str) -> Result<bool, StoreError>;
+}

@@ -1,0 +1,78 @@
+//! In-memory store for `meridian dev` and tests. One process only: a second
+//! process has a store of its own.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use crate::{RoomRecord, Store, StoreError, TokenRecord};
+
+/// Rooms and tokens in process memory, lost on exit.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    rooms: HashMap<String, RoomRecord>,
+    tokens: Vec<TokenRecord>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A poisoned lock means a panic while holding it; the maps are still
+        // consistent because every critical section is a single insert/lookup.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    async fn record_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if !inner.tokens.iter().any(|t| t.id == token.id) {
+            inner.tokens.push(token.clone());
+        }
+        Ok(())
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(self.lock().tokens.iter().find(|t| t.id == id).cloned())
+    }
+
+    async fn tokens_for_room(&self, room: &str) -> Result<Vec<TokenRecord>, StoreError> {
+        let mut tokens: Vec<TokenRecord> = self.lock().tokens.iter().filter(|t| t.room == room).cloned().collect();
+        tokens.sort_by(|a, b| (a.issued_at, &a.id).cmp(&(b.issued_at, &b.id)));
+        Ok(tokens)
+    }
+
+    async fn revoke_token(&self, id: &str, at: SystemTime) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        match inner.tokens.iter_mut().find(|t| t.id == id) {
+            Some(t) => {
+                t.revoked_at.get_or_insert(at);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn get_or_create_room(&self, room: &RoomRecord) -> Result<RoomRecord, StoreError> {
+        let mut inner = self.lock();
+        Ok(inner.rooms.entry(room.name.clone()).or_insert_with(|| room.clone()).clone())
+    }
+
+    async fn room(&self, name: &str) -> Result<Option<RoomRecord>, StoreError> {
+        Ok(self.lock().rooms.get(name).cloned())
+    }
+
+    async fn delete_room(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().rooms.remove(name).is_some())
+    }
+}

@@ -1,0 +1,161 @@
+//! Postgres store through `deadpool-postgres`, with embedded `refinery` migrations.
+
+use std::time::SystemTime;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::{NoTls, Row};
+
+use crate::{RoomRecord, Store, StoreError, TokenGrants, TokenRecord};
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Default pool size: enough for a gateway or SFU node on a small machine.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// Applies every pending migration in `schema/migrations` to the database at `url`.
+///
+/// Errors: [`StoreError::Unavailable`] when the database cannot be reached,
+/// [`StoreError::Migration`] when a migration fails.
+pub async fn migrate(url: &str) -> Result<(), StoreError> {
+    let config: tokio_postgres::Config = url.parse().map_err(unavailable)?;
+    let (mut client, connection) = config.connect(NoTls).await.map_err(unavailable)?;
+    let conn_task = tokio::spawn(connection);
+    let report = embedded::migrations::runner()
+        .run_async(&mut client)
+        .await
+        .map_err(|e| StoreError::Migration(e.to_string()))?;
+    for m in report.applied_migrations() {
+        tracing::info!(migration = %m.name(), version = m.version(), "applied migration");
+    }
+    drop(client);
+    let _ = conn_task.await;
+    Ok(())
+}
+
+/// The Postgres-backed store.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    /// Connects a pool to `url` (a libpq-style URL, e.g.
+    /// `postgres://postgres@127.0.0.1:5432/test`) and checks one connection.
+    /// Does not migrate; call [`migrate`] first.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let config: tokio_postgres::Config = url.parse().map_err(unavailable)?;
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(DEFAULT_POOL_SIZE)
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        // Check one connection now, so a wrong URL fails at start rather than on first use.
+        drop(pool.get().await.map_err(unavailable)?);
+        Ok(Self { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(unavailable)
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn token_from_row(row: &Row) -> Result<TokenRecord, StoreError> {
+    let grants: serde_json::Value = row.get("grants");
+    let grants: TokenGrants =
+        serde_json::from_value(grants).map_err(|e| StoreError::Corrupt(format!("tokens.grants: {e}")))?;
+    Ok(TokenRecord {
+        id: row.get("id"),
+        api_key: row.get("api_key"),
+        room: row.get("room"),
+        identity: row.get("identity"),
+        grants,
+        issued_at: row.get("issued_at"),
+        expires_at: row.get("expires_at"),
+        revoked_at: row.get("revoked_at"),
+    })
+}
+
+fn room_from_row(row: &Row) -> RoomRecord {
+    RoomRecord {
+        name: row.get("name"),
+        sid: row.get("sid"),
+        region: row.get("region"),
+        node: row.get("node"),
+        created_at: row.get("created_at"),
+    }
+}
+
+const TOKEN_COLUMNS: &str = "id, api_key, room, identity, grants, issued_at, expires_at, revoked_at";
+const ROOM_COLUMNS: &str = "name, sid, region, node, created_at";
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    async fn record_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
+        let grants = serde_json::to_value(&t.grants).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO tokens (id, api_key, room, identity, grants, issued_at, expires_at, revoked_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+                &[&t.id, &t.api_key, &t.room, &t.identity, &grants, &t.issued_at, &t.expires_at, &t.revoked_at],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1");
+        let row = self.client().await?.query_opt(&sql, &[&id]).await.map_err(unavailable)?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn tokens_for_room(&self, room: &str) -> Result<Vec<TokenRecord>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE room = $1 ORDER BY issued_at, id");
+        let rows = self.client().await?.query(&sql, &[&room]).await.map_err(unavailable)?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_token(&self, id: &str, at: SystemTime) -> Result<bool, StoreError> {
+        let n = self
+            .client()
+            .await?
+            .execute("UPDATE tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1", &[&id, &at])
+            .await
+            .map_err(unavailable)?;
+        Ok(n > 0)
+    }
+
+    async fn get_or_create_room(&self, r: &RoomRecord) -> Result<RoomRecord, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO rooms (name, sid, region, node, created_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (name) DO NOTHING",
+                &[&r.name, &r.sid, &r.region, &r.node, &r.created_at],
+            )
+            .await
+            .map_err(unavailable)?;
+        let sql = format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE name = $1");
+        let row = client.query_one(&sql, &[&r.name]).await.map_err(unavailable)?;
+        Ok(room_from_row(&row))
+    }
+
+    async fn room(&self, name: &str) -> Result<Option<RoomRecord>, StoreError> {
+        let sql = format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE name = $1");
+        let row = self.client().await?.query_opt(&sql, &[&name]).await.map_err(unavailable)?;
+        Ok(row.as_ref().map(room_from_row))
+    }
+
+    async fn delete_room(&self, name: &str) -> Result<bool, StoreError> {
+        let n =
+            self.client().await?.execute("DELETE FROM rooms WHERE name = $1", &[&name]).await.map_err(unavailable)?;
+        Ok(n > 0)
+    }
+}

@@ -1,0 +1,87 @@
+//! The WebRTC engine: one `webrtc` API object shared by every peer connection of
+//! the node, with the codecs, header extensions and interceptors the SFU needs.
+//!
+//! Codecs: Opus, VP8, VP9, H.264 (the crate's defaults). Header extensions for
+//! simulcast (`sdes:mid`, `rtp-stream-id`, `repaired-rtp-stream-id`) so rid-based
+//! layers from `livekit-client` are demultiplexed. Interceptors: NACK, RTCP
+//! reports and TWCC feedback (the crate's defaults).
+
+use std::sync::Arc;
+
+use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::media_engine::MediaEngine;
+use webrtc::api::setting_engine::SettingEngine;
+use webrtc::api::{APIBuilder, API};
+use webrtc::ice::mdns::MulticastDnsMode;
+use webrtc::ice::network_type::NetworkType;
+use webrtc::interceptor::registry::Registry;
+use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtp_transceiver::rtp_codec::{RTCRtpHeaderExtensionCapability, RTPCodecType};
+
+/// RTP header extensions registered for video, needed to receive rid simulcast.
+const SIMULCAST_EXTENSIONS: [&str; 3] = [
+    "urn:ietf:params:rtp-hdrext:sdes:mid",
+    "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+];
+
+/// How the node gathers ICE candidates.
+#[derive(Debug, Clone, Default)]
+pub struct IceConfig {
+    /// Offer 127.0.0.1 host candidates (dev and loopback tests; default false).
+    pub include_loopback: bool,
+    /// Only gather candidates on loopback addresses (default false).
+    pub loopback_only: bool,
+}
+
+/// Errors setting up the engine or a peer connection. All are ours or the host's.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The `webrtc` crate refused the configuration or failed.
+    #[error("webrtc: {0}")]
+    WebRtc(#[from] webrtc::Error),
+}
+
+/// The node's WebRTC API.
+pub struct Engine {
+    api: API,
+}
+
+impl Engine {
+    /// Builds the engine.
+    pub fn new(ice: &IceConfig) -> Result<Self, EngineError> {
+        let mut media = MediaEngine::default();
+        media.register_default_codecs()?;
+        for uri in SIMULCAST_EXTENSIONS {
+            media.register_header_extension(
+                RTCRtpHeaderExtensionCapability { uri: uri.to_owned() },
+                RTPCodecType::Video,
+                None,
+            )?;
+        }
+        let registry = register_default_interceptors(Registry::new(), &mut media)?;
+        let mut settings = SettingEngine::default();
+        settings.set_network_types(vec![NetworkType::Udp4]);
+        // Browsers hide host addresses behind mDNS names; we learn their address from
+        // their connectivity checks (peer-reflexive), so no mDNS queries are needed.
+        settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
+        if ice.include_loopback || ice.loopback_only {
+            settings.set_include_loopback_candidate(true);
+        }
+        if ice.loopback_only {
+            settings.set_ip_filter(Box::new(|ip| ip.is_loopback()));
+        }
+        let api = APIBuilder::new()
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(settings)
+            .build();
+        Ok(Self { api })
+    }
+
+    /// A new peer connection with no ICE servers (the SFU is reachable directly).
+    pub async fn peer_connection(&self) -> Result<Arc<RTCPeerConnection>, EngineError> {
+        Ok(Arc::new(self.api.new_peer_connection(RTCConfiguration::default()).await?))
+    }
+}

@@ -1,0 +1,161 @@
+//! RTP forwarding: one published track, one local track bound to every subscriber.
+//!
+//! A [`PublishedTrack`] owns a `TrackLocalStaticRTP`; each subscriber PC that adds
+//! it gets a binding (its down-track), and the `webrtc` crate rewrites SSRC and
+//! payload type per binding. [`spawn_forwarder`] reads the publisher's RTP and
+//! writes it to the local track. Header extensions are stripped, since their ids
+//! were negotiated on the publisher PC and mean other things on subscriber PCs.
+//!
+//! Simulcast: the forwarder takes one layer per track, [`FORWARDED_RID`] (the
+//! lowest, always sent); the other layers are read and dropped. Layer switching
+//! per subscriber comes with the sans-IO forwarder.
+//!
+//! Keyframes: [`PublishedTrack::request_keyframe`] sends a PLI (RFC 4585 §6.3.1)
+//! to the publisher, at most once per [`KEYFRAME_REQUEST_INTERVAL`].
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use livekit_protocol::TrackInfo;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
+use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
+use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
+use webrtc::track::track_remote::TrackRemote;
+
+/// The simulcast layer forwarded to subscribers (`q`, LiveKit's lowest layer).
+pub const FORWARDED_RID: &str = "q";
+/// Minimum spacing of keyframe requests sent to one publisher track.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A track a participant publishes, as forwarded by this node.
+pub struct PublishedTrack {
+    /// Track sid (`TR_…`).
+    pub sid: String,
+    /// Publishing participant's sid (`PA_…`).
+    pub publisher_sid: String,
+    info: Mutex<TrackInfo>,
+    local: Arc<TrackLocalStaticRTP>,
+    media_ssrc: u32,
+    publisher_pc: Weak<RTCPeerConnection>,
+    last_keyframe_request: Mutex<Option<Instant>>,
+}
+
+impl PublishedTrack {
+    /// A published track for `remote`, described by `info` (whose `mime_type` is
+    /// filled from the negotiated codec). The local track's stream id is
+    /// `PA_…|TR_…` and its track id `TR_…`, which is how livekit-client maps
+    /// subscribed media to the publication.
+    pub fn new(
+        publisher_sid: &str,
+        mut info: TrackInfo,
+        remote: &TrackRemote,
+        publisher_pc: Weak<RTCPeerConnection>,
+    ) -> Self {
+        let codec = remote.codec().capability;
+        info.mime_type = codec.mime_type.clone();
+        let local =
+            Arc::new(TrackLocalStaticRTP::new(codec, info.sid.clone(), format!("{publisher_sid}|{}", info.sid)));
+        Self {
+            sid: info.sid.clone(),
+            publisher_sid: publisher_sid.to_owned(),
+            info: Mutex::new(info),
+            local,
+            media_ssrc: remote.ssrc(),
+            publisher_pc,
+            last_keyframe_request: Mutex::new(None),
+        }
+    }
+
+    /// The LiveKit `TrackInfo` of this track.
+    pub fn info(&self) -> TrackInfo {
+        lock(&self.info).clone()
+    }
+
+    /// Records a mute change; returns whether it changed anything.
+    pub fn set_muted(&self, muted: bool) -> bool {
+        let mut info = lock(&self.info);
+        let changed = info.muted != muted;
+        info.muted = muted;
+        changed
+    }
+
+    /// The local track to add to a subscriber PC.
+    pub fn local_track(&self) -> Arc<dyn TrackLocal + Send + Sync> {
+        Arc::clone(&self.local) as Arc<dyn TrackLocal + Send + Sync>
+    }
+
+    /// Asks the publisher for a keyframe (PLI), unless one was asked for within
+    /// [`KEYFRAME_REQUEST_INTERVAL`] of `now`.
+    pub async fn request_keyframe(&self, now: Instant) {
+        {
+            let mut last = lock(&self.last_keyframe_request);
+            if last.is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL) {
+                return;
+            }
+            *last = Some(now);
+        }
+        if let Some(pc) = self.publisher_pc.upgrade() {
+            let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: self.media_ssrc };
+            if let Err(e) = pc.write_rtcp(&[Box::new(pli)]).await {
+                tracing::debug!(track = %self.sid, error = %e, "PLI not sent");
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Critical sections here are single assignments; a poisoned lock still holds
+    // consistent data.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reads `remote`'s RTP and writes it to `track`'s local track until the remote
+/// track ends, then calls `on_end`.
+pub fn spawn_forwarder(
+    remote: Arc<TrackRemote>,
+    track: Arc<PublishedTrack>,
+    on_end: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let mut forwarded: u64 = 0;
+        while let Ok((mut packet, _)) = remote.read_rtp().await {
+            packet.header.extension = false;
+            packet.header.extension_profile = 0;
+            packet.header.extensions.clear();
+            // An error here means no subscriber binding took the packet; keep going.
+            let _ = track.local.write_rtp(&packet).await;
+            forwarded += 1;
+            if forwarded == 1 {
+                tracing::info!(track = %track.sid, ssrc = remote.ssrc(), "first RTP forwarded");
+            }
+        }
+        tracing::info!(track = %track.sid, packets = forwarded, "published track ended");
+        on_end.await;
+    });
+}
+
+/// Reads and drops `remote`'s RTP (simulcast layers we do not forward), so the
+/// receive buffers do not fill.
+pub fn spawn_drain(remote: Arc<TrackRemote>) {
+    tokio::spawn(async move { while remote.read_rtp().await.is_ok() {} });
+}
+
+/// Watches a down-track's RTCP for keyframe requests (PLI, FIR) from the
+/// subscriber and passes them to the publisher.
+pub fn spawn_down_track_rtcp(sender: Arc<RTCRtpSender>, track: Weak<PublishedTrack>) {
+    tokio::spawn(async move {
+        while let Ok((packets, _)) = sender.read_rtcp().await {
+            let wants_keyframe = packets.iter().any(|p| {
+                let any = p.as_any();
+                any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+            });
+            if wants_keyframe {
+                let Some(track) = track.upgrade() else { break };
+                track.request_keyframe(Instant::now()).await;
+            }
+        }
+    });
+}

@@ -1,0 +1,129 @@
+//! Meridian's SFU node: speaks LiveKit's signal protocol and forwards media.
+//!
+//! Signal: protobuf `SignalRequest`/`SignalResponse` (the `livekit-protocol` crate)
+//! in binary WebSocket frames at `/rtc`, the dual peer-connection ("v0") path:
+//! the client's publisher PC offers to us, and we offer the subscriber PC to it
+//! (<https://github.com/livekit/protocol/blob/main/protobufs/livekit_rtc.proto>).
+//!
+//! Run loop: [`serve`] accepts TCP connections on the node's signal address; each
+//! becomes a [`signal`] session that checks the join token, joins a [`room`], and
+//! then moves signal messages between the socket and the participant. Media
+//! arrives on the publisher PC, and [`forward`] writes each published track's RTP
+//! to one local track bound to every subscriber PC (one down-track each).
+//!
+//! The WebRTC engine (the `webrtc` crate) is confined to [`engine`], [`forward`]
+//! and [`participant`]; signaling code speaks in the SFU's own types.
+
+pub mod engine;
+pub mod forward;
+pub mod ids;
+pub mod participant;
+pub mod room;
+pub mod signal;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_auth::TokenAuthority;
+use meridian_schema::Store;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use room::RoomManager;
+
+/// Version reported in `ServerInfo.version`. livekit-client refuses a server that
+/// reports none, and gates features on it, so we report the LiveKit server release
+/// whose protocol we follow.
+pub const LIVEKIT_COMPAT_VERSION: &str = "1.9.0";
+/// Signal protocol version reported in `ServerInfo.protocol` (livekit-client 2.x sends 17).
+pub const PROTOCOL_VERSION: i32 = 16;
+/// Interval between client pings, sent in `JoinResponse.ping_interval` (LiveKit's 5 s default).
+pub const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// Silence after which the client drops the signal socket (`JoinResponse.ping_timeout`, 15 s).
+pub const PING_TIMEOUT: Duration = Duration::from_secs(15);
+/// Default bound on concurrent signal connections per node.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4_096;
+
+/// The TURN relay this node advertises to its clients.
+#[derive(Debug, Clone)]
+pub struct TurnAdvert {
+    /// URLs put in `ICEServer.urls`, e.g. `turn:127.0.0.1:3478?transport=udp`.
+    pub urls: Vec<String>,
+    /// The region's TURN REST API secret (the relay checks with the same one).
+    pub secret: Vec<u8>,
+    /// Lifetime of minted credentials.
+    pub ttl: Duration,
+}
+
+/// SFU node configuration.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// Region this node belongs to (`ServerInfo.region`).
+    pub region: String,
+    /// This node's id (`ServerInfo.node_id`).
+    pub node_id: String,
+    /// TURN relay handed to clients in `JoinResponse.ice_servers`, if any.
+    pub turn: Option<TurnAdvert>,
+    /// ICE candidate gathering.
+    pub ice: engine::IceConfig,
+    /// Bound on concurrent signal connections (default [`DEFAULT_MAX_CONNECTIONS`]).
+    pub max_connections: usize,
+}
+
+/// A running SFU node: its config, token authority and rooms.
+pub struct Sfu {
+    config: SfuConfig,
+    authority: TokenAuthority,
+    rooms: Arc<RoomManager>,
+}
+
+impl Sfu {
+    /// A node with no rooms yet.
+    ///
+    /// Errors: [`engine::EngineError`] when the WebRTC engine cannot be configured.
+    pub fn new(
+        config: SfuConfig,
+        authority: TokenAuthority,
+        store: Arc<dyn Store>,
+    ) -> Result<Arc<Self>, engine::EngineError> {
+        let engine = Arc::new(engine::Engine::new(&config.ice)?);
+        let rooms = Arc::new(RoomManager::new(engine, store, config.region.clone(), config.node_id.clone()));
+        Ok(Arc::new(Self { config, authority, rooms }))
+    }
+
+    /// The rooms on this node.
+    pub fn rooms(&self) -> &Arc<RoomManager> {
+        &self.rooms
+    }
+}
+
+/// Serves signal connections on `listener` until `shutdown` resolves.
+pub async fn serve(sfu: Arc<Sfu>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let permits = Arc::new(Semaphore::new(sfu.config.max_connections.max(1)));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            // Never closed, so acquire cannot fail; stop if it ever did.
+            p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (stream, peer): (_, SocketAddr) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let sfu = Arc::clone(&sfu);
+        tokio::spawn(async move {
+            let _permit = permit;
+            signal::run_session(sfu, stream, peer).await;
+        });
+    }
+    tracing::info!(node = %sfu.config.node_id, "SFU stopped accepting");
+}

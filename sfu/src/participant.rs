@@ -1,0 +1,446 @@
+//! One participant: its two peer connections (LiveKit's dual-PC model), the tracks
+//! it publishes, its down-tracks, and the subscriber PC's offer/answer state.
+//!
+//! Publisher PC: the client offers, we answer (echoing `SessionDescription.id`,
+//! which livekit-client waits for). Subscriber PC: we offer whenever down-tracks
+//! change; one offer is outstanding at a time, and changes made meanwhile are
+//! offered once its answer arrives. ICE candidates that arrive before the remote
+//! description are buffered, then applied.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use livekit_protocol as proto;
+use livekit_protocol::signal_response::Message as Out;
+use meridian_auth::{Grants, VerifiedGrant};
+use tokio::sync::{mpsc, Notify};
+use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit};
+use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
+use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
+use webrtc::track::track_remote::TrackRemote;
+
+use crate::forward::{self, PublishedTrack};
+use crate::ids;
+use crate::room::Room;
+
+/// Outgoing signal messages of one participant, drained by its socket writer.
+pub type SignalTx = mpsc::Sender<Out>;
+/// Capacity of a participant's outgoing signal queue. A client this far behind
+/// is disconnected rather than buffered without bound.
+pub const SIGNAL_QUEUE: usize = 512;
+
+/// Which of the participant's PCs a message is about (LiveKit `SignalTarget`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The PC the client publishes on (client offers).
+    Publisher,
+    /// The PC the client subscribes on (we offer).
+    Subscriber,
+}
+
+impl Target {
+    fn proto(self) -> i32 {
+        match self {
+            Target::Publisher => proto::SignalTarget::Publisher as i32,
+            Target::Subscriber => proto::SignalTarget::Subscriber as i32,
+        }
+    }
+}
+
+/// Errors while handling a participant's signal message. A client's error closes
+/// that participant's connection only.
+#[derive(Debug, thiserror::Error)]
+pub enum ParticipantError {
+    /// The client sent something that does not fit the protocol (bad SDP, bad
+    /// candidate JSON, unknown track). The client's fault.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The WebRTC engine failed on an otherwise valid request. Ours.
+    #[error("webrtc: {0}")]
+    WebRtc(#[from] webrtc::Error),
+}
+
+#[derive(Default)]
+struct Negotiation {
+    offer_id: u32,
+    awaiting_answer: bool,
+    pending: bool,
+}
+
+/// ICE candidates received before the PC's remote description (`Some`), or `None`
+/// once candidates can be applied directly.
+type CandidateBuffer = Mutex<Option<Vec<RTCIceCandidateInit>>>;
+
+/// A participant in a room on this node.
+pub struct Participant {
+    /// Participant sid (`PA_…`).
+    pub sid: String,
+    /// Identity from the token.
+    pub identity: String,
+    name: String,
+    metadata: String,
+    grants: Grants,
+    joined_at: SystemTime,
+    version: AtomicU32,
+    signal: SignalTx,
+    /// Woken to end the participant's signal session (kicked, room closed).
+    pub closed: Notify,
+    is_closed: AtomicBool,
+    publisher: Arc<RTCPeerConnection>,
+    subscriber: Arc<RTCPeerConnection>,
+    publisher_candidates: CandidateBuffer,
+    subscriber_candidates: CandidateBuffer,
+    negotiation: tokio::sync::Mutex<Negotiation>,
+    /// AddTrackRequests answered but whose media has not arrived: (cid, info).
+    pending_tracks: Mutex<Vec<(String, proto::TrackInfo)>>,
+    published: Mutex<Vec<Arc<PublishedTrack>>>,
+    down_tracks: Mutex<HashMap<String, Arc<RTCRtpSender>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section is a single push, take or lookup, so a poisoned lock
+    // still guards consistent data.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unix(t: SystemTime) -> std::time::Duration {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+impl Participant {
+    /// A participant for `grant`, with fresh publisher and subscriber PCs. The PCs'
+    /// callbacks hold weak references, so dropping the room and participant frees
+    /// them.
+    pub(crate) async fn new(
+        grant: &VerifiedGrant,
+        signal: SignalTx,
+        room: &Arc<Room>,
+    ) -> Result<Arc<Self>, crate::engine::EngineError> {
+        let publisher = room.engine().peer_connection().await?;
+        let subscriber = room.engine().peer_connection().await?;
+        let me = Arc::new(Self {
+            sid: ids::new(ids::PARTICIPANT),
+            identity: grant.identity().to_owned(),
+            name: grant.name().to_owned(),
+            metadata: grant.metadata().to_owned(),
+            grants: grant.grants(),
+            joined_at: SystemTime::now(),
+            version: AtomicU32::new(0),
+            signal,
+            closed: Notify::new(),
+            is_closed: AtomicBool::new(false),
+            publisher,
+            subscriber,
+            publisher_candidates: Mutex::new(Some(Vec::new())),
+            subscriber_candidates: Mutex::new(Some(Vec::new())),
+            negotiation: tokio::sync::Mutex::new(Negotiation::default()),
+            pending_tracks: Mutex::new(Vec::new()),
+            published: Mutex::new(Vec::new()),
+            down_tracks: Mutex::new(HashMap::new()),
+        });
+        me.wire_callbacks(Arc::downgrade(room));
+        Ok(me)
+    }
+
+    fn wire_callbacks(self: &Arc<Self>, room: Weak<Room>) {
+        for (pc, target) in [(&self.publisher, Target::Publisher), (&self.subscriber, Target::Subscriber)] {
+            let me = Arc::downgrade(self);
+            pc.on_ice_candidate(Box::new(move |c: Option<RTCIceCandidate>| {
+                let me = me.clone();
+                Box::pin(async move {
+                    let (Some(me), Some(c)) = (me.upgrade(), c) else { return };
+                    match c.to_json().map(|init| serde_json::to_string(&init)) {
+                        Ok(Ok(json)) => me.send(Out::Trickle(proto::TrickleRequest {
+                            candidate_init: json,
+                            target: target.proto(),
+                            r#final: false,
+                        })),
+                        Ok(Err(e)) => tracing::warn!(error = %e, "candidate not serialisable"),
+                        Err(e) => tracing::warn!(error = %e, "candidate not serialisable"),
+                    }
+                })
+            }));
+            let sid = self.sid.clone();
+            pc.on_peer_connection_state_change(Box::new(move |state| {
+                tracing::info!(participant = %sid, ?target, %state, "peer connection state");
+                Box::pin(async {})
+            }));
+        }
+        let me = Arc::downgrade(self);
+        self.publisher.on_track(Box::new(move |remote, _receiver, _transceiver| {
+            let (me, room) = (me.clone(), room.clone());
+            Box::pin(async move {
+                let (Some(me), Some(room)) = (me.upgrade(), room.upgrade()) else { return };
+                me.on_remote_track(&room, remote).await;
+            })
+        }));
+    }
+
+    /// Grants from the participant's token.
+    pub fn grants(&self) -> Grants {
+        self.grants
+    }
+
+    /// Queues a signal message for the client. A full queue means the client is
+    /// not reading; it is disconnected.
+    pub fn send(&self, message: Out) {
+        if let Err(e) = self.signal.try_send(message) {
+            if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                tracing::warn!(participant = %self.sid, "signal queue full; disconnecting");
+                self.close_signal();
+            }
+        }
+    }
+
+    /// Ends the participant's signal session.
+    pub fn close_signal(&self) {
+        self.closed.notify_one();
+    }
+
+    /// The participant as LiveKit's `ParticipantInfo`, with a fresh version.
+    pub fn info(&self, state: proto::participant_info::State) -> proto::ParticipantInfo {
+        let tracks: Vec<proto::TrackInfo> = lock(&self.published).iter().map(|t| t.info()).collect();
+        let joined = unix(self.joined_at);
+        proto::ParticipantInfo {
+            sid: self.sid.clone(),
+            identity: self.identity.clone(),
+            name: self.name.clone(),
+            metadata: self.metadata.clone(),
+            state: state as i32,
+            is_publisher: !tracks.is_empty(),
+            tracks,
+            joined_at: joined.as_secs() as i64,
+            joined_at_ms: joined.as_millis() as i64,
+            version: self.version.fetch_add(1, Ordering::Relaxed) + 1,
+            permission: Some(proto::ParticipantPermission {
+                can_subscribe: self.grants.can_subscribe,
+                can_publish: self.grants.can_publish,
+                can_publish_data: self.grants.can_publish_data,
+                hidden: self.grants.hidden,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Tracks this participant publishes.
+    pub fn published(&self) -> Vec<Arc<PublishedTrack>> {
+        lock(&self.published).clone()
+    }
+
+    /// Handles the client's publisher offer: answer it, echoing its id.
+    pub async fn handle_offer(&self, offer: proto::SessionDescription) -> Result<(), ParticipantError> {
+        let desc = RTCSessionDescription::offer(offer.sdp).map_err(|e| ParticipantError::BadRequest(e.to_string()))?;
+        self.publisher
+            .set_remote_description(desc)
+            .await
+            .map_err(|e| ParticipantError::BadRequest(format!("publisher offer: {e}")))?;
+        self.flush_candidates(Target::Publisher).await;
+        let answer = self.publisher.create_answer(None).await?;
+        self.publisher.set_local_description(answer.clone()).await?;
+        let sdp = self.publisher.local_description().await.map(|d| d.sdp).unwrap_or(answer.sdp);
+        self.send(Out::Answer(proto::SessionDescription {
+            r#type: "answer".into(),
+            sdp,
+            id: offer.id,
+            ..Default::default()
+        }));
+        Ok(())
+    }
+
+    /// Handles the client's answer to our subscriber offer.
+    pub async fn handle_answer(&self, answer: proto::SessionDescription) -> Result<(), ParticipantError> {
+        let mut neg = self.negotiation.lock().await;
+        if !neg.awaiting_answer || (answer.id != 0 && answer.id != neg.offer_id) {
+            tracing::debug!(participant = %self.sid, id = answer.id, "stale subscriber answer ignored");
+            return Ok(());
+        }
+        let desc =
+            RTCSessionDescription::answer(answer.sdp).map_err(|e| ParticipantError::BadRequest(e.to_string()))?;
+        self.subscriber
+            .set_remote_description(desc)
+            .await
+            .map_err(|e| ParticipantError::BadRequest(format!("subscriber answer: {e}")))?;
+        neg.awaiting_answer = false;
+        self.flush_candidates(Target::Subscriber).await;
+        if std::mem::take(&mut neg.pending) {
+            self.offer(&mut neg).await?;
+        }
+        Ok(())
+    }
+
+    /// Handles a trickled ICE candidate (`TrickleRequest.candidate_init`, the JSON of
+    /// `RTCIceCandidate.toJSON()`).
+    pub async fn handle_trickle(&self, trickle: proto::TrickleRequest) -> Result<(), ParticipantError> {
+        let init: RTCIceCandidateInit = serde_json::from_str(&trickle.candidate_init)
+            .map_err(|e| ParticipantError::BadRequest(format!("candidateInit: {e}")))?;
+        let (pc, buffer) = if trickle.target == proto::SignalTarget::Subscriber as i32 {
+            (&self.subscriber, &self.subscriber_candidates)
+        } else {
+            (&self.publisher, &self.publisher_candidates)
+        };
+        if let Some(buffered) = lock(buffer).as_mut() {
+            buffered.push(init);
+            return Ok(());
+        }
+        if let Err(e) = pc.add_ice_candidate(init).await {
+            tracing::debug!(participant = %self.sid, error = %e, "candidate refused");
+        }
+        Ok(())
+    }
+
+    async fn flush_candidates(&self, target: Target) {
+        let (pc, buffer) = match target {
+            Target::Publisher => (&self.publisher, &self.publisher_candidates),
+            Target::Subscriber => (&self.subscriber, &self.subscriber_candidates),
+        };
+        let buffered = lock(buffer).take().unwrap_or_default();
+        for init in buffered {
+            if let Err(e) = pc.add_ice_candidate(init).await {
+                tracing::debug!(participant = %self.sid, error = %e, "buffered candidate refused");
+            }
+        }
+    }
+
+    /// Handles `AddTrackRequest`: records the pending track and answers
+    /// `TrackPublishedResponse` with its new sid.
+    // `simulcast` and `layers` are deprecated in the proto, but livekit-client 2.x
+    // still reads them for remote video tracks.
+    #[allow(deprecated)]
+    pub fn handle_add_track(&self, req: proto::AddTrackRequest) -> Result<(), ParticipantError> {
+        if !self.grants.can_publish {
+            // LiveKit ignores the request; the client times out waiting for trackPublished.
+            tracing::info!(participant = %self.sid, "AddTrackRequest without canPublish ignored");
+            return Ok(());
+        }
+        if req.cid.is_empty() {
+            return Err(ParticipantError::BadRequest("AddTrackRequest without cid".into()));
+        }
+        let info = proto::TrackInfo {
+            sid: ids::new(ids::TRACK),
+            r#type: req.r#type,
+            name: req.name,
+            muted: req.muted,
+            width: req.width,
+            height: req.height,
+            simulcast: req.layers.len() > 1,
+            source: req.source,
+            layers: req.layers,
+            disable_red: req.disable_red,
+            stream: req.stream,
+            ..Default::default()
+        };
+        lock(&self.pending_tracks).push((req.cid.clone(), info.clone()));
+        self.send(Out::TrackPublished(proto::TrackPublishedResponse { cid: req.cid, track: Some(info) }));
+        Ok(())
+    }
+
+    /// Takes the pending track for media with msid track id `cid`, or else the
+    /// oldest pending track of the same kind.
+    fn take_pending(&self, cid: &str, kind: RTPCodecType) -> Option<proto::TrackInfo> {
+        let want = if kind == RTPCodecType::Audio { proto::TrackType::Audio } else { proto::TrackType::Video } as i32;
+        let mut pending = lock(&self.pending_tracks);
+        let at = pending
+            .iter()
+            .position(|(c, _)| c == cid)
+            .or_else(|| pending.iter().position(|(_, i)| i.r#type == want))?;
+        Some(pending.remove(at).1)
+    }
+
+    async fn on_remote_track(self: &Arc<Self>, room: &Arc<Room>, remote: Arc<TrackRemote>) {
+        let rid = remote.rid().to_owned();
+        if !rid.is_empty() && rid != forward::FORWARDED_RID {
+            forward::spawn_drain(remote);
+            return;
+        }
+        let Some(info) = self.take_pending(&remote.id(), remote.kind()) else {
+            tracing::warn!(participant = %self.sid, cid = %remote.id(), "media without AddTrackRequest; dropped");
+            forward::spawn_drain(remote);
+            return;
+        };
+        let track = Arc::new(PublishedTrack::new(&self.sid, info, &remote, Arc::downgrade(&self.publisher)));
+        tracing::info!(participant = %self.sid, track = %track.sid, mime = %track.info().mime_type, %rid, "track published");
+        lock(&self.published).push(Arc::clone(&track));
+        let (room_weak, me_weak, sid) = (Arc::downgrade(room), Arc::downgrade(self), track.sid.clone());
+        forward::spawn_forwarder(remote, Arc::clone(&track), async move {
+            if let (Some(room), Some(me)) = (room_weak.upgrade(), me_weak.upgrade()) {
+                room.unpublish(&me, &sid).await;
+            }
+        });
+        room.published(self, track).await;
+    }
+
+    /// Removes a published track; returns it if it was there.
+    pub(crate) fn remove_published(&self, track_sid: &str) -> Option<Arc<PublishedTrack>> {
+        let mut published = lock(&self.published);
+        let at = published.iter().position(|t| t.sid == track_sid)?;
+        Some(published.remove(at))
+    }
+
+    /// Handles `MuteTrackRequest`; returns whether the track's state changed.
+    pub fn handle_mute(&self, req: &proto::MuteTrackRequest) -> bool {
+        lock(&self.published).iter().find(|t| t.sid == req.sid).is_some_and(|t| t.set_muted(req.muted))
+    }
+
+    /// Adds a down-track for `track` to the subscriber PC and offers it.
+    pub async fn subscribe(&self, track: &Arc<PublishedTrack>) -> Result<(), ParticipantError> {
+        if self.is_closed.load(Ordering::Relaxed) || lock(&self.down_tracks).contains_key(&track.sid) {
+            return Ok(());
+        }
+        let sender = self.subscriber.add_track(track.local_track()).await?;
+        forward::spawn_down_track_rtcp(Arc::clone(&sender), Arc::downgrade(track));
+        lock(&self.down_tracks).insert(track.sid.clone(), sender);
+        self.negotiate().await?;
+        track.request_keyframe(Instant::now()).await;
+        Ok(())
+    }
+
+    /// Removes the down-track of `track_sid`, if any, and offers the change.
+    pub async fn unsubscribe(&self, track_sid: &str) -> Result<(), ParticipantError> {
+        let Some(sender) = lock(&self.down_tracks).remove(track_sid) else { return Ok(()) };
+        if self.is_closed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.subscriber.remove_track(&sender).await?;
+        self.negotiate().await
+    }
+
+    async fn negotiate(&self) -> Result<(), ParticipantError> {
+        let mut neg = self.negotiation.lock().await;
+        if neg.awaiting_answer {
+            neg.pending = true;
+            return Ok(());
+        }
+        self.offer(&mut neg).await
+    }
+
+    async fn offer(&self, neg: &mut Negotiation) -> Result<(), ParticipantError> {
+        let offer = self.subscriber.create_offer(None).await?;
+        self.subscriber.set_local_description(offer.clone()).await?;
+        neg.offer_id += 1;
+        neg.awaiting_answer = true;
+        self.send(Out::Offer(proto::SessionDescription {
+            r#type: "offer".into(),
+            sdp: offer.sdp,
+            id: neg.offer_id,
+            ..Default::default()
+        }));
+        Ok(())
+    }
+
+    /// Closes both PCs. Idempotent.
+    pub async fn close(&self) {
+        if self.is_closed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        for pc in [&self.publisher, &self.subscriber] {
+            if let Err(e) = pc.close().await {
+                tracing::debug!(participant = %self.sid, error = %e, "PC close");
+            }
+        }
+    }
+}

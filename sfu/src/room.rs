@@ -1,0 +1,261 @@
+//! Rooms on this node: who is in them, who publishes what, and who hears of it.
+//!
+//! A room is created on its first join and removed when its last participant
+//! leaves. Every participant auto-subscribes to every other participant's tracks
+//! (LiveKit's default `auto_subscribe=1`). `ParticipantUpdate`s always carry the
+//! full track list, and go out before the subscriber offer that carries the media,
+//! since livekit-client drops media of a track it has not heard of.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use livekit_protocol as proto;
+use livekit_protocol::participant_info::State;
+use livekit_protocol::signal_response::Message as Out;
+use meridian_auth::VerifiedGrant;
+use meridian_schema::{RoomRecord, Store};
+
+use crate::engine::{Engine, EngineError};
+use crate::forward::PublishedTrack;
+use crate::ids;
+use crate::participant::{Participant, SignalTx};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Critical sections are single map operations; a poisoned lock is consistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A room hosted on this node.
+pub struct Room {
+    /// Room name (the token's `video.room`).
+    pub name: String,
+    /// Room sid (`RM_…`).
+    pub sid: String,
+    created_at: SystemTime,
+    engine: Arc<Engine>,
+    participants: Mutex<HashMap<String, Arc<Participant>>>,
+}
+
+impl Room {
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// LiveKit's `Room` message for this room.
+    pub fn info(&self) -> proto::Room {
+        let created = self.created_at.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let participants = lock(&self.participants);
+        proto::Room {
+            sid: self.sid.clone(),
+            name: self.name.clone(),
+            creation_time: created.as_secs() as i64,
+            creation_time_ms: created.as_millis() as i64,
+            num_participants: participants.len() as u32,
+            num_publishers: participants.values().filter(|p| !p.published().is_empty()).count() as u32,
+            ..Default::default()
+        }
+    }
+
+    /// Everyone in the room but `except`.
+    pub fn others(&self, except: &str) -> Vec<Arc<Participant>> {
+        lock(&self.participants).values().filter(|p| p.sid != except).cloned().collect()
+    }
+
+    /// Number of participants.
+    pub fn len(&self) -> usize {
+        lock(&self.participants).len()
+    }
+
+    /// Whether nobody is in the room.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sends `info` of `about` to everyone else (nobody, if `about` is hidden).
+    fn announce(&self, about: &Participant, info: proto::ParticipantInfo) {
+        if about.grants().hidden {
+            return;
+        }
+        for p in self.others(&about.sid) {
+            p.send(Out::Update(proto::ParticipantUpdate { participants: vec![info.clone()] }));
+        }
+    }
+
+    /// Tells the room that `publisher` now publishes `track`, and subscribes
+    /// everyone who may subscribe.
+    pub(crate) async fn published(&self, publisher: &Arc<Participant>, track: Arc<PublishedTrack>) {
+        let info = publisher.info(State::Active);
+        publisher.send(Out::Update(proto::ParticipantUpdate { participants: vec![info.clone()] }));
+        self.announce(publisher, info);
+        for p in self.others(&publisher.sid) {
+            if p.grants().can_subscribe {
+                if let Err(e) = p.subscribe(&track).await {
+                    tracing::warn!(room = %self.name, participant = %p.sid, track = %track.sid, error = %e, "subscribe failed");
+                }
+            }
+        }
+    }
+
+    /// Removes `publisher`'s track `track_sid` from the room. Idempotent.
+    pub(crate) async fn unpublish(&self, publisher: &Arc<Participant>, track_sid: &str) {
+        if publisher.remove_published(track_sid).is_none() {
+            return;
+        }
+        tracing::info!(room = %self.name, participant = %publisher.sid, track = %track_sid, "track unpublished");
+        for p in self.others(&publisher.sid) {
+            if let Err(e) = p.unsubscribe(track_sid).await {
+                tracing::debug!(participant = %p.sid, error = %e, "unsubscribe failed");
+            }
+        }
+        if lock(&self.participants).contains_key(&publisher.sid) {
+            self.announce(publisher, publisher.info(State::Active));
+        }
+    }
+
+    /// Handles a mute change from `who`.
+    pub(crate) fn muted(&self, who: &Participant, req: &proto::MuteTrackRequest) {
+        if who.handle_mute(req) {
+            self.announce(who, who.info(State::Active));
+        }
+    }
+
+    /// Removes `who`: closes its PCs, removes its down-tracks from everyone, and
+    /// tells the others it left. Idempotent.
+    pub(crate) async fn leave(&self, who: &Arc<Participant>) {
+        let removed = lock(&self.participants).remove(&who.sid);
+        if removed.is_none() {
+            return;
+        }
+        who.close().await;
+        for track in who.published() {
+            for p in self.others(&who.sid) {
+                if let Err(e) = p.unsubscribe(&track.sid).await {
+                    tracing::debug!(participant = %p.sid, error = %e, "unsubscribe failed");
+                }
+            }
+        }
+        self.announce(who, who.info(State::Disconnected));
+        tracing::info!(room = %self.name, participant = %who.sid, identity = %who.identity, "participant left");
+    }
+}
+
+/// Errors joining a room. Store errors are upstream (a retry may help); engine
+/// errors are ours.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The store could not record the room.
+    #[error("store: {0}")]
+    Store(#[from] meridian_schema::StoreError),
+    /// A peer connection could not be created.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// All rooms on this node.
+pub struct RoomManager {
+    engine: Arc<Engine>,
+    store: Arc<dyn Store>,
+    region: String,
+    node: String,
+    rooms: Mutex<HashMap<String, Arc<Room>>>,
+}
+
+impl RoomManager {
+    /// No rooms yet. Rooms are recorded in `store` with `region` and `node`.
+    pub fn new(engine: Arc<Engine>, store: Arc<dyn Store>, region: String, node: String) -> Self {
+        Self { engine, store, region, node, rooms: Mutex::new(HashMap::new()) }
+    }
+
+    /// Number of live rooms.
+    pub fn room_count(&self) -> usize {
+        lock(&self.rooms).len()
+    }
+
+    /// Admits `grant`'s holder into its room: creates the room if needed, replaces
+    /// a participant with the same identity (LiveKit's `DUPLICATE_IDENTITY`), and
+    /// returns the room and the new participant (not yet announced; see
+    /// [`RoomManager::announce_join`]).
+    pub async fn join(
+        &self,
+        grant: &VerifiedGrant,
+        signal: SignalTx,
+    ) -> Result<(Arc<Room>, Arc<Participant>), JoinError> {
+        let existing = lock(&self.rooms).get(grant.room()).cloned();
+        let room = match existing {
+            Some(r) => r,
+            None => {
+                let record = self
+                    .store
+                    .get_or_create_room(&RoomRecord {
+                        name: grant.room().to_owned(),
+                        sid: ids::new(ids::ROOM),
+                        region: Some(self.region.clone()),
+                        node: Some(self.node.clone()),
+                        created_at: SystemTime::now(),
+                    })
+                    .await?;
+                let mut rooms = lock(&self.rooms);
+                Arc::clone(rooms.entry(record.name.clone()).or_insert_with(|| {
+                    tracing::info!(room = %record.name, sid = %record.sid, "room created");
+                    Arc::new(Room {
+                        name: record.name.clone(),
+                        sid: record.sid.clone(),
+                        created_at: record.created_at,
+                        engine: Arc::clone(&self.engine),
+                        participants: Mutex::new(HashMap::new()),
+                    })
+                }))
+            }
+        };
+        let duplicate = lock(&room.participants).values().find(|p| p.identity == grant.identity()).cloned();
+        if let Some(old) = duplicate {
+            old.send(Out::Leave(proto::LeaveRequest {
+                can_reconnect: false,
+                reason: proto::DisconnectReason::DuplicateIdentity as i32,
+                action: proto::leave_request::Action::Disconnect as i32,
+                ..Default::default()
+            }));
+            room.leave(&old).await;
+            old.close_signal();
+        }
+        let participant = Participant::new(grant, signal, &room).await?;
+        lock(&room.participants).insert(participant.sid.clone(), Arc::clone(&participant));
+        Ok((room, participant))
+    }
+
+    /// After the JoinResponse went out: tells the others about `who`, and
+    /// subscribes `who` to what they publish.
+    pub async fn announce_join(&self, room: &Arc<Room>, who: &Arc<Participant>) {
+        room.announce(who, who.info(State::Joined));
+        if !who.grants().can_subscribe {
+            return;
+        }
+        for other in room.others(&who.sid) {
+            for track in other.published() {
+                if let Err(e) = who.subscribe(&track).await {
+                    tracing::warn!(participant = %who.sid, track = %track.sid, error = %e, "subscribe failed");
+                }
+            }
+        }
+    }
+
+    /// Removes `who` from `room`, and the room from the node (and store) once empty.
+    pub async fn leave(&self, room: &Arc<Room>, who: &Arc<Participant>) {
+        room.leave(who).await;
+        let emptied = {
+            let mut rooms = lock(&self.rooms);
+            let empty = room.is_empty() && rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room));
+            if empty {
+                rooms.remove(&room.name);
+            }
+            empty
+        };
+        if emptied {
+            tracing::info!(room = %room.name, "room closed (empty)");
+            if let Err(e) = self.store.delete_room(&room.name).await {
+                tracing::warn!(room = %room.name, error = %e, "room not removed from store");
+            }
+        }
+    }
+}

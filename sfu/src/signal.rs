@@ -1,0 +1,248 @@
+//! One signal session: the WebSocket of one participant.
+//!
+//! The upgrade request is checked before the handshake completes: path `/rtc`,
+//! a join token that verifies (401/403 with the reason otherwise). Then the
+//! participant joins its room, gets `JoinResponse` as the first message, and the
+//! session moves messages until the socket closes, the client sends `leave`, or
+//! the room ends the participant. A frame that is not a decodable
+//! `SignalRequest` closes this session only.
+//!
+//! Resume (`reconnect=1`) is not supported yet: such a request gets
+//! `LeaveRequest{action: RECONNECT}`, and livekit-client rejoins in full.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use livekit_protocol as proto;
+use livekit_protocol::participant_info::State;
+use livekit_protocol::signal_request::Message as In;
+use livekit_protocol::signal_response::Message as Out;
+use meridian_auth::VerifiedGrant;
+use prost::Message as _;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::participant::{Participant, ParticipantError, SIGNAL_QUEUE};
+use crate::room::Room;
+use crate::{Sfu, LIVEKIT_COMPAT_VERSION, PING_INTERVAL, PING_TIMEOUT, PROTOCOL_VERSION};
+
+/// Largest accepted signal frame: 1 MiB (an SDP with many tracks is ~100 KiB).
+pub const MAX_FRAME_BYTES: usize = 1 << 20;
+
+type Socket = WebSocketStream<TcpStream>;
+
+struct Admission {
+    grant: VerifiedGrant,
+    reconnect: bool,
+}
+
+fn refuse(status: u16, reason: String) -> ErrorResponse {
+    let mut r = ErrorResponse::new(Some(reason));
+    *r.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::from_u16(status)
+        .unwrap_or(tokio_tungstenite::tungstenite::http::StatusCode::UNAUTHORIZED);
+    r
+}
+
+/// Runs the session of one accepted TCP connection to the node's signal port.
+pub async fn run_session(sfu: Arc<Sfu>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let mut admission: Option<Admission> = None;
+    let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        if req.uri().path() != "/rtc" {
+            return Err(refuse(404, "not found".into()));
+        }
+        let q: HashMap<String, String> =
+            form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+        let token = q.get("access_token").map(String::as_str).unwrap_or("");
+        match sfu.authority.verify_join(token, q.get("room").map(String::as_str)) {
+            Ok(grant) => {
+                admission =
+                    Some(Admission { grant, reconnect: q.get("reconnect").is_some_and(|v| v == "1" || v == "true") });
+                Ok(resp)
+            }
+            Err(e) => Err(refuse(e.http_status(), e.to_string())),
+        }
+    };
+    let mut config = WebSocketConfig::default();
+    config.max_message_size = Some(MAX_FRAME_BYTES);
+    config.max_frame_size = Some(MAX_FRAME_BYTES);
+    let ws = match tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config)).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "signal handshake refused or failed");
+            return;
+        }
+    };
+    let Some(Admission { grant, reconnect }) = admission else { return };
+    let span = tracing::info_span!("sfu.session", room = %grant.room(), participant = %grant.identity(), region = %sfu.config.region, node = %sfu.config.node_id);
+    let _e = span.enter();
+    drop(_e);
+    run_admitted(&sfu, ws, grant, reconnect, peer).await;
+}
+
+async fn send(ws: &mut Socket, message: Out) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    let bytes = proto::SignalResponse { message: Some(message) }.encode_to_vec();
+    ws.send(Frame::Binary(bytes.into())).await
+}
+
+async fn run_admitted(sfu: &Arc<Sfu>, mut ws: Socket, grant: VerifiedGrant, reconnect: bool, peer: SocketAddr) {
+    if reconnect {
+        // No session state to resume: ask for a full rejoin.
+        let _ = send(
+            &mut ws,
+            Out::Leave(proto::LeaveRequest {
+                can_reconnect: true,
+                reason: proto::DisconnectReason::StateMismatch as i32,
+                action: proto::leave_request::Action::Reconnect as i32,
+                ..Default::default()
+            }),
+        )
+        .await;
+        let _ = ws.close(None).await;
+        return;
+    }
+    let (tx, mut rx) = mpsc::channel(SIGNAL_QUEUE);
+    let (room, me) = match sfu.rooms.join(&grant, tx).await {
+        Ok(joined) => joined,
+        Err(e) => {
+            tracing::error!(%peer, error = %e, "join failed");
+            let _ = send(
+                &mut ws,
+                Out::Leave(proto::LeaveRequest {
+                    can_reconnect: true,
+                    reason: proto::DisconnectReason::JoinFailure as i32,
+                    action: proto::leave_request::Action::Reconnect as i32,
+                    ..Default::default()
+                }),
+            )
+            .await;
+            return;
+        }
+    };
+    tracing::info!(%peer, room = %room.name, participant = %me.sid, identity = %me.identity, "participant joined");
+    if send(&mut ws, Out::Join(join_response(sfu, &room, &me))).await.is_ok() {
+        sfu.rooms.announce_join(&room, &me).await;
+        session_loop(&mut ws, &room, &me, &mut rx).await;
+    }
+    sfu.rooms.leave(&room, &me).await;
+    let _ = ws.close(None).await;
+}
+
+fn join_response(sfu: &Sfu, room: &Room, me: &Participant) -> proto::JoinResponse {
+    let ice_servers = sfu
+        .config
+        .turn
+        .iter()
+        .map(|turn| {
+            let c = meridian_turn::mint(&turn.secret, &me.identity, turn.ttl, SystemTime::now());
+            proto::IceServer { urls: turn.urls.clone(), username: c.username, credential: c.password }
+        })
+        .collect();
+    let others =
+        room.others(&me.sid).into_iter().filter(|p| !p.grants().hidden).map(|p| p.info(State::Active)).collect();
+    proto::JoinResponse {
+        room: Some(room.info()),
+        participant: Some(me.info(State::Joined)),
+        other_participants: others,
+        server_version: LIVEKIT_COMPAT_VERSION.into(),
+        ice_servers,
+        subscriber_primary: false,
+        server_region: sfu.config.region.clone(),
+        ping_timeout: PING_TIMEOUT.as_secs() as i32,
+        ping_interval: PING_INTERVAL.as_secs() as i32,
+        server_info: Some(proto::ServerInfo {
+            edition: proto::server_info::Edition::Standard as i32,
+            version: LIVEKIT_COMPAT_VERSION.into(),
+            protocol: PROTOCOL_VERSION,
+            region: sfu.config.region.clone(),
+            node_id: sfu.config.node_id.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Why the session loop ended.
+enum End {
+    Closed,
+    Left,
+    Kicked,
+    Malformed(String),
+}
+
+async fn session_loop(ws: &mut Socket, room: &Arc<Room>, me: &Arc<Participant>, rx: &mut mpsc::Receiver<Out>) {
+    let end = loop {
+        tokio::select! {
+            frame = ws.next() => match frame {
+                Some(Ok(Frame::Binary(bytes))) => match proto::SignalRequest::decode(bytes.as_ref()) {
+                    Ok(req) => match handle(ws, room, me, req).await {
+                        Ok(true) => continue,
+                        Ok(false) => break End::Left,
+                        Err(ParticipantError::BadRequest(why)) => break End::Malformed(why),
+                        Err(e) => tracing::warn!(participant = %me.sid, error = %e, "request failed"),
+                    },
+                    Err(e) => break End::Malformed(format!("not a SignalRequest: {e}")),
+                },
+                Some(Ok(Frame::Text(_))) => break End::Malformed("text frame (JSON signalling is not supported)".into()),
+                Some(Ok(Frame::Close(_))) | None => break End::Closed,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => break End::Malformed(e.to_string()),
+            },
+            out = rx.recv() => match out {
+                Some(message) => if send(ws, message).await.is_err() { break End::Closed },
+                None => break End::Closed,
+            },
+            _ = me.closed.notified() => break End::Kicked,
+        }
+    };
+    // Flush what is queued (e.g. a Leave telling the client why), best effort.
+    while let Ok(message) = rx.try_recv() {
+        if send(ws, message).await.is_err() {
+            break;
+        }
+    }
+    match end {
+        End::Malformed(why) => {
+            tracing::warn!(participant = %me.sid, %why, "malformed signal message; closing this connection")
+        }
+        End::Closed => tracing::info!(participant = %me.sid, "signal socket closed"),
+        End::Left => tracing::info!(participant = %me.sid, "client left"),
+        End::Kicked => tracing::info!(participant = %me.sid, "participant removed by the server"),
+    }
+}
+
+/// Handles one request; `Ok(false)` ends the session (the client left).
+async fn handle(
+    ws: &mut Socket,
+    room: &Arc<Room>,
+    me: &Arc<Participant>,
+    req: proto::SignalRequest,
+) -> Result<bool, ParticipantError> {
+    let Some(message) = req.message else { return Ok(true) };
+    match message {
+        In::Offer(sd) => me.handle_offer(sd).await?,
+        In::Answer(sd) => me.handle_answer(sd).await?,
+        In::Trickle(t) => me.handle_trickle(t).await?,
+        In::AddTrack(t) => me.handle_add_track(t)?,
+        In::Mute(m) => room.muted(me, &m),
+        In::Leave(_) => return Ok(false),
+        In::Ping(ts) => {
+            let _ = send(ws, Out::Pong(ts)).await;
+        }
+        In::PingReq(p) => {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+            let _ = send(ws, Out::PongResp(proto::Pong { last_ping_timestamp: p.timestamp, timestamp: now })).await;
+        }
+        other => {
+            tracing::debug!(participant = %me.sid, message = ?std::mem::discriminant(&other), "signal message not handled yet")
+        }
+    }
+    Ok(true)
+}
