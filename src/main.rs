@@ -111,9 +111,10 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,webrtc=warn,webrtc_ice=warn,webrtc_dtls=warn,turn=warn".into()),
+                .unwrap_or_else(|_| "info,webrtc=warn,webrtc_ice=warn,webrtc_dtls=error,dtls=error,turn=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
         Command::Dev(args) => dev(args).await,

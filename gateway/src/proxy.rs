@@ -18,6 +18,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use meridian_auth::VerifiedGrant;
 use tokio::net::TcpStream;
+use tracing::Instrument;
 
 use crate::http_util::{query, text, Body};
 use crate::Gateway;
@@ -57,7 +58,7 @@ pub(crate) fn validate(gw: &Gateway, req: &Request<Incoming>) -> Response<Body> 
 }
 
 /// `GET /rtc` with a WebSocket upgrade: verify, route, proxy.
-pub(crate) async fn rtc(gw: &Gateway, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn rtc(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     let grant = match check_token(gw, req.uri()) {
         Ok(g) => g,
         Err(refusal) => {
@@ -76,7 +77,16 @@ pub(crate) async fn rtc(gw: &Gateway, peer: SocketAddr, mut req: Request<Incomin
         region = %route.region.region.id,
         node = %route.node.id,
     );
-    let _entered = span.enter();
+    rtc_routed(gw, peer, req, grant, route).instrument(span).await
+}
+
+async fn rtc_routed(
+    _gw: &Gateway,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+    _grant: VerifiedGrant,
+    route: crate::route::Route<'_>,
+) -> Response<Body> {
     let node_addr = route.node.signal_addr;
 
     let upstream = match connect_upstream(node_addr, peer, &route.region.region.id, &req).await {
@@ -101,7 +111,6 @@ pub(crate) async fn rtc(gw: &Gateway, peer: SocketAddr, mut req: Request<Incomin
     let client_upgrade = hyper::upgrade::on(&mut req);
     let node_upgrade = hyper::upgrade::on(upstream);
     tracing::info!(reason = ?route.reason, "join routed");
-    drop(_entered);
     tokio::spawn(async move {
         let (client, node) = match tokio::try_join!(client_upgrade, node_upgrade) {
             Ok(pair) => pair,

@@ -20,6 +20,7 @@ use livekit_protocol::TrackInfo;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use webrtc::rtp::header::Header;
 use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
@@ -122,11 +123,22 @@ pub fn spawn_forwarder(
     tokio::spawn(async move {
         let mut forwarded: u64 = 0;
         while let Ok((mut packet, _)) = remote.read_rtp().await {
-            packet.header.extension = false;
-            packet.header.extension_profile = 0;
-            packet.header.extensions.clear();
-            // An error here means no subscriber binding took the packet; keep going.
-            let _ = track.local.write_rtp(&packet).await;
+            let h = &packet.header;
+            packet.header = Header {
+                version: h.version,
+                padding: h.padding,
+                marker: h.marker,
+                payload_type: h.payload_type,
+                sequence_number: h.sequence_number,
+                timestamp: h.timestamp,
+                ssrc: h.ssrc,
+                csrc: std::mem::take(&mut packet.header.csrc),
+                ..Header::default()
+            };
+            // An error here means a subscriber binding did not take the packet; keep going.
+            if let Err(e) = track.local.write_rtp(&packet).await {
+                tracing::debug!(track = %track.sid, error = %e, "RTP not written to every down-track");
+            }
             forwarded += 1;
             if forwarded == 1 {
                 tracing::info!(track = %track.sid, ssrc = remote.ssrc(), "first RTP forwarded");

@@ -28,6 +28,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::WebSocketStream;
+use tracing::Instrument;
 
 use crate::participant::{Participant, ParticipantError, SIGNAL_QUEUE};
 use crate::room::Room;
@@ -82,9 +83,7 @@ pub async fn run_session(sfu: Arc<Sfu>, stream: TcpStream, peer: SocketAddr) {
     };
     let Some(Admission { grant, reconnect }) = admission else { return };
     let span = tracing::info_span!("sfu.session", room = %grant.room(), participant = %grant.identity(), region = %sfu.config.region, node = %sfu.config.node_id);
-    let _e = span.enter();
-    drop(_e);
-    run_admitted(&sfu, ws, grant, reconnect, peer).await;
+    run_admitted(&sfu, ws, grant, reconnect, peer).instrument(span).await;
 }
 
 async fn send(ws: &mut Socket, message: Out) -> Result<(), tokio_tungstenite::tungstenite::Error> {

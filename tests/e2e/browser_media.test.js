@@ -1,0 +1,54 @@
+// Two livekit-client participants in Chromium join through the gateway URL, publish
+// camera and microphone, and each decodes the other's video and receives audio:
+// once over direct ICE, once with iceTransportPolicy 'relay' through the TURN relay.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startMeridian, launchBrowser, apiToken, sdkToken, join, waitForMedia } from './harness.js';
+
+let server, browser;
+before(async () => {
+  server = await startMeridian();
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+async function twoParticipants(room, connectOptions) {
+  const alice = await apiToken(server, room, 'alice');
+  assert.equal(alice.url, server.wsUrl, 'the API returns the gateway URL');
+  const bobToken = await sdkToken(room, 'bob');
+  const a = await join(browser, server, alice.token, connectOptions);
+  const b = await join(browser, server, bobToken, connectOptions);
+  try {
+    const atA = await waitForMedia(a.page, 'bob');
+    const atB = await waitForMedia(b.page, 'alice');
+    return { a, b, atA, atB };
+  } catch (e) {
+    e.message += '\n--- alice console:\n' + a.consoleLines.slice(-30).join('\n') + '\n--- bob console:\n' + b.consoleLines.slice(-30).join('\n')
+      + '\n--- server:\n' + server.logs.join('').split('\n').slice(-60).join('\n');
+    throw e;
+  }
+}
+
+test('two browsers exchange video and audio through the gateway', async () => {
+  const { a, b, atA, atB } = await twoParticipants('e2e-direct');
+  assert.ok(atA.now.video.framesDecoded > atA.first.video.framesDecoded, 'alice decodes a growing number of bob\'s frames');
+  assert.ok(atB.now.video.framesDecoded > atB.first.video.framesDecoded, 'bob decodes a growing number of alice\'s frames');
+  const region = await a.page.evaluate(() => window.meridian.room().engine.latestJoinResponse.serverInfo.region);
+  assert.equal(region, 'local');
+  await a.context.close();
+  await b.context.close();
+});
+
+test('with iceTransportPolicy relay, media flows through the TURN relay', async () => {
+  const opts = { rtcConfig: { iceTransportPolicy: 'relay' } };
+  const { a, b } = await twoParticipants('e2e-relay', opts);
+  for (const p of [a, b]) {
+    const types = await p.page.evaluate(() => window.meridian.selectedCandidateTypes());
+    assert.deepEqual([...new Set(types)], ['relay'], 'the subscriber PC runs over a relayed candidate');
+  }
+  await a.context.close();
+  await b.context.close();
+});

@@ -1,0 +1,103 @@
+// Shared harness for the browser tests: start `meridian dev`, launch Debian's
+// Chromium with fake media, mint tokens, and poll WebRTC stats.
+import { spawn } from 'node:child_process';
+import { chromium } from 'playwright-core';
+import { AccessToken } from 'livekit-server-sdk';
+
+export const API_KEY = 'devkey';
+export const API_SECRET = 'e2e-secret-not-for-production';
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+/** Starts `meridian dev` on the given ports; resolves once it says it is up. */
+export async function startMeridian({ port = 7880, sfuPort = 7881, turnPort = 3478 } = {}) {
+  const bin = process.env.MERIDIAN_BIN || '../../target/debug/meridian';
+  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info,webrtc=warn,webrtc_ice=warn,dtls=error,webrtc_dtls=error,turn=warn' };
+  delete env.DATABASE_URL; // the dev job runs on its memory store
+  const child = spawn(bin, ['dev', '--port', String(port), '--sfu-port', String(sfuPort), '--turn-port', String(turnPort),
+    '--api-key', API_KEY, '--api-secret', API_SECRET], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs = [];
+  child.stderr.on('data', d => logs.push(d.toString()));
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('meridian dev did not start in 30 s:\n' + logs.join(''))), 30_000);
+    child.stdout.on('data', d => { if (d.toString().includes('Meridian dev is up')) { clearTimeout(timer); resolve(); } });
+    child.on('exit', code => { clearTimeout(timer); reject(new Error(`meridian dev exited with ${code}:\n${logs.join('')}`)); });
+  });
+  return {
+    url: `http://127.0.0.1:${port}`,
+    wsUrl: `ws://127.0.0.1:${port}`,
+    logs,
+    async stop() {
+      if (child.exitCode !== null) return;
+      child.kill('SIGINT');
+      await new Promise(r => { const t = setTimeout(() => { child.kill('SIGKILL'); r(); }, 5000); child.on('exit', () => { clearTimeout(t); r(); }); });
+    },
+  };
+}
+
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--headless=new', '--no-sandbox', '--disable-gpu',
+      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
+      '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-quic',
+      '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1',
+    ],
+  });
+}
+
+/** Mints a token through the gateway's HTTPS API (POST /v1/tokens, Basic auth). */
+export async function apiToken(server, room, identity) {
+  const res = await fetch(`${server.url}/v1/tokens`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      authorization: 'Basic ' + Buffer.from(`${API_KEY}:${API_SECRET}`).toString('base64'),
+    },
+    body: JSON.stringify({ room, identity, name: identity }),
+  });
+  const body = await res.json();
+  if (res.status !== 200) throw new Error(`POST /v1/tokens: ${res.status} ${JSON.stringify(body)}`);
+  return body;
+}
+
+/** Mints a token with livekit-server-sdk, as an app backend on LiveKit would. */
+export async function sdkToken(room, identity) {
+  const at = new AccessToken(API_KEY, API_SECRET, { identity, name: identity, ttl: '1h' });
+  at.addGrant({ roomJoin: true, room, canPublish: true, canSubscribe: true });
+  return at.toJwt();
+}
+
+/** Opens the demo page in a new context and joins with `token`. */
+export async function join(browser, server, token, connectOptions = {}) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const consoleLines = [];
+  page.on('console', m => consoleLines.push(`[${m.type()}] ${m.text()}`));
+  await page.goto(server.url + '/');
+  await page.evaluate(async ([url, token, opts]) => { await window.meridian.joinWithToken(url, token, opts); },
+    [server.wsUrl, token, connectOptions]);
+  return { page, context, consoleLines };
+}
+
+export const sleep = ms => new Promise(r => setTimeout(r, ms));
+
+/** Polls `page`'s stats until it decodes video (growing) and receives audio from `identity`. */
+export async function waitForMedia(page, identity, { timeoutMs = 30_000 } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let first = null, last = null;
+  while (Date.now() < deadline) {
+    last = await page.evaluate(() => window.meridian.stats());
+    const video = last.video.find(v => v.identity === identity && v.framesDecoded > 0);
+    const audio = last.audio.find(a => a.identity === identity && a.packetsReceived > 0);
+    if (video && audio) {
+      if (!first) first = { video, audio };
+      else if (video.framesDecoded > first.video.framesDecoded && audio.packetsReceived > first.audio.packetsReceived) {
+        return { first, now: { video, audio } };
+      }
+    }
+    await sleep(500);
+  }
+  throw new Error(`no growing media from ${identity} within ${timeoutMs} ms; last stats ${JSON.stringify(last)}`);
+}
