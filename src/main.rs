@@ -1,27 +1,14 @@
 //! The `meridian` binary: `dev` runs a whole region on loopback; `migrate` applies
 //! the Postgres schema; `token` mints a join token from the command line.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use meridian::{DevOptions, DEV_API_KEY, DEV_API_SECRET, DEV_NODE, DEV_REGION};
 use meridian_auth::{Grants, MintRequest, TokenAuthority, DEFAULT_TOKEN_TTL};
-use meridian_gateway::{Gateway, GatewayConfig, NodeTarget, RegionTarget};
-use meridian_geo::{Locator, Region};
-use meridian_schema::{MemoryStore, PgStore, Store};
-use meridian_sfu::engine::IceConfig;
-use meridian_sfu::{Sfu, SfuConfig, TurnAdvert};
-use meridian_turn::{TurnConfig, TurnRelay, DEFAULT_CREDENTIAL_TTL, DEFAULT_REALM, DEFAULT_RECV_BUFFER_BYTES};
-
-/// Default development API key (printed with a warning at start).
-const DEV_API_KEY: &str = "devkey";
-/// Default development API secret (printed with a warning at start).
-const DEV_API_SECRET: &str = "secret";
-/// Where `npm ci --prefix web` puts the livekit-client browser build.
-const CLIENT_JS: &str = "web/node_modules/livekit-client/dist/livekit-client.umd.js";
 
 #[derive(Parser)]
 #[command(
@@ -139,101 +126,27 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn open_store(database_url: Option<&str>) -> anyhow::Result<Arc<dyn Store>> {
-    match database_url {
-        Some(url) => {
-            meridian_schema::postgres::migrate(url).await.context("migrating the database")?;
-            Ok(Arc::new(PgStore::connect(url).await.context("connecting to the database")?))
-        }
-        None => Ok(Arc::new(MemoryStore::new())),
-    }
-}
-
-fn find_client_js(flag: Option<PathBuf>) -> Option<PathBuf> {
-    if flag.is_some() {
-        return flag;
-    }
-    let mut candidates = vec![PathBuf::from(CLIENT_JS)];
-    // A binary under target/<profile>/ finds the repository two levels up.
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(repo) = exe.parent().and_then(|p| p.parent()).and_then(|p| p.parent()) {
-            candidates.push(repo.join(CLIENT_JS));
-        }
-    }
-    candidates.into_iter().find(|p| p.is_file())
-}
-
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
-    let store = open_store(args.database_url.as_deref()).await?;
-    let authority = TokenAuthority::new(&args.keys.api_key, &args.keys.api_secret);
-    let turn_secret = args.turn_secret.clone().unwrap_or_else(|| {
-        use rand::distr::{Alphanumeric, SampleString};
-        Alphanumeric.sample_string(&mut rand::rng(), 32)
-    });
-
-    let turn = TurnRelay::start(TurnConfig {
-        listen: SocketAddr::new(args.bind, args.turn_port),
-        relay_ip: args.bind,
-        realm: DEFAULT_REALM.into(),
-        secret: turn_secret.clone().into_bytes(),
-        recv_buffer_bytes: DEFAULT_RECV_BUFFER_BYTES,
+    let turn_secret = args.turn_secret.clone().unwrap_or_else(meridian::random_secret);
+    let stack = meridian::start_dev(DevOptions {
+        bind: args.bind,
+        port: args.port,
+        sfu_port: args.sfu_port,
+        turn_port: args.turn_port,
+        api_key: args.keys.api_key.clone(),
+        api_secret: args.keys.api_secret.clone(),
+        turn_secret: turn_secret.clone(),
+        database_url: args.database_url.clone(),
+        geoip_db: args.geoip_db.clone(),
+        client_js: args.client_js.clone(),
     })
-    .await
-    .context("starting the TURN relay")?;
-
-    let region = "local".to_owned();
-    let node_id = "local-1".to_owned();
-    let sfu_listener = tokio::net::TcpListener::bind(SocketAddr::new(args.bind, args.sfu_port))
-        .await
-        .with_context(|| format!("binding the SFU signal port {}:{}", args.bind, args.sfu_port))?;
-    let sfu_addr = sfu_listener.local_addr()?;
-    let sfu = Sfu::new(
-        SfuConfig {
-            region: region.clone(),
-            node_id: node_id.clone(),
-            turn: Some(TurnAdvert {
-                urls: vec![format!("turn:{}?transport=udp", turn.local_addr())],
-                secret: turn_secret.clone().into_bytes(),
-                ttl: DEFAULT_CREDENTIAL_TTL,
-            }),
-            ice: IceConfig { include_loopback: true, loopback_only: args.bind.is_loopback() },
-            max_connections: meridian_sfu::DEFAULT_MAX_CONNECTIONS,
-        },
-        authority.clone(),
-        Arc::clone(&store),
-    )?;
-
-    let locator = match &args.geoip_db {
-        Some(path) => Locator::open(path)?,
-        None => Locator::none(),
-    };
-    let gw_listener = tokio::net::TcpListener::bind(SocketAddr::new(args.bind, args.port))
-        .await
-        .with_context(|| format!("binding the gateway port {}:{}", args.bind, args.port))?;
-    let gw_addr = gw_listener.local_addr()?;
-    let client_js = find_client_js(args.client_js.clone());
-    let gateway = Arc::new(Gateway::new(
-        GatewayConfig {
-            public_url: format!("ws://{gw_addr}"),
-            regions: vec![RegionTarget {
-                region: Region { id: region.clone(), position: None },
-                nodes: vec![NodeTarget { id: node_id.clone(), signal_addr: sfu_addr }],
-            }],
-            default_region: region.clone(),
-            dev_tokens: true,
-            client_js: client_js.clone(),
-            max_connections: meridian_gateway::DEFAULT_MAX_CONNECTIONS,
-        },
-        authority,
-        Arc::clone(&store),
-        locator,
-    ));
-
+    .await?;
+    let gw = stack.gateway_addr;
     println!("Meridian dev is up.");
-    println!("  demo page and API  http://{gw_addr}/");
-    println!("  signal URL         ws://{gw_addr}");
-    println!("  region {region}: SFU node {node_id} at {sfu_addr}, TURN relay udp {}", turn.local_addr());
-    println!("  store              {}", if args.database_url.is_some() { "postgres" } else { "memory" });
+    println!("  demo page and API  http://{gw}/");
+    println!("  signal URL         ws://{gw}");
+    println!("  region {DEV_REGION}: SFU node {DEV_NODE} at {}, TURN relay udp {}", stack.sfu_addr, stack.turn_addr);
+    println!("  store              {}", if stack.on_postgres { "postgres" } else { "memory" });
     println!("  API key / secret   {} / {}", args.keys.api_key, args.keys.api_secret);
     println!("  TURN secret        {turn_secret}");
     if args.keys.api_key == DEV_API_KEY || args.keys.api_secret == DEV_API_SECRET {
@@ -241,25 +154,11 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             "  WARNING: these credentials are for development only; set --api-key/--api-secret for anything else."
         );
     }
-    if client_js.is_none() {
-        println!("  note: demo page needs `npm ci --prefix web` (livekit-client not found)");
+    if stack.client_js.is_none() {
+        println!("  note: the demo page needs `npm ci --prefix web` (livekit-client not found)");
     }
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        let _ = stop_tx.send(true);
-    });
-    tokio::select! {
-        _ = meridian_sfu::serve(sfu, sfu_listener, stopped(stop_rx.clone())) => {},
-        _ = meridian_gateway::serve(gateway, gw_listener, stopped(stop_rx)) => {},
-    }
-    turn.close().await.ok();
+    let _ = tokio::signal::ctrl_c().await;
+    stack.shutdown().await;
     eprintln!("meridian dev stopped");
     Ok(())
-}
-
-/// Resolves once the watched flag turns true (Ctrl-C).
-async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stopped| *stopped).await;
 }

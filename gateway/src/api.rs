@@ -81,9 +81,11 @@ pub(crate) async fn mint_token(gw: &Gateway, req: Request<Incoming>, skip_auth: 
         }
         Err(e) => return json_error(400, &format!("cannot read body: {e}")),
     };
-    let parsed: TokenRequest = match serde_json::from_slice(&body) {
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let parsed: TokenRequest = match serde_path_to_error::deserialize(&mut de) {
         Ok(p) => p,
-        Err(e) => return json_error(400, &format!("invalid request: {e}")),
+        Err(e) if e.path().to_string() == "." => return json_error(400, &format!("invalid request: {}", e.inner())),
+        Err(e) => return json_error(400, &format!("invalid request: field `{}`: {}", e.path(), e.inner())),
     };
     for (field, value) in [("room", &parsed.room), ("identity", &parsed.identity)] {
         if value.trim().is_empty() {

@@ -16,7 +16,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use meridian_auth::VerifiedGrant;
+use meridian_auth::{TokenError, VerifiedGrant};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
@@ -39,12 +39,14 @@ const RETURNED_HEADERS: [HeaderName; 4] =
 /// Header naming the region the gateway chose, sent to the node.
 pub const REGION_HEADER: &str = "x-meridian-region";
 
-fn check_token(gw: &Gateway, uri: &hyper::Uri) -> Result<VerifiedGrant, Response<Body>> {
+fn check_token(gw: &Gateway, uri: &hyper::Uri) -> Result<VerifiedGrant, TokenError> {
     let q = query(uri);
     let token = q.get("access_token").map(String::as_str).unwrap_or("");
-    gw.authority
-        .verify_join(token, q.get("room").map(String::as_str))
-        .map_err(|e| text(e.http_status(), &e.to_string()))
+    gw.authority.verify_join(token, q.get("room").map(String::as_str))
+}
+
+fn refusal(e: &TokenError) -> Response<Body> {
+    text(e.http_status(), &e.to_string())
 }
 
 /// `GET /rtc/validate?access_token=…`: 200 `success` when the token would be
@@ -53,7 +55,7 @@ fn check_token(gw: &Gateway, uri: &hyper::Uri) -> Result<VerifiedGrant, Response
 pub(crate) fn validate(gw: &Gateway, req: &Request<Incoming>) -> Response<Body> {
     match check_token(gw, req.uri()) {
         Ok(_) => text(200, "success"),
-        Err(refusal) => refusal,
+        Err(e) => refusal(&e),
     }
 }
 
@@ -61,9 +63,9 @@ pub(crate) fn validate(gw: &Gateway, req: &Request<Incoming>) -> Response<Body> 
 pub(crate) async fn rtc(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     let grant = match check_token(gw, req.uri()) {
         Ok(g) => g,
-        Err(refusal) => {
-            tracing::info!(%peer, status = refusal.status().as_u16(), "join refused");
-            return refusal;
+        Err(e) => {
+            tracing::info!(%peer, reason = %e, "join refused");
+            return refusal(&e);
         }
     };
     let position = gw.locator.locate(peer.ip());

@@ -53,10 +53,12 @@ impl PublishedTrack {
         publisher_sid: &str,
         mut info: TrackInfo,
         remote: &TrackRemote,
+        mid: Option<String>,
         publisher_pc: Weak<RTCPeerConnection>,
     ) -> Self {
         let codec = remote.codec().capability;
         info.mime_type = codec.mime_type.clone();
+        info.mid = mid.unwrap_or_default();
         let local =
             Arc::new(TrackLocalStaticRTP::new(codec, info.sid.clone(), format!("{publisher_sid}|{}", info.sid)));
         Self {
@@ -73,6 +75,12 @@ impl PublishedTrack {
     /// The LiveKit `TrackInfo` of this track.
     pub fn info(&self) -> TrackInfo {
         lock(&self.info).clone()
+    }
+
+    /// The SDP media id (`a=mid`) the track arrives on in the publisher PC, or
+    /// empty when unknown.
+    pub fn mid(&self) -> String {
+        lock(&self.info).mid.clone()
     }
 
     /// Records a mute change; returns whether it changed anything.

@@ -19,6 +19,7 @@ pub mod forward;
 pub mod ids;
 pub mod participant;
 pub mod room;
+pub mod sdp;
 pub mod signal;
 
 use std::future::Future;

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use livekit_protocol as proto;
 use livekit_protocol::signal_response::Message as Out;
@@ -24,8 +24,11 @@ use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
 use webrtc::track::track_remote::TrackRemote;
 
 use crate::forward::{self, PublishedTrack};
-use crate::ids;
 use crate::room::Room;
+use crate::{ids, sdp};
+
+/// Longest an answer to a publisher offer waits for webrtc-rs to start its receivers.
+pub const RECEIVER_START_WAIT: Duration = Duration::from_millis(500);
 
 /// Outgoing signal messages of one participant, drained by its socket writer.
 pub type SignalTx = mpsc::Sender<Out>;
@@ -64,6 +67,16 @@ pub enum ParticipantError {
     WebRtc(#[from] webrtc::Error),
 }
 
+/// A track announced by `AddTrackRequest` whose media has not arrived yet.
+struct PendingTrack {
+    /// The client's id for it: the MediaStreamTrack id, which is the SDP msid track id.
+    cid: String,
+    /// What `TrackPublishedResponse` announced.
+    info: proto::TrackInfo,
+    /// MIME type of the codec asked for (`simulcast_codecs[0].codec`), if any.
+    codec: Option<String>,
+}
+
 #[derive(Default)]
 struct Negotiation {
     offer_id: u32,
@@ -95,8 +108,8 @@ pub struct Participant {
     publisher_candidates: CandidateBuffer,
     subscriber_candidates: CandidateBuffer,
     negotiation: tokio::sync::Mutex<Negotiation>,
-    /// AddTrackRequests answered but whose media has not arrived: (cid, info).
-    pending_tracks: Mutex<Vec<(String, proto::TrackInfo)>>,
+    /// AddTrackRequests answered but whose media has not arrived.
+    pending_tracks: Mutex<Vec<PendingTrack>>,
     published: Mutex<Vec<Arc<PublishedTrack>>>,
     down_tracks: Mutex<HashMap<String, Arc<RTCRtpSender>>>,
 }
@@ -171,11 +184,12 @@ impl Participant {
             }));
         }
         let me = Arc::downgrade(self);
-        self.publisher.on_track(Box::new(move |remote, _receiver, _transceiver| {
+        self.publisher.on_track(Box::new(move |remote, _receiver, transceiver| {
             let (me, room) = (me.clone(), room.clone());
             Box::pin(async move {
                 let (Some(me), Some(room)) = (me.upgrade(), room.upgrade()) else { return };
-                me.on_remote_track(&room, remote).await;
+                let mid = transceiver.mid().map(|m| m.to_string());
+                me.on_remote_track(&room, remote, mid).await;
             })
         }));
     }
@@ -232,16 +246,22 @@ impl Participant {
         lock(&self.published).clone()
     }
 
-    /// Handles the client's publisher offer: answer it, echoing its id.
-    pub async fn handle_offer(&self, offer: proto::SessionDescription) -> Result<(), ParticipantError> {
+    /// Handles the client's publisher offer: answer it, echoing its id. Returns the
+    /// sids of published tracks whose media sections the offer no longer sends on
+    /// (livekit-client unpublishes by renegotiating, with no message of its own).
+    pub async fn handle_offer(&self, offer: proto::SessionDescription) -> Result<Vec<String>, ParticipantError> {
+        let sections = sdp::media_sections(&offer.sdp);
+        let preferred = self.requested_codecs(&sections);
         let desc = RTCSessionDescription::offer(offer.sdp).map_err(|e| ParticipantError::BadRequest(e.to_string()))?;
         self.publisher
             .set_remote_description(desc)
             .await
             .map_err(|e| ParticipantError::BadRequest(format!("publisher offer: {e}")))?;
         self.flush_candidates(Target::Publisher).await;
+        self.keep_publisher_codec_order(&preferred).await;
         let answer = self.publisher.create_answer(None).await?;
         self.publisher.set_local_description(answer.clone()).await?;
+        self.await_receivers(&sections).await;
         let sdp = self.publisher.local_description().await.map(|d| d.sdp).unwrap_or(answer.sdp);
         self.send(Out::Answer(proto::SessionDescription {
             r#type: "answer".into(),
@@ -249,7 +269,64 @@ impl Participant {
             id: offer.id,
             ..Default::default()
         }));
-        Ok(())
+        let silent: Vec<&str> = sections.iter().filter(|s| !s.sending).filter_map(|s| s.mid.as_deref()).collect();
+        let published = lock(&self.published);
+        Ok(published.iter().filter(|t| silent.contains(&t.mid().as_str())).map(|t| t.sid.clone()).collect())
+    }
+
+    /// Waits until webrtc-rs has started a receiver for every SSRC the offer
+    /// declares, at most [`RECEIVER_START_WAIT`]. webrtc-rs starts receivers on its
+    /// operations queue after `set_local_description` returns; media that arrives
+    /// before then is taken for an undeclared stream, fails simulcast probing (it
+    /// has no rid), and never fires `on_track`. The browser sends media as soon as
+    /// it has our answer, so the answer waits for the receivers.
+    async fn await_receivers(&self, sections: &[sdp::MediaSection]) {
+        let declared: Vec<u32> = sections.iter().filter(|s| s.sending).filter_map(|s| s.first_ssrc).collect();
+        let deadline = Instant::now() + RECEIVER_START_WAIT;
+        loop {
+            let mut started = Vec::new();
+            for t in self.publisher.get_transceivers().await {
+                for track in t.receiver().await.tracks().await {
+                    started.push(track.ssrc());
+                }
+            }
+            if declared.iter().all(|s| started.contains(s)) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(participant = %self.sid, ?declared, ?started, "receivers not started in time");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Media id → MIME type of the codec each pending track asked for in its
+    /// AddTrackRequest (`simulcast_codecs[0].codec`, e.g. `h264`).
+    fn requested_codecs(&self, sections: &[sdp::MediaSection]) -> HashMap<String, String> {
+        let pending = lock(&self.pending_tracks);
+        sections
+            .iter()
+            .filter_map(|s| {
+                let (mid, cid) = (s.mid.clone()?, s.track_id.as_deref()?);
+                let codec = pending.iter().find(|p| p.cid == cid)?.codec.clone()?;
+                Some((mid, codec))
+            })
+            .collect()
+    }
+
+    /// Puts the codec each track asked for first in our answer, so the publisher
+    /// sends it. livekit-client lists codecs in its offer in the browser's order
+    /// (VP8 first) and leaves the choice to the server, as LiveKit's does.
+    async fn keep_publisher_codec_order(&self, preferred: &HashMap<String, String>) {
+        for t in self.publisher.get_transceivers().await {
+            let Some(want) = t.mid().and_then(|mid| preferred.get(mid.as_str())) else { continue };
+            let mut codecs = t.receiver().await.get_parameters().await.codecs;
+            codecs.sort_by_key(|c| !c.capability.mime_type.eq_ignore_ascii_case(want));
+            if let Err(e) = t.set_codec_preferences(codecs).await {
+                tracing::debug!(participant = %self.sid, error = %e, "codec preferences not set");
+            }
+        }
     }
 
     /// Handles the client's answer to our subscriber offer.
@@ -334,7 +411,9 @@ impl Participant {
             stream: req.stream,
             ..Default::default()
         };
-        lock(&self.pending_tracks).push((req.cid.clone(), info.clone()));
+        let kind = if info.r#type == proto::TrackType::Audio as i32 { "audio" } else { "video" };
+        let codec = req.simulcast_codecs.first().filter(|c| !c.codec.is_empty()).map(|c| format!("{kind}/{}", c.codec));
+        lock(&self.pending_tracks).push(PendingTrack { cid: req.cid.clone(), info: info.clone(), codec });
         self.send(Out::TrackPublished(proto::TrackPublishedResponse { cid: req.cid, track: Some(info) }));
         Ok(())
     }
@@ -344,14 +423,12 @@ impl Participant {
     fn take_pending(&self, cid: &str, kind: RTPCodecType) -> Option<proto::TrackInfo> {
         let want = if kind == RTPCodecType::Audio { proto::TrackType::Audio } else { proto::TrackType::Video } as i32;
         let mut pending = lock(&self.pending_tracks);
-        let at = pending
-            .iter()
-            .position(|(c, _)| c == cid)
-            .or_else(|| pending.iter().position(|(_, i)| i.r#type == want))?;
-        Some(pending.remove(at).1)
+        let at =
+            pending.iter().position(|p| p.cid == cid).or_else(|| pending.iter().position(|p| p.info.r#type == want))?;
+        Some(pending.remove(at).info)
     }
 
-    async fn on_remote_track(self: &Arc<Self>, room: &Arc<Room>, remote: Arc<TrackRemote>) {
+    async fn on_remote_track(self: &Arc<Self>, room: &Arc<Room>, remote: Arc<TrackRemote>, mid: Option<String>) {
         let rid = remote.rid().to_owned();
         if !rid.is_empty() && rid != forward::FORWARDED_RID {
             forward::spawn_drain(remote);
@@ -362,7 +439,7 @@ impl Participant {
             forward::spawn_drain(remote);
             return;
         };
-        let track = Arc::new(PublishedTrack::new(&self.sid, info, &remote, Arc::downgrade(&self.publisher)));
+        let track = Arc::new(PublishedTrack::new(&self.sid, info, &remote, mid, Arc::downgrade(&self.publisher)));
         tracing::info!(participant = %self.sid, track = %track.sid, mime = %track.info().mime_type, %rid, "track published");
         lock(&self.published).push(Arc::clone(&track));
         let (room_weak, me_weak, sid) = (Arc::downgrade(room), Arc::downgrade(self), track.sid.clone());

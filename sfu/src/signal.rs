@@ -55,6 +55,8 @@ fn refuse(status: u16, reason: String) -> ErrorResponse {
 pub async fn run_session(sfu: Arc<Sfu>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let mut admission: Option<Admission> = None;
+    // The callback's signature is tungstenite's; its error is the HTTP refusal.
+    #[allow(clippy::result_large_err)]
     let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         if req.uri().path() != "/rtc" {
             return Err(refuse(404, "not found".into()));
@@ -226,7 +228,11 @@ async fn handle(
 ) -> Result<bool, ParticipantError> {
     let Some(message) = req.message else { return Ok(true) };
     match message {
-        In::Offer(sd) => me.handle_offer(sd).await?,
+        In::Offer(sd) => {
+            for track in me.handle_offer(sd).await? {
+                room.unpublish(me, &track).await;
+            }
+        }
         In::Answer(sd) => me.handle_answer(sd).await?,
         In::Trickle(t) => me.handle_trickle(t).await?,
         In::AddTrack(t) => me.handle_add_track(t)?,

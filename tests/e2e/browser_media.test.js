@@ -15,12 +15,12 @@ after(async () => {
   await server?.stop();
 });
 
-async function twoParticipants(room, connectOptions) {
+async function twoParticipants(room, connectOptions, roomOptions) {
   const alice = await apiToken(server, room, 'alice');
   assert.equal(alice.url, server.wsUrl, 'the API returns the gateway URL');
   const bobToken = await sdkToken(room, 'bob');
-  const a = await join(browser, server, alice.token, connectOptions);
-  const b = await join(browser, server, bobToken, connectOptions);
+  const a = await join(browser, server, alice.token, connectOptions, roomOptions);
+  const b = await join(browser, server, bobToken, connectOptions, roomOptions);
   try {
     const atA = await waitForMedia(a.page, 'bob');
     const atB = await waitForMedia(b.page, 'alice');
@@ -34,10 +34,18 @@ async function twoParticipants(room, connectOptions) {
 
 test('two browsers exchange video and audio through the gateway', async () => {
   const { a, b, atA, atB } = await twoParticipants('e2e-direct');
+  assert.equal(atA.now.video.mimeType, 'video/VP8', 'VP8 by default');
   assert.ok(atA.now.video.framesDecoded > atA.first.video.framesDecoded, 'alice decodes a growing number of bob\'s frames');
   assert.ok(atB.now.video.framesDecoded > atB.first.video.framesDecoded, 'bob decodes a growing number of alice\'s frames');
   const region = await a.page.evaluate(() => window.meridian.room().engine.latestJoinResponse.serverInfo.region);
   assert.equal(region, 'local');
+  await a.context.close();
+  await b.context.close();
+});
+
+test('H.264 video is forwarded too', async () => {
+  const { a, b, atA } = await twoParticipants('e2e-h264', {}, { publishDefaults: { videoCodec: 'h264' } });
+  assert.equal(atA.now.video.mimeType, 'video/H264', 'the subscriber decodes H.264');
   await a.context.close();
   await b.context.close();
 });

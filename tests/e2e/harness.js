@@ -1,6 +1,7 @@
 // Shared harness for the browser tests: start `meridian dev`, launch Debian's
 // Chromium with fake media, mint tokens, and poll WebRTC stats.
 import { spawn } from 'node:child_process';
+import { createWriteStream, mkdirSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 import { AccessToken } from 'livekit-server-sdk';
 
@@ -16,7 +17,10 @@ export async function startMeridian({ port = 7880, sfuPort = 7881, turnPort = 34
   const child = spawn(bin, ['dev', '--port', String(port), '--sfu-port', String(sfuPort), '--turn-port', String(turnPort),
     '--api-key', API_KEY, '--api-secret', API_SECRET], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs = [];
-  child.stderr.on('data', d => logs.push(d.toString()));
+  // Every run keeps the server's log in artifacts/ for a look after a failure.
+  mkdirSync('artifacts', { recursive: true });
+  const logFile = createWriteStream(`artifacts/meridian-${port}.log`);
+  child.stderr.on('data', d => { logs.push(d.toString()); logFile.write(d); });
   await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('meridian dev did not start in 30 s:\n' + logs.join(''))), 30_000);
     child.stdout.on('data', d => { if (d.toString().includes('Meridian dev is up')) { clearTimeout(timer); resolve(); } });
@@ -70,14 +74,14 @@ export async function sdkToken(room, identity) {
 }
 
 /** Opens the demo page in a new context and joins with `token`. */
-export async function join(browser, server, token, connectOptions = {}) {
+export async function join(browser, server, token, connectOptions = {}, roomOptions = {}) {
   const context = await browser.newContext();
   const page = await context.newPage();
   const consoleLines = [];
   page.on('console', m => consoleLines.push(`[${m.type()}] ${m.text()}`));
   await page.goto(server.url + '/');
-  await page.evaluate(async ([url, token, opts]) => { await window.meridian.joinWithToken(url, token, opts); },
-    [server.wsUrl, token, connectOptions]);
+  await page.evaluate(async ([url, token, opts, roomOpts]) => { await window.meridian.joinWithToken(url, token, opts, roomOpts); },
+    [server.wsUrl, token, connectOptions, roomOptions]);
   return { page, context, consoleLines };
 }
 

@@ -1,0 +1,222 @@
+//! The whole of Meridian in one process, as `meridian dev` runs it: a gateway, one
+//! region (`local`) with one SFU node and its TURN relay, and a store.
+//!
+//! [`start_dev`] binds everything and returns a [`DevStack`] with the bound
+//! addresses; [`DevStack::shutdown`] stops it. The end-to-end tests under `tests/`
+//! start stacks on ephemeral ports the same way.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use meridian_auth::TokenAuthority;
+use meridian_gateway::{Gateway, GatewayConfig, NodeTarget, RegionTarget};
+use meridian_geo::{Locator, Region};
+use meridian_schema::{MemoryStore, PgStore, Store};
+use meridian_sfu::engine::IceConfig;
+use meridian_sfu::{Sfu, SfuConfig, TurnAdvert};
+use meridian_turn::{TurnConfig, TurnRelay, DEFAULT_CREDENTIAL_TTL, DEFAULT_REALM, DEFAULT_RECV_BUFFER_BYTES};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Default development API key (printed with a warning at start).
+pub const DEV_API_KEY: &str = "devkey";
+/// Default development API secret (printed with a warning at start).
+pub const DEV_API_SECRET: &str = "secret";
+/// The region `meridian dev` runs.
+pub const DEV_REGION: &str = "local";
+/// The SFU node id `meridian dev` runs.
+pub const DEV_NODE: &str = "local-1";
+/// Where `npm ci --prefix web` puts the livekit-client browser build.
+pub const CLIENT_JS: &str = "web/node_modules/livekit-client/dist/livekit-client.umd.js";
+
+/// What to run. Port 0 picks an ephemeral port.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// Address every listener binds to, and the TURN relay advertises (default 127.0.0.1).
+    pub bind: IpAddr,
+    /// Gateway port (default 7880).
+    pub port: u16,
+    /// SFU node signal port (default 7881).
+    pub sfu_port: u16,
+    /// TURN relay UDP port (default 3478).
+    pub turn_port: u16,
+    /// API key (default [`DEV_API_KEY`]).
+    pub api_key: String,
+    /// API secret (default [`DEV_API_SECRET`]).
+    pub api_secret: String,
+    /// TURN REST API secret shared by SFU and relay.
+    pub turn_secret: String,
+    /// Postgres URL; `None` runs on the memory store.
+    pub database_url: Option<String>,
+    /// MaxMind-format City database for geolocation.
+    pub geoip_db: Option<PathBuf>,
+    /// The livekit-client browser build for the demo page.
+    pub client_js: Option<PathBuf>,
+}
+
+impl Default for DevOptions {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 7880,
+            sfu_port: 7881,
+            turn_port: meridian_turn::DEFAULT_TURN_PORT,
+            api_key: DEV_API_KEY.into(),
+            api_secret: DEV_API_SECRET.into(),
+            turn_secret: random_secret(),
+            database_url: None,
+            geoip_db: None,
+            client_js: None,
+        }
+    }
+}
+
+/// A fresh 32-character alphanumeric secret.
+pub fn random_secret() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), 32)
+}
+
+/// A running dev stack.
+pub struct DevStack {
+    /// Gateway address (HTTP API, demo page, `/rtc`).
+    pub gateway_addr: SocketAddr,
+    /// SFU node signal address.
+    pub sfu_addr: SocketAddr,
+    /// TURN relay UDP address.
+    pub turn_addr: SocketAddr,
+    /// The store every component shares.
+    pub store: Arc<dyn Store>,
+    /// Whether the store is Postgres.
+    pub on_postgres: bool,
+    /// The livekit-client build the demo page gets, if found.
+    pub client_js: Option<PathBuf>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    turn: TurnRelay,
+}
+
+impl DevStack {
+    /// Stops accepting, closes the TURN relay and waits for the accept loops.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let _ = self.turn.close().await;
+    }
+}
+
+async fn open_store(database_url: Option<&str>) -> anyhow::Result<Arc<dyn Store>> {
+    match database_url {
+        Some(url) => {
+            meridian_schema::postgres::migrate(url).await.context("migrating the database")?;
+            Ok(Arc::new(PgStore::connect(url).await.context("connecting to the database")?))
+        }
+        None => Ok(Arc::new(MemoryStore::new())),
+    }
+}
+
+/// The livekit-client build: `flag` if given, else [`CLIENT_JS`] under the working
+/// directory or under the repository a `target/<profile>/meridian` binary sits in.
+pub fn find_client_js(flag: Option<PathBuf>) -> Option<PathBuf> {
+    if flag.is_some() {
+        return flag;
+    }
+    let mut candidates = vec![PathBuf::from(CLIENT_JS)];
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(repo) = exe.parent().and_then(|p| p.parent()).and_then(|p| p.parent()) {
+            candidates.push(repo.join(CLIENT_JS));
+        }
+    }
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stopped| *stopped).await;
+}
+
+/// Starts the stack.
+///
+/// Errors: a port in use, a database that cannot be reached or migrated, or a
+/// geolocation database that cannot be opened.
+pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
+    let store = open_store(opts.database_url.as_deref()).await?;
+    let authority = TokenAuthority::new(&opts.api_key, &opts.api_secret);
+
+    let turn = TurnRelay::start(TurnConfig {
+        listen: SocketAddr::new(opts.bind, opts.turn_port),
+        relay_ip: opts.bind,
+        realm: DEFAULT_REALM.into(),
+        secret: opts.turn_secret.clone().into_bytes(),
+        recv_buffer_bytes: DEFAULT_RECV_BUFFER_BYTES,
+    })
+    .await
+    .context("starting the TURN relay")?;
+    let turn_addr = turn.local_addr();
+
+    let sfu_listener = tokio::net::TcpListener::bind(SocketAddr::new(opts.bind, opts.sfu_port))
+        .await
+        .with_context(|| format!("binding the SFU signal port {}:{}", opts.bind, opts.sfu_port))?;
+    let sfu_addr = sfu_listener.local_addr()?;
+    let sfu = Sfu::new(
+        SfuConfig {
+            region: DEV_REGION.into(),
+            node_id: DEV_NODE.into(),
+            turn: Some(TurnAdvert {
+                urls: vec![format!("turn:{turn_addr}?transport=udp")],
+                secret: opts.turn_secret.clone().into_bytes(),
+                ttl: DEFAULT_CREDENTIAL_TTL,
+            }),
+            ice: IceConfig { include_loopback: true, loopback_only: opts.bind.is_loopback() },
+            max_connections: meridian_sfu::DEFAULT_MAX_CONNECTIONS,
+        },
+        authority.clone(),
+        Arc::clone(&store),
+    )?;
+
+    let locator = match &opts.geoip_db {
+        Some(path) => Locator::open(path)?,
+        None => Locator::none(),
+    };
+    let gw_listener = tokio::net::TcpListener::bind(SocketAddr::new(opts.bind, opts.port))
+        .await
+        .with_context(|| format!("binding the gateway port {}:{}", opts.bind, opts.port))?;
+    let gateway_addr = gw_listener.local_addr()?;
+    let client_js = find_client_js(opts.client_js.clone());
+    let gateway = Arc::new(Gateway::new(
+        GatewayConfig {
+            public_url: format!("ws://{gateway_addr}"),
+            regions: vec![RegionTarget {
+                region: Region { id: DEV_REGION.into(), position: None },
+                nodes: vec![NodeTarget { id: DEV_NODE.into(), signal_addr: sfu_addr }],
+            }],
+            default_region: DEV_REGION.into(),
+            dev_tokens: true,
+            client_js: client_js.clone(),
+            max_connections: meridian_gateway::DEFAULT_MAX_CONNECTIONS,
+        },
+        authority,
+        Arc::clone(&store),
+        locator,
+    ));
+
+    let (stop, stop_rx) = watch::channel(false);
+    let tasks = vec![
+        tokio::spawn(meridian_sfu::serve(sfu, sfu_listener, stopped(stop_rx.clone()))),
+        tokio::spawn(meridian_gateway::serve(gateway, gw_listener, stopped(stop_rx))),
+    ];
+    Ok(DevStack {
+        gateway_addr,
+        sfu_addr,
+        turn_addr,
+        store,
+        on_postgres: opts.database_url.is_some(),
+        client_js,
+        stop,
+        tasks,
+        turn,
+    })
+}

@@ -1,0 +1,126 @@
+//! Helpers for the end-to-end tests: a dev stack on ephemeral loopback ports, a
+//! minimal HTTP/1.1 client, and a LiveKit signal client over tokio-tungstenite.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use livekit_protocol as proto;
+use meridian::{DevOptions, DevStack};
+use prost::Message as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const KEY: &str = "testkey";
+pub const SECRET: &str = "test-secret-of-some-length";
+
+/// A stack on ephemeral ports with [`KEY`]/[`SECRET`] and the memory store.
+pub async fn stack() -> DevStack {
+    stack_with(None).await
+}
+
+/// A stack on ephemeral ports, on Postgres when `database_url` is given.
+pub async fn stack_with(database_url: Option<String>) -> DevStack {
+    meridian::start_dev(DevOptions {
+        port: 0,
+        sfu_port: 0,
+        turn_port: 0,
+        api_key: KEY.into(),
+        api_secret: SECRET.into(),
+        database_url,
+        ..DevOptions::default()
+    })
+    .await
+    .expect("dev stack starts")
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns status and body.
+pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+        .await
+        .expect("response in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status line");
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+pub fn basic_auth(key: &str, secret: &str) -> String {
+    use base64::prelude::{Engine, BASE64_STANDARD};
+    format!("Basic {}", BASE64_STANDARD.encode(format!("{key}:{secret}")))
+}
+
+/// Mints a token through `POST /v1/tokens`.
+pub async fn api_token(stack: &DevStack, room: &str, identity: &str) -> String {
+    let auth = basic_auth(KEY, SECRET);
+    let body = serde_json::json!({ "room": room, "identity": identity }).to_string();
+    let (status, body) = http(
+        stack.gateway_addr,
+        "POST",
+        "/v1/tokens",
+        &[("authorization", &auth), ("content-type", "application/json")],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    v["token"].as_str().expect("token").to_owned()
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Opens `/rtc` through the gateway as livekit-client does (v0 path).
+pub async fn connect(stack: &DevStack, token: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let url = format!("ws://{}/rtc?access_token={token}&auto_subscribe=1&sdk=js&protocol=16", stack.gateway_addr);
+    tokio_tungstenite::connect_async(url).await.map(|(ws, _)| ws)
+}
+
+pub async fn send(ws: &mut Ws, message: proto::signal_request::Message) {
+    let bytes = proto::SignalRequest { message: Some(message) }.encode_to_vec();
+    ws.send(Frame::Binary(bytes.into())).await.expect("send");
+}
+
+/// The next signal message, or `None` when the socket closes. Panics after 10 s.
+pub async fn recv(ws: &mut Ws) -> Option<proto::signal_response::Message> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("a message within 10 s");
+        match frame {
+            Some(Ok(Frame::Binary(b))) => {
+                return proto::SignalResponse::decode(b.as_ref()).expect("decodable SignalResponse").message
+            }
+            Some(Ok(Frame::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Waits for a message matching `pick`, skipping others (trickles, offers).
+pub async fn recv_until<T>(ws: &mut Ws, mut pick: impl FnMut(proto::signal_response::Message) -> Option<T>) -> T {
+    loop {
+        let m = recv(ws).await.expect("socket open");
+        if let Some(t) = pick(m) {
+            return t;
+        }
+    }
+}
+
+pub async fn join(ws: &mut Ws) -> proto::JoinResponse {
+    match recv(ws).await {
+        Some(proto::signal_response::Message::Join(j)) => j,
+        other => panic!("first message must be JoinResponse, got {other:?}"),
+    }
+}
