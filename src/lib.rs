@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use meridian_auth::TokenAuthority;
 use meridian_gateway::{Gateway, GatewayConfig, NodeTarget, RegionTarget};
-use meridian_geo::{Locator, Region};
+use meridian_geo::{Locator, Position, Region};
 use meridian_schema::{MemoryStore, PgStore, Store};
 use meridian_sfu::engine::IceConfig;
 use meridian_sfu::{Sfu, SfuConfig, TurnAdvert};
@@ -26,8 +26,6 @@ pub const DEV_API_KEY: &str = "devkey";
 pub const DEV_API_SECRET: &str = "secret";
 /// The region `meridian dev` runs.
 pub const DEV_REGION: &str = "local";
-/// The SFU node id `meridian dev` runs.
-pub const DEV_NODE: &str = "local-1";
 /// Where `npm ci --prefix web` puts the livekit-client browser build.
 pub const CLIENT_JS: &str = "web/node_modules/livekit-client/dist/livekit-client.umd.js";
 
@@ -54,6 +52,52 @@ pub struct DevOptions {
     pub geoip_db: Option<PathBuf>,
     /// The livekit-client browser build for the demo page.
     pub client_js: Option<PathBuf>,
+    /// Regions to run, one SFU node and TURN relay each (default: one, [`DEV_REGION`],
+    /// with no position). Region *i* gets ports `sfu_port + i` and `turn_port + i`.
+    pub regions: Vec<DevRegion>,
+    /// Region for clients that cannot be located (default: the first).
+    pub default_region: Option<String>,
+    /// Proxies whose forwarding headers the gateway believes.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// A region as `--region ID@LAT,LON` (or just `ID`) names it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DevRegion {
+    /// Region id, e.g. `eu-west`.
+    pub id: String,
+    /// Where it is, for nearest-region routing.
+    pub position: Option<Position>,
+}
+
+impl std::str::FromStr for DevRegion {
+    type Err = String;
+
+    /// Parses `eu-west@51.51,-0.13` or `local`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (id, at) = match s.split_once('@') {
+            Some((id, at)) => (id, Some(at)),
+            None => (s, None),
+        };
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(format!("region id {id:?} must be letters, digits, '-' or '_'"));
+        }
+        let position = match at {
+            None => None,
+            Some(at) => {
+                let (lat, lon) = at.split_once(',').ok_or_else(|| format!("{s:?}: expected ID@LAT,LON"))?;
+                let latitude: f64 =
+                    lat.trim().parse().map_err(|_| format!("{s:?}: latitude {lat:?} is not a number"))?;
+                let longitude: f64 =
+                    lon.trim().parse().map_err(|_| format!("{s:?}: longitude {lon:?} is not a number"))?;
+                if !(-90.0..=90.0).contains(&latitude) || !(-180.0..=180.0).contains(&longitude) {
+                    return Err(format!("{s:?}: latitude must be -90..90 and longitude -180..180"));
+                }
+                Some(Position { latitude, longitude })
+            }
+        };
+        Ok(Self { id: id.to_owned(), position })
+    }
 }
 
 impl Default for DevOptions {
@@ -69,6 +113,9 @@ impl Default for DevOptions {
             database_url: None,
             geoip_db: None,
             client_js: None,
+            regions: vec![DevRegion { id: DEV_REGION.into(), position: None }],
+            default_region: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -79,14 +126,25 @@ pub fn random_secret() -> String {
     Alphanumeric.sample_string(&mut rand::rng(), 32)
 }
 
+/// One region of a running dev stack.
+#[derive(Debug, Clone)]
+pub struct RunningRegion {
+    /// Region id.
+    pub id: String,
+    /// Its SFU node's id.
+    pub node_id: String,
+    /// Its SFU node's signal address.
+    pub sfu_addr: SocketAddr,
+    /// Its TURN relay's UDP address.
+    pub turn_addr: SocketAddr,
+}
+
 /// A running dev stack.
 pub struct DevStack {
     /// Gateway address (HTTP API, demo page, `/rtc`).
     pub gateway_addr: SocketAddr,
-    /// SFU node signal address.
-    pub sfu_addr: SocketAddr,
-    /// TURN relay UDP address.
-    pub turn_addr: SocketAddr,
+    /// The regions, in the order given.
+    pub regions: Vec<RunningRegion>,
     /// The store every component shares.
     pub store: Arc<dyn Store>,
     /// Whether the store is Postgres.
@@ -95,7 +153,7 @@ pub struct DevStack {
     pub client_js: Option<PathBuf>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    turn: TurnRelay,
+    relays: Vec<TurnRelay>,
 }
 
 impl DevStack {
@@ -105,7 +163,9 @@ impl DevStack {
         for t in self.tasks {
             let _ = t.await;
         }
-        let _ = self.turn.close().await;
+        for relay in self.relays {
+            let _ = relay.close().await;
+        }
     }
 }
 
@@ -146,36 +206,59 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
     let store = open_store(opts.database_url.as_deref()).await?;
     let authority = TokenAuthority::new(&opts.api_key, &opts.api_secret);
 
-    let turn = TurnRelay::start(TurnConfig {
-        listen: SocketAddr::new(opts.bind, opts.turn_port),
-        relay_ip: opts.bind,
-        realm: DEFAULT_REALM.into(),
-        secret: opts.turn_secret.clone().into_bytes(),
-        recv_buffer_bytes: DEFAULT_RECV_BUFFER_BYTES,
-    })
-    .await
-    .context("starting the TURN relay")?;
-    let turn_addr = turn.local_addr();
-
-    let sfu_listener = tokio::net::TcpListener::bind(SocketAddr::new(opts.bind, opts.sfu_port))
+    if opts.regions.is_empty() {
+        anyhow::bail!("at least one region is needed");
+    }
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut relays = Vec::new();
+    let mut running = Vec::new();
+    let mut targets = Vec::new();
+    for (i, region) in opts.regions.iter().enumerate() {
+        let offset = |port: u16| if port == 0 { 0 } else { port.saturating_add(i as u16) };
+        let turn = TurnRelay::start(TurnConfig {
+            listen: SocketAddr::new(opts.bind, offset(opts.turn_port)),
+            relay_ip: opts.bind,
+            realm: DEFAULT_REALM.into(),
+            secret: opts.turn_secret.clone().into_bytes(),
+            recv_buffer_bytes: DEFAULT_RECV_BUFFER_BYTES,
+        })
         .await
-        .with_context(|| format!("binding the SFU signal port {}:{}", opts.bind, opts.sfu_port))?;
-    let sfu_addr = sfu_listener.local_addr()?;
-    let sfu = Sfu::new(
-        SfuConfig {
-            region: DEV_REGION.into(),
-            node_id: DEV_NODE.into(),
-            turn: Some(TurnAdvert {
-                urls: vec![format!("turn:{turn_addr}?transport=udp")],
-                secret: opts.turn_secret.clone().into_bytes(),
-                ttl: DEFAULT_CREDENTIAL_TTL,
-            }),
-            ice: IceConfig { include_loopback: true, loopback_only: opts.bind.is_loopback() },
-            max_connections: meridian_sfu::DEFAULT_MAX_CONNECTIONS,
-        },
-        authority.clone(),
-        Arc::clone(&store),
-    )?;
+        .with_context(|| format!("starting the TURN relay of region {}", region.id))?;
+        let turn_addr = turn.local_addr();
+        relays.push(turn);
+
+        let node_id = format!("{}-1", region.id);
+        let sfu_listener = tokio::net::TcpListener::bind(SocketAddr::new(opts.bind, offset(opts.sfu_port)))
+            .await
+            .with_context(|| format!("binding the SFU signal port of region {}", region.id))?;
+        let sfu_addr = sfu_listener.local_addr()?;
+        let sfu = Sfu::new(
+            SfuConfig {
+                region: region.id.clone(),
+                node_id: node_id.clone(),
+                turn: Some(TurnAdvert {
+                    urls: vec![format!("turn:{turn_addr}?transport=udp")],
+                    secret: opts.turn_secret.clone().into_bytes(),
+                    ttl: DEFAULT_CREDENTIAL_TTL,
+                }),
+                ice: IceConfig { include_loopback: true, loopback_only: opts.bind.is_loopback() },
+                max_connections: meridian_sfu::DEFAULT_MAX_CONNECTIONS,
+            },
+            authority.clone(),
+            Arc::clone(&store),
+        )?;
+        tasks.push(tokio::spawn(meridian_sfu::serve(sfu, sfu_listener, stopped(stop_rx.clone()))));
+        targets.push(RegionTarget {
+            region: Region { id: region.id.clone(), position: region.position },
+            nodes: vec![NodeTarget { id: node_id.clone(), signal_addr: sfu_addr }],
+        });
+        running.push(RunningRegion { id: region.id.clone(), node_id, sfu_addr, turn_addr });
+    }
+    let default_region = opts.default_region.clone().unwrap_or_else(|| opts.regions[0].id.clone());
+    if !opts.regions.iter().any(|r| r.id == default_region) {
+        anyhow::bail!("default region {default_region:?} is not one of the regions");
+    }
 
     let locator = match &opts.geoip_db {
         Some(path) => Locator::open(path)?,
@@ -189,34 +272,27 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
     let gateway = Arc::new(Gateway::new(
         GatewayConfig {
             public_url: format!("ws://{gateway_addr}"),
-            regions: vec![RegionTarget {
-                region: Region { id: DEV_REGION.into(), position: None },
-                nodes: vec![NodeTarget { id: DEV_NODE.into(), signal_addr: sfu_addr }],
-            }],
-            default_region: DEV_REGION.into(),
+            regions: targets,
+            default_region,
             dev_tokens: true,
             client_js: client_js.clone(),
             max_connections: meridian_gateway::DEFAULT_MAX_CONNECTIONS,
+            trusted_proxies: opts.trusted_proxies.clone(),
         },
         authority,
         Arc::clone(&store),
         locator,
     ));
 
-    let (stop, stop_rx) = watch::channel(false);
-    let tasks = vec![
-        tokio::spawn(meridian_sfu::serve(sfu, sfu_listener, stopped(stop_rx.clone()))),
-        tokio::spawn(meridian_gateway::serve(gateway, gw_listener, stopped(stop_rx))),
-    ];
+    tasks.push(tokio::spawn(meridian_gateway::serve(gateway, gw_listener, stopped(stop_rx))));
     Ok(DevStack {
         gateway_addr,
-        sfu_addr,
-        turn_addr,
+        regions: running,
         store,
         on_postgres: opts.database_url.is_some(),
         client_js,
         stop,
         tasks,
-        turn,
+        relays,
     })
 }

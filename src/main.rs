@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use meridian::{DevOptions, DEV_API_KEY, DEV_API_SECRET, DEV_NODE, DEV_REGION};
+use meridian::{DevOptions, DEV_API_KEY, DEV_API_SECRET};
 use meridian_auth::{Grants, MintRequest, TokenAuthority, DEFAULT_TOKEN_TTL};
 
 #[derive(Parser)]
@@ -73,6 +73,16 @@ struct DevArgs {
     /// livekit-client browser build served to the demo page.
     #[arg(long, env = "MERIDIAN_CLIENT_JS")]
     client_js: Option<PathBuf>,
+    /// A region to run, as ID@LAT,LON (repeatable); each gets an SFU node and a TURN
+    /// relay on the next ports. Default: one region `local`.
+    #[arg(long = "region", value_name = "ID@LAT,LON")]
+    regions: Vec<meridian::DevRegion>,
+    /// Region for clients that cannot be located (default: the first).
+    #[arg(long)]
+    default_region: Option<String>,
+    /// A proxy (CIDR) whose Forwarded / X-Forwarded-For headers are believed (repeatable).
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Args)]
@@ -139,13 +149,18 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         database_url: args.database_url.clone(),
         geoip_db: args.geoip_db.clone(),
         client_js: args.client_js.clone(),
+        regions: if args.regions.is_empty() { DevOptions::default().regions } else { args.regions.clone() },
+        default_region: args.default_region.clone(),
+        trusted_proxies: args.trusted_proxies.clone(),
     })
     .await?;
     let gw = stack.gateway_addr;
     println!("Meridian dev is up.");
     println!("  demo page and API  http://{gw}/");
     println!("  signal URL         ws://{gw}");
-    println!("  region {DEV_REGION}: SFU node {DEV_NODE} at {}, TURN relay udp {}", stack.sfu_addr, stack.turn_addr);
+    for r in &stack.regions {
+        println!("  region {}: SFU node {} at {}, TURN relay udp {}", r.id, r.node_id, r.sfu_addr, r.turn_addr);
+    }
     println!("  store              {}", if stack.on_postgres { "postgres" } else { "memory" });
     println!("  API key / secret   {} / {}", args.keys.api_key, args.keys.api_secret);
     println!("  TURN secret        {turn_secret}");

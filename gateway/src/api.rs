@@ -61,17 +61,64 @@ impl GrantsRequest {
     }
 }
 
+/// Checks the server-API credentials of `req`: `None` when they hold, else the
+/// 401 JSON refusal to send.
+fn unauthorized<B>(gw: &Gateway, req: &Request<B>) -> Option<Response<Body>> {
+    let auth = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    gw.authority.check_api_auth(auth).err().map(|e| {
+        let mut r = json_error(401, &e.to_string());
+        r.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Basic realm=\"meridian\""),
+        );
+        r
+    })
+}
+
+/// Handles `GET /v1/route?ip=A.B.C.D[&room=R]` (API auth): where a client at that
+/// address would land, and why. Answer: `{"ip", "located": {"latitude",
+/// "longitude", "accuracy_radius_km", "country"} | null, "region", "node",
+/// "reason", "candidates": [{"region", "node", "distance_km", "chosen", "why"}]}`.
+/// 400 without a valid `ip`, 503 when no region has a node or the store is down.
+pub(crate) async fn explain_route(gw: &Gateway, req: &Request<Incoming>) -> Response<Body> {
+    if let Some(refusal) = unauthorized(gw, req) {
+        return refusal;
+    }
+    let q = crate::http_util::query(req.uri());
+    let Some(ip) = q.get("ip").and_then(|ip| ip.parse::<std::net::IpAddr>().ok()) else {
+        return json_error(400, "invalid request: query parameter `ip` must be an IP address");
+    };
+    let plan = match gw.route(ip, q.get("room").map(String::as_str)).await {
+        Ok(plan) => plan,
+        Err(e) => return json_error(503, &format!("store unavailable: {e}")),
+    };
+    let Some(route) = plan.route else { return json_error(503, "no region has a node available") };
+    let located = plan.located.map(|l| {
+        serde_json::json!({
+            "latitude": l.position.latitude,
+            "longitude": l.position.longitude,
+            "accuracy_radius_km": l.accuracy_radius_km,
+            "country": l.country,
+        })
+    });
+    json(
+        200,
+        &serde_json::json!({
+            "ip": ip.to_string(),
+            "located": located,
+            "region": route.region.region.id,
+            "node": route.node.id,
+            "reason": route.reason,
+            "candidates": route.candidates,
+        }),
+    )
+}
+
 /// Handles `POST /v1/tokens` (and `POST /dev/token` with `skip_auth`).
 pub(crate) async fn mint_token(gw: &Gateway, req: Request<Incoming>, skip_auth: bool) -> Response<Body> {
     if !skip_auth {
-        let auth = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        if let Err(e) = gw.authority.check_api_auth(auth) {
-            let mut r = json_error(401, &e.to_string());
-            r.headers_mut().insert(
-                hyper::header::WWW_AUTHENTICATE,
-                hyper::header::HeaderValue::from_static("Basic realm=\"meridian\""),
-            );
-            return r;
+        if let Some(refusal) = unauthorized(gw, &req) {
+            return refusal;
         }
     }
     let body = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {

@@ -8,6 +8,7 @@
 //! | `GET /` | the demo page (join a room with camera and microphone) |
 //! | `GET /livekit-client.umd.js` | the `livekit-client` browser build the demo page loads |
 //! | `POST /v1/tokens` | mint a join token (API auth: Basic key:secret or Bearer JWT), see [`api`] |
+//! | `GET /v1/route?ip=…[&room=…]` | explain the routing decision for a client address (API auth) |
 //! | `POST /dev/token` | mint without auth, only when [`GatewayConfig::dev_tokens`] is on |
 //! | `GET /rtc/validate` | LiveKit's token pre-check: 200, or 401/403 with the reason |
 //! | `GET /rtc` (WebSocket) | verify, geolocate, pick region and node, proxy the signal socket ([`proxy`]) |
@@ -19,6 +20,7 @@
 //! connection is served by hyper, WebSocket upgrades included.
 
 pub mod api;
+pub mod client_ip;
 mod http_util;
 pub mod proxy;
 pub mod route;
@@ -63,6 +65,9 @@ pub struct GatewayConfig {
     pub client_js: Option<PathBuf>,
     /// Bound on concurrently served connections (default [`DEFAULT_MAX_CONNECTIONS`]).
     pub max_connections: usize,
+    /// Peers whose `Forwarded`/`X-Forwarded-For` headers are believed (load
+    /// balancers in front of the gateway); default none.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Everything a request handler needs, shared by all connections.
@@ -86,6 +91,7 @@ impl Gateway {
             (&Method::GET, "/livekit-client.umd.js") => self.client_js().await,
             (&Method::GET, "/healthz") => text(200, "ok"),
             (&Method::POST, "/v1/tokens") => api::mint_token(&self, req, false).await,
+            (&Method::GET, "/v1/route") => api::explain_route(&self, &req).await,
             (&Method::POST, "/dev/token") if self.config.dev_tokens => api::mint_token(&self, req, true).await,
             (&Method::GET, "/rtc/validate") => proxy::validate(&self, &req),
             (&Method::GET, "/rtc") => proxy::rtc(&self, peer, req).await,
@@ -98,6 +104,33 @@ impl Gateway {
         };
         tracing::debug!(%peer, %path, status = response.status().as_u16(), "request");
         response
+    }
+
+    /// The client address of `req` from `peer`, believing forwarding headers only
+    /// from trusted proxies.
+    fn client_ip<B>(&self, peer: SocketAddr, req: &Request<B>) -> std::net::IpAddr {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        client_ip::client_ip(peer, header("forwarded"), header("x-forwarded-for"), &self.config.trusted_proxies)
+    }
+
+    /// Decides where a client at `ip` joining `room` goes.
+    async fn route(
+        &self,
+        ip: std::net::IpAddr,
+        room: Option<&str>,
+    ) -> Result<RoutePlan<'_>, meridian_schema::StoreError> {
+        let located = self.locator.locate(ip);
+        let room_node = match room {
+            Some(name) => self.store.room(name).await?.and_then(|r| r.node),
+            None => None,
+        };
+        let route = route::choose(
+            &self.config.regions,
+            &self.config.default_region,
+            located.as_ref().map(|l| l.position),
+            room_node.as_deref(),
+        );
+        Ok(RoutePlan { located, route })
     }
 
     async fn client_js(&self) -> Response<Body> {
@@ -113,6 +146,12 @@ impl Gateway {
             Err(e) => text(404, &format!("cannot read {}: {e}; run `npm ci --prefix web`", path.display())),
         }
     }
+}
+
+/// A routing decision with the location it was based on.
+pub(crate) struct RoutePlan<'a> {
+    located: Option<meridian_geo::Located>,
+    route: Option<route::Route<'a>>,
 }
 
 /// Serves HTTP on `listener` until `shutdown` resolves. Connections in flight are

@@ -68,8 +68,15 @@ pub(crate) async fn rtc(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>) 
             return refusal(&e);
         }
     };
-    let position = gw.locator.locate(peer.ip());
-    let Some(route) = crate::route::choose(&gw.config.regions, &gw.config.default_region, position) else {
+    let client = gw.client_ip(peer, &req);
+    let plan = match gw.route(client, Some(grant.room())).await {
+        Ok(plan) => plan,
+        Err(e) => {
+            tracing::error!(error = %e, "store unavailable for routing");
+            return text(503, "store unavailable; retry");
+        }
+    };
+    let Some(route) = plan.route else {
         return text(503, "no region has a node available");
     };
     let span = tracing::info_span!(
@@ -79,19 +86,19 @@ pub(crate) async fn rtc(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>) 
         region = %route.region.region.id,
         node = %route.node.id,
     );
-    rtc_routed(gw, peer, req, grant, route).instrument(span).await
+    rtc_routed(gw, client, req, grant, route).instrument(span).await
 }
 
 async fn rtc_routed(
     _gw: &Gateway,
-    peer: SocketAddr,
+    client: std::net::IpAddr,
     mut req: Request<Incoming>,
     _grant: VerifiedGrant,
     route: crate::route::Route<'_>,
 ) -> Response<Body> {
     let node_addr = route.node.signal_addr;
 
-    let upstream = match connect_upstream(node_addr, peer, &route.region.region.id, &req).await {
+    let upstream = match connect_upstream(node_addr, client, &route.region.region.id, &req).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(%node_addr, error = %e, "node unreachable");
@@ -112,7 +119,7 @@ async fn rtc_routed(
     }
     let client_upgrade = hyper::upgrade::on(&mut req);
     let node_upgrade = hyper::upgrade::on(upstream);
-    tracing::info!(reason = ?route.reason, "join routed");
+    tracing::info!(%client, reason = ?route.reason, "join routed");
     tokio::spawn(async move {
         let (client, node) = match tokio::try_join!(client_upgrade, node_upgrade) {
             Ok(pair) => pair,
@@ -132,7 +139,7 @@ async fn rtc_routed(
 
 async fn connect_upstream(
     node: SocketAddr,
-    peer: SocketAddr,
+    client: std::net::IpAddr,
     region: &str,
     req: &Request<Incoming>,
 ) -> Result<Response<Incoming>, Box<dyn std::error::Error + Send + Sync>> {
@@ -153,7 +160,7 @@ async fn connect_upstream(
             headers.insert(name, v.clone());
         }
     }
-    headers.insert("x-forwarded-for", HeaderValue::from_str(&peer.ip().to_string())?);
+    headers.insert("x-forwarded-for", HeaderValue::from_str(&client.to_string())?);
     headers.insert(REGION_HEADER, HeaderValue::from_str(region)?);
     Ok(sender.send_request(up).await?)
 }

@@ -83,6 +83,20 @@ pub enum GeoError {
         /// Reader error.
         source: maxminddb::MaxMindDbError,
     },
+    /// The database has records, but none of the first ones has coordinates in
+    /// either layout (`location.latitude` or top-level `latitude`): it is not a
+    /// City database (e.g. a Country or ASN one).
+    #[error(
+        "geolocation database {path} ({database_type}) has no coordinates: \
+         need a City database with location.latitude/longitude (MaxMind GeoIP2/GeoLite2 City, \
+         DB-IP City Lite) or top-level latitude/longitude (ip-location-db)"
+    )]
+    NoCoordinates {
+        /// Path given.
+        path: String,
+        /// The database's own `database_type` metadata.
+        database_type: String,
+    },
 }
 
 /// City record fields we read, in both layouts.
@@ -91,13 +105,50 @@ struct CityRecord {
     location: Option<NestedLocation>,
     latitude: Option<f64>,
     longitude: Option<f64>,
+    country: Option<NestedCountry>,
+    country_code: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct NestedLocation {
     latitude: Option<f64>,
     longitude: Option<f64>,
+    accuracy_radius: Option<u16>,
 }
+
+#[derive(Deserialize)]
+struct NestedCountry {
+    iso_code: Option<String>,
+}
+
+impl CityRecord {
+    fn located(self) -> Option<Located> {
+        let accuracy_radius_km = self.location.as_ref().and_then(|l| l.accuracy_radius);
+        let (latitude, longitude) = match &self.location {
+            Some(NestedLocation { latitude: Some(la), longitude: Some(lo), .. }) => (*la, *lo),
+            _ => (self.latitude?, self.longitude?),
+        };
+        Some(Located {
+            position: Position { latitude, longitude },
+            accuracy_radius_km,
+            country: self.country.and_then(|c| c.iso_code).or(self.country_code),
+        })
+    }
+}
+
+/// Where a client address was placed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located {
+    /// Latitude and longitude of the record.
+    pub position: Position,
+    /// The record's accuracy radius in km (GeoIP2 layout only).
+    pub accuracy_radius_km: Option<u16>,
+    /// ISO 3166-1 alpha-2 country code, when the record has one.
+    pub country: Option<String>,
+}
+
+/// How many records [`Locator::open`] inspects for coordinates.
+const LAYOUT_PROBE_RECORDS: usize = 64;
 
 /// Looks up client positions. Without a database every lookup is `None`.
 #[derive(Default)]
@@ -111,25 +162,49 @@ impl Locator {
         Self { reader: None }
     }
 
-    /// Opens a City database (read fully into memory).
+    /// Opens a City database (read fully into memory) and checks that its records
+    /// carry coordinates in one of the two layouts.
+    ///
+    /// Errors: [`GeoError::Open`] for an unreadable file, [`GeoError::NoCoordinates`]
+    /// for a database of another kind.
     pub fn open(path: &Path) -> Result<Self, GeoError> {
-        let reader = maxminddb::Reader::open_readfile(path)
-            .map_err(|source| GeoError::Open { path: path.display().to_string(), source })?;
+        let shown = path.display().to_string();
+        let reader =
+            maxminddb::Reader::open_readfile(path).map_err(|source| GeoError::Open { path: shown.clone(), source })?;
+        let everything = if reader.metadata.ip_version == 6 {
+            ipnetwork::IpNetwork::V6(ipnetwork::Ipv6Network::new(std::net::Ipv6Addr::UNSPECIFIED, 0).map_err(|_| {
+                GeoError::NoCoordinates { path: shown.clone(), database_type: reader.metadata.database_type.clone() }
+            })?)
+        } else {
+            ipnetwork::IpNetwork::V4(ipnetwork::Ipv4Network::new(std::net::Ipv4Addr::UNSPECIFIED, 0).map_err(|_| {
+                GeoError::NoCoordinates { path: shown.clone(), database_type: reader.metadata.database_type.clone() }
+            })?)
+        };
+        let has_coordinates = reader
+            .within::<CityRecord>(everything)
+            .map_err(|source| GeoError::Open { path: shown.clone(), source })?
+            .take(LAYOUT_PROBE_RECORDS)
+            .filter_map(Result::ok)
+            .any(|item| item.info.located().is_some());
+        if !has_coordinates {
+            return Err(GeoError::NoCoordinates { path: shown, database_type: reader.metadata.database_type.clone() });
+        }
         Ok(Self { reader: Some(reader) })
     }
 
-    /// The position of `ip`, or `None` for private, loopback, link-local and
-    /// unknown addresses, and when no database is loaded.
-    pub fn locate(&self, ip: IpAddr) -> Option<Position> {
+    /// Whether a database is loaded.
+    pub fn has_database(&self) -> bool {
+        self.reader.is_some()
+    }
+
+    /// Where `ip` is, or `None` for private, loopback, link-local and unknown
+    /// addresses, and when no database is loaded.
+    pub fn locate(&self, ip: IpAddr) -> Option<Located> {
         if !is_public(ip) {
             return None;
         }
         let record: CityRecord = self.reader.as_ref()?.lookup(ip).ok()??;
-        let (latitude, longitude) = match record.location {
-            Some(NestedLocation { latitude: Some(la), longitude: Some(lo) }) => (la, lo),
-            _ => (record.latitude?, record.longitude?),
-        };
-        Some(Position { latitude, longitude })
+        record.located()
     }
 }
 

@@ -24,17 +24,19 @@ pub async fn stack() -> DevStack {
 
 /// A stack on ephemeral ports, on Postgres when `database_url` is given.
 pub async fn stack_with(database_url: Option<String>) -> DevStack {
-    meridian::start_dev(DevOptions {
+    meridian::start_dev(DevOptions { database_url, ..options() }).await.expect("dev stack starts")
+}
+
+/// Options for a stack on ephemeral loopback ports with [`KEY`]/[`SECRET`].
+pub fn options() -> DevOptions {
+    DevOptions {
         port: 0,
         sfu_port: 0,
         turn_port: 0,
         api_key: KEY.into(),
         api_secret: SECRET.into(),
-        database_url,
         ..DevOptions::default()
-    })
-    .await
-    .expect("dev stack starts")
+    }
 }
 
 /// One HTTP/1.1 request with `Connection: close`; returns status and body.
@@ -85,8 +87,22 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Opens `/rtc` through the gateway as livekit-client does (v0 path).
 pub async fn connect(stack: &DevStack, token: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    connect_from(stack, token, None).await
+}
+
+/// Opens `/rtc` as if through a proxy that says the client is `forwarded_for`.
+pub async fn connect_from(
+    stack: &DevStack,
+    token: &str,
+    forwarded_for: Option<&str>,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let url = format!("ws://{}/rtc?access_token={token}&auto_subscribe=1&sdk=js&protocol=16", stack.gateway_addr);
-    tokio_tungstenite::connect_async(url).await.map(|(ws, _)| ws)
+    let mut req = url.into_client_request()?;
+    if let Some(ip) = forwarded_for {
+        req.headers_mut().insert("x-forwarded-for", ip.parse().expect("header value"));
+    }
+    tokio_tungstenite::connect_async(req).await.map(|(ws, _)| ws)
 }
 
 pub async fn send(ws: &mut Ws, message: proto::signal_request::Message) {
