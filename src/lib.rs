@@ -11,10 +11,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use meridian_auth::TokenAuthority;
-use meridian_gateway::{Gateway, GatewayConfig, NodeTarget, RegionTarget};
-use meridian_geo::{Locator, Position, Region};
+use meridian_gateway::{Gateway, GatewayConfig};
+use meridian_geo::{Locator, Position};
 use meridian_schema::{MemoryStore, PgStore, Store};
 use meridian_sfu::engine::IceConfig;
+use meridian_sfu::registry::LoadSampler;
 use meridian_sfu::{Sfu, SfuConfig, TurnAdvert};
 use meridian_turn::{TurnConfig, TurnRelay, DEFAULT_CREDENTIAL_TTL, DEFAULT_REALM, DEFAULT_RECV_BUFFER_BYTES};
 use tokio::sync::watch;
@@ -154,9 +155,19 @@ pub struct DevStack {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     relays: Vec<TurnRelay>,
+    sfus: Vec<Arc<Sfu>>,
 }
 
 impl DevStack {
+    /// Puts region `id`'s node into draining (no new rooms), as SIGTERM will.
+    ///
+    /// Errors: an unknown region, or a store that cannot be reached.
+    pub async fn drain_region(&self, id: &str) -> anyhow::Result<()> {
+        let at = self.regions.iter().position(|r| r.id == id).with_context(|| format!("no region {id}"))?;
+        self.sfus[at].drain().await?;
+        Ok(())
+    }
+
     /// Stops accepting, closes the TURN relay and waits for the accept loops.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
@@ -213,7 +224,7 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
     let mut tasks = Vec::new();
     let mut relays = Vec::new();
     let mut running = Vec::new();
-    let mut targets = Vec::new();
+    let mut sfus = Vec::new();
     for (i, region) in opts.regions.iter().enumerate() {
         let offset = |port: u16| if port == 0 { 0 } else { port.saturating_add(i as u16) };
         let turn = TurnRelay::start(TurnConfig {
@@ -244,15 +255,18 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
                 }),
                 ice: IceConfig { include_loopback: true, loopback_only: opts.bind.is_loopback() },
                 max_connections: meridian_sfu::DEFAULT_MAX_CONNECTIONS,
+                position: region.position.map(|p| (p.latitude, p.longitude)),
+                advertise_signal: sfu_addr.to_string(),
+                capacity: meridian_sfu::DEFAULT_CAPACITY,
             },
             authority.clone(),
             Arc::clone(&store),
         )?;
-        tasks.push(tokio::spawn(meridian_sfu::serve(sfu, sfu_listener, stopped(stop_rx.clone()))));
-        targets.push(RegionTarget {
-            region: Region { id: region.id.clone(), position: region.position },
-            nodes: vec![NodeTarget { id: node_id.clone(), signal_addr: sfu_addr }],
-        });
+        // Registered before the gateway opens, so the first join finds the node.
+        sfu.heartbeat(&mut LoadSampler::default()).await.context("registering the SFU node")?;
+        tasks.push(tokio::spawn(meridian_sfu::registry::run_heartbeats(Arc::clone(&sfu), stopped(stop_rx.clone()))));
+        tasks.push(tokio::spawn(meridian_sfu::serve(Arc::clone(&sfu), sfu_listener, stopped(stop_rx.clone()))));
+        sfus.push(sfu);
         running.push(RunningRegion { id: region.id.clone(), node_id, sfu_addr, turn_addr });
     }
     let default_region = opts.default_region.clone().unwrap_or_else(|| opts.regions[0].id.clone());
@@ -272,7 +286,6 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
     let gateway = Arc::new(Gateway::new(
         GatewayConfig {
             public_url: format!("ws://{gateway_addr}"),
-            regions: targets,
             default_region,
             dev_tokens: true,
             client_js: client_js.clone(),
@@ -294,5 +307,6 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
         stop,
         tasks,
         relays,
+        sfus,
     })
 }

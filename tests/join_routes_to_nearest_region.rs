@@ -1,6 +1,7 @@
 //! Three regions on loopback and a City database built here: clients behind a
 //! trusted proxy land in their nearest region, an untrusted X-Forwarded-For is
-//! ignored, a live room keeps later joiners on its node, and `/v1/route` says why.
+//! ignored, a live room keeps later joiners on its node, stale and draining nodes
+//! get no new rooms, and `/v1/route` says why.
 
 mod common;
 
@@ -9,6 +10,7 @@ use std::path::PathBuf;
 use common::*;
 use livekit_protocol::signal_request::Message as In;
 use meridian::{DevOptions, DevRegion, DevStack};
+use meridian_schema::{NodeLoad, NodeRecord};
 use serde::Serialize;
 
 const LONDON_IP: &str = "81.2.69.142";
@@ -158,6 +160,58 @@ async fn later_joiners_follow_a_live_room_and_route_explains_it() {
     assert_eq!(status, 400);
     let (status, _) = http(stack.gateway_addr, "GET", &format!("/v1/route?ip={LONDON_IP}"), &[], "").await;
     assert_eq!(status, 401);
+    stack.shutdown().await;
+    std::fs::remove_file(db).ok();
+}
+
+async fn route_of(stack: &DevStack, query: &str) -> serde_json::Value {
+    let auth = basic_auth(KEY, SECRET);
+    let (status, body) =
+        http(stack.gateway_addr, "GET", &format!("/v1/route?{query}"), &[("authorization", &auth)], "").await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test]
+async fn a_stale_node_gets_no_joins_and_a_draining_one_no_new_rooms() {
+    let (stack, db) = three_regions(true).await;
+    // A node in London itself, last heard from a minute ago.
+    let ghost = |seen: std::time::SystemTime| NodeRecord {
+        id: "uk-south-1".into(),
+        region: "uk-south".into(),
+        position: Some((51.50, -0.12)),
+        signal_addr: "127.0.0.1:9".into(),
+        turn_urls: vec![],
+        capacity: 500,
+        load: NodeLoad::default(),
+        draining: false,
+        last_seen: seen,
+    };
+    let minute_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    stack.store.heartbeat(&ghost(minute_ago)).await.unwrap();
+    let v = route_of(&stack, &format!("ip={LONDON_IP}")).await;
+    assert_eq!(v["region"], "eu-west", "{v}");
+    let uk = v["candidates"].as_array().unwrap().iter().find(|c| c["region"] == "uk-south").unwrap();
+    assert_eq!(
+        (uk["why"].as_str(), uk["nodes"][0]["state"].as_str()),
+        (Some("no healthy node"), Some("stale")),
+        "{uk}"
+    );
+    let (_ws, region, _) = landed(&stack, "ghost-check", "alice", LONDON_IP).await;
+    assert_eq!(region, "eu-west", "the join avoids the stale node");
+    // The same node heard from now would win: staleness is what kept it out.
+    stack.store.heartbeat(&ghost(std::time::SystemTime::now())).await.unwrap();
+    assert_eq!(route_of(&stack, &format!("ip={LONDON_IP}")).await["region"], "uk-south");
+    stack.store.remove_node("uk-south-1").await.unwrap();
+
+    // Draining: eu-west keeps its live room but takes no new one.
+    stack.drain_region("eu-west").await.unwrap();
+    let v = route_of(&stack, &format!("ip={LONDON_IP}&room=ghost-check")).await;
+    assert_eq!((v["node"].as_str(), v["reason"].as_str()), (Some("eu-west-1"), Some("room_affinity")), "{v}");
+    let (_ws2, region, _) = landed(&stack, "ghost-check", "bob", LONDON_IP).await;
+    assert_eq!(region, "eu-west", "a draining node still takes joiners of its live rooms");
+    let (_ws3, region, _) = landed(&stack, "fresh-room", "carol", LONDON_IP).await;
+    assert_eq!(region, "us-west", "a new room goes to the nearest node that is not draining");
     stack.shutdown().await;
     std::fs::remove_file(db).ok();
 }

@@ -106,7 +106,7 @@ pub(crate) async fn explain_route(gw: &Gateway, req: &Request<Incoming>) -> Resp
         &serde_json::json!({
             "ip": ip.to_string(),
             "located": located,
-            "region": route.region.region.id,
+            "region": route.region,
             "node": route.node.id,
             "reason": route.reason,
             "candidates": route.candidates,

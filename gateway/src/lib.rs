@@ -40,8 +40,6 @@ use meridian_schema::Store;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-pub use route::{NodeTarget, RegionTarget};
-
 use http_util::{text, Body};
 
 /// Default listen address of the gateway (LiveKit's port, loopback for dev).
@@ -54,8 +52,6 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub struct GatewayConfig {
     /// URL handed to clients in `/v1/tokens` answers, e.g. `ws://127.0.0.1:7880`.
     pub public_url: String,
-    /// Regions and their SFU nodes, in preference order for ties.
-    pub regions: Vec<RegionTarget>,
     /// Region for clients that cannot be located.
     pub default_region: String,
     /// Serve `POST /dev/token` without auth (`meridian dev` only).
@@ -114,21 +110,20 @@ impl Gateway {
     }
 
     /// Decides where a client at `ip` joining `room` goes.
-    async fn route(
-        &self,
-        ip: std::net::IpAddr,
-        room: Option<&str>,
-    ) -> Result<RoutePlan<'_>, meridian_schema::StoreError> {
+    async fn route(&self, ip: std::net::IpAddr, room: Option<&str>) -> Result<RoutePlan, meridian_schema::StoreError> {
         let located = self.locator.locate(ip);
         let room_node = match room {
             Some(name) => self.store.room(name).await?.and_then(|r| r.node),
             None => None,
         };
+        let nodes = self.store.nodes().await?;
         let route = route::choose(
-            &self.config.regions,
+            &nodes,
             &self.config.default_region,
             located.as_ref().map(|l| l.position),
             room_node.as_deref(),
+            std::time::SystemTime::now(),
+            &mut rand::rng(),
         );
         Ok(RoutePlan { located, route })
     }
@@ -149,9 +144,9 @@ impl Gateway {
 }
 
 /// A routing decision with the location it was based on.
-pub(crate) struct RoutePlan<'a> {
+pub(crate) struct RoutePlan {
     located: Option<meridian_geo::Located>,
-    route: Option<route::Route<'a>>,
+    route: Option<route::Route>,
 }
 
 /// Serves HTTP on `listener` until `shutdown` resolves. Connections in flight are

@@ -83,7 +83,7 @@ pub(crate) async fn rtc(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>) 
         "gateway.join",
         room = %grant.room(),
         participant = %grant.identity(),
-        region = %route.region.region.id,
+        region = %route.region,
         node = %route.node.id,
     );
     rtc_routed(gw, client, req, grant, route).instrument(span).await
@@ -94,15 +94,15 @@ async fn rtc_routed(
     client: std::net::IpAddr,
     mut req: Request<Incoming>,
     _grant: VerifiedGrant,
-    route: crate::route::Route<'_>,
+    route: crate::route::Route,
 ) -> Response<Body> {
-    let node_addr = route.node.signal_addr;
+    let node_addr = route.node.signal_addr.as_str();
 
-    let upstream = match connect_upstream(node_addr, client, &route.region.region.id, &req).await {
+    let upstream = match connect_upstream(node_addr, client, &route.region, &req).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(%node_addr, error = %e, "node unreachable");
-            return text(502, &format!("region {} node {} unreachable", route.region.region.id, route.node.id));
+            return text(502, &format!("region {} node {} unreachable", route.region, route.node.id));
         }
     };
     if upstream.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -138,7 +138,7 @@ async fn rtc_routed(
 }
 
 async fn connect_upstream(
-    node: SocketAddr,
+    node: &str,
     client: std::net::IpAddr,
     region: &str,
     req: &Request<Incoming>,
@@ -154,7 +154,7 @@ async fn connect_upstream(
     let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/rtc");
     let mut up = Request::builder().method("GET").uri(path).body(Empty::<Bytes>::new())?;
     let headers = up.headers_mut();
-    headers.insert(header::HOST, HeaderValue::from_str(&node.to_string())?);
+    headers.insert(header::HOST, HeaderValue::from_str(node)?);
     for name in FORWARDED_HEADERS {
         if let Some(v) = req.headers().get(&name) {
             headers.insert(name, v.clone());

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::{RoomRecord, Store, TokenGrants, TokenRecord};
+use crate::{NodeLoad, NodeRecord, RoomRecord, Store, TokenGrants, TokenRecord};
 
 fn at(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
@@ -33,6 +33,53 @@ fn token(id: &str, room: &str, identity: &str, issued: u64) -> TokenRecord {
 pub async fn run(store: &dyn Store) {
     tokens_round_trip(store).await;
     rooms_are_created_once(store).await;
+    rooms_move_to_another_node(store).await;
+    nodes_heartbeat_and_leave(store).await;
+}
+
+async fn rooms_move_to_another_node(store: &dyn Store) {
+    let room = RoomRecord {
+        name: "moving".into(),
+        sid: "RM_moving".into(),
+        region: Some("eu-west".into()),
+        node: Some("eu-west-1".into()),
+        created_at: at(1_700_000_000),
+    };
+    store.get_or_create_room(&room).await.unwrap();
+    assert!(store.place_room("moving", "us-west", "us-west-2").await.unwrap());
+    let moved = store.room("moving").await.unwrap().unwrap();
+    assert_eq!((moved.region.as_deref(), moved.node.as_deref()), (Some("us-west"), Some("us-west-2")));
+    assert_eq!(moved.sid, "RM_moving", "the room keeps its sid when it moves");
+    assert!(!store.place_room("absent", "us-west", "us-west-2").await.unwrap());
+    assert!(store.delete_room("moving").await.unwrap());
+}
+
+async fn nodes_heartbeat_and_leave(store: &dyn Store) {
+    let node = |id: &str, seen: u64| NodeRecord {
+        id: id.into(),
+        region: "eu-west".into(),
+        position: Some((51.51, -0.13)),
+        signal_addr: "10.0.0.5:7881".into(),
+        turn_urls: vec!["turn:10.0.0.5:3478?transport=udp".into()],
+        capacity: 500,
+        load: NodeLoad { participants: 3, tracks: 6, forwarded_bytes_per_sec: 125_000, cpu_cores: 0.25 },
+        draining: false,
+        last_seen: at(seen),
+    };
+    assert!(store.nodes().await.unwrap().is_empty());
+    store.heartbeat(&node("eu-west-2", 1_700_000_000)).await.unwrap();
+    store.heartbeat(&node("eu-west-1", 1_700_000_000)).await.unwrap();
+    let later = NodeRecord { draining: true, position: None, ..node("eu-west-1", 1_700_000_002) };
+    store.heartbeat(&later).await.unwrap();
+    assert_eq!(
+        store.nodes().await.unwrap(),
+        vec![later, node("eu-west-2", 1_700_000_000)],
+        "a heartbeat replaces the entry; nodes come ordered by id"
+    );
+    assert!(store.remove_node("eu-west-1").await.unwrap());
+    assert!(!store.remove_node("eu-west-1").await.unwrap());
+    assert_eq!(store.nodes().await.unwrap().len(), 1);
+    assert!(store.remove_node("eu-west-2").await.unwrap());
 }
 
 async fn tokens_round_trip(store: &dyn Store) {

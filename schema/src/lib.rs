@@ -1,4 +1,5 @@
-//! The store: rooms and tokens, in memory (`meridian dev`) or in Postgres.
+//! The store: rooms, tokens and the node registry, in memory (`meridian dev`,
+//! one process only) or in Postgres (any number of gateways and nodes).
 //!
 //! Both back ends implement [`Store`] and pass the same contract suite
 //! ([`contract::run`]). Postgres migrations live in `schema/migrations` and are
@@ -67,6 +68,42 @@ pub struct TokenRecord {
     pub revoked_at: Option<SystemTime>,
 }
 
+/// What a node reports of its load with each heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct NodeLoad {
+    /// Participants connected to the node.
+    pub participants: u32,
+    /// Tracks published on the node.
+    pub tracks: u32,
+    /// RTP forwarded to subscribers over the last interval, in bytes per second.
+    pub forwarded_bytes_per_sec: u64,
+    /// Process CPU use over the last interval, in cores (1.0 = one core busy).
+    pub cpu_cores: f32,
+}
+
+/// An SFU node in the registry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRecord {
+    /// Node id (`ServerInfo.node_id`), unique across regions.
+    pub id: String,
+    /// Region the node serves.
+    pub region: String,
+    /// The region's position (latitude, longitude in degrees), if it has one.
+    pub position: Option<(f64, f64)>,
+    /// Where gateways reach the node's signal listener (`host:port`).
+    pub signal_addr: String,
+    /// TURN URLs of the node's relay.
+    pub turn_urls: Vec<String>,
+    /// Participants the node takes before it counts as overloaded.
+    pub capacity: u32,
+    /// Load at the last heartbeat.
+    pub load: NodeLoad,
+    /// Draining nodes take no new rooms.
+    pub draining: bool,
+    /// The node's clock at its last heartbeat.
+    pub last_seen: SystemTime,
+}
+
 /// Store errors, classified by who is at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -106,4 +143,17 @@ pub trait Store: Send + Sync + 'static {
     async fn room(&self, name: &str) -> Result<Option<RoomRecord>, StoreError>;
     /// Deletes a room; returns false when it did not exist.
     async fn delete_room(&self, name: &str) -> Result<bool, StoreError>;
+    /// Moves a room to `node` in `region` (a node taking over a room whose node
+    /// died); returns false when no such room exists.
+    async fn place_room(&self, name: &str, region: &str, node: &str) -> Result<bool, StoreError>;
+
+    /// Inserts or replaces a node's registry entry (its heartbeat).
+    async fn heartbeat(&self, node: &NodeRecord) -> Result<(), StoreError>;
+    /// Every registered node, ordered by id.
+    async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
+    /// Removes a node's entry (clean shutdown); returns false when absent.
+    async fn remove_node(&self, id: &str) -> Result<bool, StoreError>;
+    /// Whether other processes see this store's writes. The memory store does not,
+    /// so a multi-process deployment (roles `gateway` and `sfu`) refuses it.
+    fn is_shared(&self) -> bool;
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use crate::{RoomRecord, Store, StoreError, TokenRecord};
+use crate::{NodeRecord, RoomRecord, Store, StoreError, TokenRecord};
 
 /// Rooms and tokens in process memory, lost on exit.
 #[derive(Debug, Default)]
@@ -17,6 +17,7 @@ pub struct MemoryStore {
 struct Inner {
     rooms: HashMap<String, RoomRecord>,
     tokens: Vec<TokenRecord>,
+    nodes: std::collections::BTreeMap<String, NodeRecord>,
 }
 
 impl MemoryStore {
@@ -74,5 +75,34 @@ impl Store for MemoryStore {
 
     async fn delete_room(&self, name: &str) -> Result<bool, StoreError> {
         Ok(self.lock().rooms.remove(name).is_some())
+    }
+
+    async fn place_room(&self, name: &str, region: &str, node: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()
+            .rooms
+            .get_mut(name)
+            .map(|r| {
+                r.region = Some(region.to_owned());
+                r.node = Some(node.to_owned());
+            })
+            .is_some())
+    }
+
+    async fn heartbeat(&self, node: &NodeRecord) -> Result<(), StoreError> {
+        self.lock().nodes.insert(node.id.clone(), node.clone());
+        Ok(())
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        Ok(self.lock().nodes.values().cloned().collect())
+    }
+
+    async fn remove_node(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().nodes.remove(id).is_some())
+    }
+
+    fn is_shared(&self) -> bool {
+        false
     }
 }

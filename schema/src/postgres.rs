@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{NoTls, Row};
 
-use crate::{RoomRecord, Store, StoreError, TokenGrants, TokenRecord};
+use crate::{NodeRecord, RoomRecord, Store, StoreError, TokenGrants, TokenRecord};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -91,6 +91,26 @@ fn room_from_row(row: &Row) -> RoomRecord {
     }
 }
 
+fn node_from_row(row: &Row) -> Result<NodeRecord, StoreError> {
+    let corrupt = |what: &str, e: serde_json::Error| StoreError::Corrupt(format!("nodes.{what}: {e}"));
+    let turn_urls: serde_json::Value = row.get("turn_urls");
+    let load: serde_json::Value = row.get("load");
+    let lat: Option<f64> = row.get("latitude");
+    let lon: Option<f64> = row.get("longitude");
+    let capacity: i32 = row.get("capacity");
+    Ok(NodeRecord {
+        id: row.get("id"),
+        region: row.get("region"),
+        position: lat.zip(lon),
+        signal_addr: row.get("signal_addr"),
+        turn_urls: serde_json::from_value(turn_urls).map_err(|e| corrupt("turn_urls", e))?,
+        capacity: u32::try_from(capacity).unwrap_or(0),
+        load: serde_json::from_value(load).map_err(|e| corrupt("load", e))?,
+        draining: row.get("draining"),
+        last_seen: row.get("last_seen"),
+    })
+}
+
 const TOKEN_COLUMNS: &str = "id, api_key, room, identity, grants, issued_at, expires_at, revoked_at";
 const ROOM_COLUMNS: &str = "name, sid, region, node, created_at";
 
@@ -151,6 +171,58 @@ impl Store for PgStore {
         let sql = format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE name = $1");
         let row = self.client().await?.query_opt(&sql, &[&name]).await.map_err(unavailable)?;
         Ok(row.as_ref().map(room_from_row))
+    }
+
+    async fn place_room(&self, name: &str, region: &str, node: &str) -> Result<bool, StoreError> {
+        let n = self
+            .client()
+            .await?
+            .execute("UPDATE rooms SET region = $2, node = $3 WHERE name = $1", &[&name, &region, &node])
+            .await
+            .map_err(unavailable)?;
+        Ok(n > 0)
+    }
+
+    async fn heartbeat(&self, n: &NodeRecord) -> Result<(), StoreError> {
+        let turn_urls = serde_json::to_value(&n.turn_urls).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let load = serde_json::to_value(n.load).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (lat, lon) = (n.position.map(|p| p.0), n.position.map(|p| p.1));
+        let capacity = i32::try_from(n.capacity).unwrap_or(i32::MAX);
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO nodes (id, region, latitude, longitude, signal_addr, turn_urls, capacity, load, draining, last_seen)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (id) DO UPDATE SET region = $2, latitude = $3, longitude = $4, signal_addr = $5,
+                   turn_urls = $6, capacity = $7, load = $8, draining = $9, last_seen = $10",
+                &[&n.id, &n.region, &lat, &lon, &n.signal_addr, &turn_urls, &capacity, &load, &n.draining, &n.last_seen],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id, region, latitude, longitude, signal_addr, turn_urls, capacity, load, draining, last_seen
+                 FROM nodes ORDER BY id",
+                &[],
+            )
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(node_from_row).collect()
+    }
+
+    async fn remove_node(&self, id: &str) -> Result<bool, StoreError> {
+        let n = self.client().await?.execute("DELETE FROM nodes WHERE id = $1", &[&id]).await.map_err(unavailable)?;
+        Ok(n > 0)
+    }
+
+    fn is_shared(&self) -> bool {
+        true
     }
 
     async fn delete_room(&self, name: &str) -> Result<bool, StoreError> {

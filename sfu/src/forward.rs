@@ -13,6 +13,7 @@
 //! Keyframes: [`PublishedTrack::request_keyframe`] sends a PLI (RFC 4585 §6.3.1)
 //! to the publisher, at most once per [`KEYFRAME_REQUEST_INTERVAL`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -122,10 +123,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Reads `remote`'s RTP and writes it to `track`'s local track until the remote
-/// track ends, then calls `on_end`.
+/// track ends, then calls `on_end`. Bytes written to down-tracks are added to
+/// `forwarded_bytes`.
 pub fn spawn_forwarder(
     remote: Arc<TrackRemote>,
     track: Arc<PublishedTrack>,
+    forwarded_bytes: Arc<AtomicU64>,
     on_end: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     tokio::spawn(async move {
@@ -144,8 +147,11 @@ pub fn spawn_forwarder(
                 ..Header::default()
             };
             // An error here means a subscriber binding did not take the packet; keep going.
-            if let Err(e) = track.local.write_rtp(&packet).await {
-                tracing::debug!(track = %track.sid, error = %e, "RTP not written to every down-track");
+            match track.local.write_rtp(&packet).await {
+                Ok(bytes) => {
+                    forwarded_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                }
+                Err(e) => tracing::debug!(track = %track.sid, error = %e, "RTP not written to every down-track"),
             }
             forwarded += 1;
             if forwarded == 1 {

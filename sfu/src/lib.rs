@@ -18,6 +18,7 @@ pub mod engine;
 pub mod forward;
 pub mod ids;
 pub mod participant;
+pub mod registry;
 pub mod room;
 pub mod sdp;
 pub mod signal;
@@ -71,13 +72,25 @@ pub struct SfuConfig {
     pub ice: engine::IceConfig,
     /// Bound on concurrent signal connections (default [`DEFAULT_MAX_CONNECTIONS`]).
     pub max_connections: usize,
+    /// The region's position (latitude, longitude in degrees), for routing.
+    pub position: Option<(f64, f64)>,
+    /// Where gateways reach this node's signal listener (`host:port`).
+    pub advertise_signal: String,
+    /// Participants this node takes before the gateway counts it as full
+    /// (default [`DEFAULT_CAPACITY`]).
+    pub capacity: u32,
 }
+
+/// Default node capacity in participants (a 2-core node forwarding small rooms).
+pub const DEFAULT_CAPACITY: u32 = 500;
 
 /// A running SFU node: its config, token authority and rooms.
 pub struct Sfu {
     config: SfuConfig,
     authority: TokenAuthority,
     rooms: Arc<RoomManager>,
+    store: Arc<dyn Store>,
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Sfu {
@@ -90,8 +103,9 @@ impl Sfu {
         store: Arc<dyn Store>,
     ) -> Result<Arc<Self>, engine::EngineError> {
         let engine = Arc::new(engine::Engine::new(&config.ice)?);
-        let rooms = Arc::new(RoomManager::new(engine, store, config.region.clone(), config.node_id.clone()));
-        Ok(Arc::new(Self { config, authority, rooms }))
+        let rooms =
+            Arc::new(RoomManager::new(engine, Arc::clone(&store), config.region.clone(), config.node_id.clone()));
+        Ok(Arc::new(Self { config, authority, rooms, store, draining: Default::default() }))
     }
 
     /// The rooms on this node.

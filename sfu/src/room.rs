@@ -7,6 +7,7 @@
 //! since livekit-client drops media of a track it has not heard of.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -35,9 +36,15 @@ pub struct Room {
     created_at: SystemTime,
     engine: Arc<Engine>,
     participants: Mutex<HashMap<String, Arc<Participant>>>,
+    forwarded_bytes: Arc<AtomicU64>,
 }
 
 impl Room {
+    /// The node-wide counter of RTP bytes written to down-tracks.
+    pub(crate) fn forwarded_bytes(&self) -> &Arc<AtomicU64> {
+        &self.forwarded_bytes
+    }
+
     pub(crate) fn engine(&self) -> &Arc<Engine> {
         &self.engine
     }
@@ -55,6 +62,11 @@ impl Room {
             num_publishers: participants.values().filter(|p| !p.published().is_empty()).count() as u32,
             ..Default::default()
         }
+    }
+
+    /// Everyone in the room.
+    pub fn participants(&self) -> Vec<Arc<Participant>> {
+        lock(&self.participants).values().cloned().collect()
     }
 
     /// Everyone in the room but `except`.
@@ -155,6 +167,7 @@ pub enum JoinError {
 /// All rooms on this node.
 pub struct RoomManager {
     engine: Arc<Engine>,
+    forwarded_bytes: Arc<AtomicU64>,
     store: Arc<dyn Store>,
     region: String,
     node: String,
@@ -164,7 +177,25 @@ pub struct RoomManager {
 impl RoomManager {
     /// No rooms yet. Rooms are recorded in `store` with `region` and `node`.
     pub fn new(engine: Arc<Engine>, store: Arc<dyn Store>, region: String, node: String) -> Self {
-        Self { engine, store, region, node, rooms: Mutex::new(HashMap::new()) }
+        Self { engine, forwarded_bytes: Arc::default(), store, region, node, rooms: Mutex::new(HashMap::new()) }
+    }
+
+    /// Participants and published tracks on this node.
+    pub fn load(&self) -> (u32, u32) {
+        let rooms: Vec<Arc<Room>> = lock(&self.rooms).values().cloned().collect();
+        let participants: Vec<Arc<Participant>> = rooms.iter().flat_map(|r| r.participants()).collect();
+        let tracks = participants.iter().map(|p| p.published().len()).sum::<usize>();
+        (participants.len() as u32, tracks as u32)
+    }
+
+    /// RTP bytes written to down-tracks since the node started.
+    pub fn forwarded_bytes(&self) -> u64 {
+        self.forwarded_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether a room of this name is live on this node.
+    pub fn has_room(&self, name: &str) -> bool {
+        lock(&self.rooms).contains_key(name)
     }
 
     /// Number of live rooms.
@@ -195,6 +226,12 @@ impl RoomManager {
                         created_at: SystemTime::now(),
                     })
                     .await?;
+                if record.node.as_deref() != Some(self.node.as_str()) {
+                    // The room's node is gone (the gateway only sends joins here
+                    // when it is): take the room over.
+                    tracing::info!(room = %record.name, from = ?record.node, "taking over room");
+                    self.store.place_room(&record.name, &self.region, &self.node).await?;
+                }
                 let mut rooms = lock(&self.rooms);
                 Arc::clone(rooms.entry(record.name.clone()).or_insert_with(|| {
                     tracing::info!(room = %record.name, sid = %record.sid, "room created");
@@ -204,6 +241,7 @@ impl RoomManager {
                         created_at: record.created_at,
                         engine: Arc::clone(&self.engine),
                         participants: Mutex::new(HashMap::new()),
+                        forwarded_bytes: Arc::clone(&self.forwarded_bytes),
                     })
                 }))
             }

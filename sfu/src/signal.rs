@@ -65,6 +65,9 @@ pub async fn run_session(sfu: Arc<Sfu>, stream: TcpStream, peer: SocketAddr) {
             form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
         let token = q.get("access_token").map(String::as_str).unwrap_or("");
         match sfu.authority.verify_join(token, q.get("room").map(String::as_str)) {
+            Ok(grant) if sfu.is_draining() && !sfu.rooms.has_room(grant.room()) => {
+                Err(refuse(503, "node draining: it takes no new rooms".into()))
+            }
             Ok(grant) => {
                 admission =
                     Some(Admission { grant, reconnect: q.get("reconnect").is_some_and(|v| v == "1" || v == "true") });

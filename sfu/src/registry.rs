@@ -1,0 +1,129 @@
+//! The node's entry in the registry: a heartbeat every [`HEARTBEAT_INTERVAL`] with
+//! its load, draining on request, and removal at clean shutdown.
+//!
+//! Gateways route only to nodes heard from within their stale limit (5 s), so a
+//! node that dies stops getting joins within a few seconds, and its rooms move to
+//! the next node a client reaches.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use meridian_schema::{NodeLoad, NodeRecord, StoreError};
+
+use crate::Sfu;
+
+/// Time between heartbeats (2 s).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+/// Linux's clock tick for `/proc/<pid>/stat` CPU times (`sysconf(_SC_CLK_TCK)` is
+/// 100 on every mainstream Linux build).
+const CLOCK_TICKS_PER_SEC: f64 = 100.0;
+
+/// Turns counters into rates between heartbeats.
+#[derive(Default)]
+pub struct LoadSampler {
+    last: Option<(Instant, u64, f64)>,
+}
+
+impl LoadSampler {
+    /// The node's load at `now`: participants and tracks as they are, forwarded
+    /// bytes/s and CPU cores since the previous sample (zero on the first).
+    pub fn sample(&mut self, sfu: &Sfu, now: Instant) -> NodeLoad {
+        let (participants, tracks) = sfu.rooms.load();
+        let bytes = sfu.rooms.forwarded_bytes();
+        let cpu = process_cpu_seconds().unwrap_or(0.0);
+        let (rate, cores) = match self.last {
+            Some((t, b, c)) if now > t => {
+                let secs = now.duration_since(t).as_secs_f64();
+                ((bytes.saturating_sub(b) as f64 / secs) as u64, ((cpu - c) / secs).max(0.0) as f32)
+            }
+            _ => (0, 0.0),
+        };
+        self.last = Some((now, bytes, cpu));
+        NodeLoad { participants, tracks, forwarded_bytes_per_sec: rate, cpu_cores: cores }
+    }
+}
+
+/// User plus system CPU seconds of this process, from `/proc/self/stat`.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14
+    // and 15 of the whole line, so 12 and 13 after the name.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / CLOCK_TICKS_PER_SEC)
+}
+
+impl Sfu {
+    /// This node's registry entry with `load`, stamped `now`.
+    pub fn node_record(&self, load: NodeLoad, now: SystemTime) -> NodeRecord {
+        NodeRecord {
+            id: self.config.node_id.clone(),
+            region: self.config.region.clone(),
+            position: self.config.position,
+            signal_addr: self.config.advertise_signal.clone(),
+            turn_urls: self.config.turn.as_ref().map(|t| t.urls.clone()).unwrap_or_default(),
+            capacity: self.config.capacity,
+            load,
+            draining: self.draining.load(Ordering::Relaxed),
+            last_seen: now,
+        }
+    }
+
+    /// Writes one heartbeat now.
+    ///
+    /// Errors: [`StoreError::Unavailable`] when the store cannot be reached.
+    pub async fn heartbeat(&self, sampler: &mut LoadSampler) -> Result<(), StoreError> {
+        let load = sampler.sample(self, Instant::now());
+        self.store.heartbeat(&self.node_record(load, SystemTime::now())).await
+    }
+
+    /// Stops taking new rooms (existing rooms carry on) and tells the registry.
+    pub async fn drain(&self) -> Result<(), StoreError> {
+        self.draining.store(true, Ordering::Relaxed);
+        tracing::info!(node = %self.config.node_id, "draining: no new rooms");
+        self.heartbeat(&mut LoadSampler::default()).await
+    }
+
+    /// Whether the node is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// Heartbeats every [`HEARTBEAT_INTERVAL`] until `shutdown` resolves, then removes
+/// the node's entry. A failed heartbeat is logged and retried at the next tick.
+pub async fn run_heartbeats(sfu: Arc<Sfu>, shutdown: impl Future<Output = ()>) {
+    let mut sampler = LoadSampler::default();
+    let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => {
+                if let Err(e) = sfu.heartbeat(&mut sampler).await {
+                    tracing::warn!(node = %sfu.config.node_id, error = %e, "heartbeat failed");
+                }
+            }
+        }
+    }
+    match sfu.store.remove_node(&sfu.config.node_id).await {
+        Ok(_) => tracing::info!(node = %sfu.config.node_id, "left the registry"),
+        Err(e) => tracing::warn!(node = %sfu.config.node_id, error = %e, "could not leave the registry"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_has_cpu_time() {
+        let cpu = process_cpu_seconds().expect("/proc/self/stat is readable on Linux");
+        assert!(cpu >= 0.0);
+    }
+}
