@@ -5,6 +5,9 @@
 //! addresses; [`DevStack::shutdown`] stops it. The end-to-end tests under `tests/`
 //! start stacks on ephemeral ports the same way.
 
+pub mod config;
+pub mod roles;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -291,6 +294,7 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
             client_js: client_js.clone(),
             max_connections: meridian_gateway::DEFAULT_MAX_CONNECTIONS,
             trusted_proxies: opts.trusted_proxies.clone(),
+            tls: None,
         },
         authority,
         Arc::clone(&store),

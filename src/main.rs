@@ -1,5 +1,7 @@
-//! The `meridian` binary: `dev` runs a whole region on loopback; `migrate` applies
-//! the Postgres schema; `token` mints a join token from the command line.
+//! The `meridian` binary: `dev` runs a whole region on loopback; `gateway`, `sfu`
+//! and `turn` run one production role each from a config file (see
+//! `docs/meridian.example.toml`); `migrate` applies the Postgres schema; `token`
+//! mints a join token from the command line.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -7,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use meridian::{DevOptions, DEV_API_KEY, DEV_API_SECRET};
+use meridian::{config, roles, DevOptions, DEV_API_KEY, DEV_API_SECRET};
 use meridian_auth::{Grants, MintRequest, TokenAuthority, DEFAULT_TOKEN_TTL};
 
 #[derive(Parser)]
@@ -33,6 +35,69 @@ enum Command {
     },
     /// Mint a join token and print it.
     Token(TokenArgs),
+    /// Run a gateway: token API, geolocated routing, /rtc proxy (needs Postgres).
+    Gateway(GatewayArgs),
+    /// Run an SFU node of a region (needs Postgres).
+    Sfu(SfuArgs),
+    /// Run a region's TURN relay.
+    Turn(TurnArgs),
+}
+
+/// `--config FILE`, shared by the roles.
+#[derive(Args)]
+struct ConfigPath {
+    /// TOML config file (see docs/meridian.example.toml); flags and environment win over it.
+    #[arg(long, env = "MERIDIAN_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct GatewayArgs {
+    #[command(flatten)]
+    file: ConfigPath,
+    #[command(flatten)]
+    api: config::ApiSection,
+    #[command(flatten)]
+    database: config::DatabaseSection,
+    #[command(flatten)]
+    gateway: config::GatewaySection,
+}
+
+#[derive(Args)]
+struct SfuArgs {
+    #[command(flatten)]
+    file: ConfigPath,
+    #[command(flatten)]
+    api: config::ApiSection,
+    #[command(flatten)]
+    database: config::DatabaseSection,
+    #[command(flatten)]
+    sfu: config::SfuSection,
+}
+
+#[derive(Args)]
+struct TurnArgs {
+    #[command(flatten)]
+    file: ConfigPath,
+    #[command(flatten)]
+    turn: config::TurnSection,
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn terminated() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutdown requested");
 }
 
 #[derive(Args)]
@@ -119,6 +184,25 @@ async fn main() -> anyhow::Result<()> {
             meridian_schema::postgres::migrate(&database_url).await.context("migrate")?;
             eprintln!("migrations applied");
             Ok(())
+        }
+        Command::Gateway(args) => {
+            let file = config::ConfigFile::load(args.file.config.as_deref())?;
+            let api = args.api.over(&file.api).required()?;
+            let db = args.database.over(&file.database).required()?;
+            let role = args.gateway.over(&file.gateway).resolve()?;
+            roles::run_gateway(api, &db, role, terminated()).await
+        }
+        Command::Sfu(args) => {
+            let file = config::ConfigFile::load(args.file.config.as_deref())?;
+            let api = args.api.over(&file.api).required()?;
+            let db = args.database.over(&file.database).required()?;
+            let role = args.sfu.over(&file.sfu).resolve()?;
+            roles::run_sfu(api, &db, role, terminated()).await
+        }
+        Command::Turn(args) => {
+            let file = config::ConfigFile::load(args.file.config.as_deref())?;
+            let turn = args.turn.over(&file.turn).resolve()?;
+            roles::run_turn(turn, terminated()).await
         }
         Command::Token(args) => {
             let authority = TokenAuthority::new(&args.keys.api_key, &args.keys.api_secret);

@@ -24,6 +24,7 @@ pub mod client_ip;
 mod http_util;
 pub mod proxy;
 pub mod route;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -64,6 +65,8 @@ pub struct GatewayConfig {
     /// Peers whose `Forwarded`/`X-Forwarded-For` headers are believed (load
     /// balancers in front of the gateway); default none.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Serve HTTPS/WSS with this certificate (reloadable); `None` serves plain HTTP.
+    pub tls: Option<Arc<tls::ReloadableTls>>,
 }
 
 /// Everything a request handler needs, shared by all connections.
@@ -149,7 +152,25 @@ pub(crate) struct RoutePlan {
     route: Option<route::Route>,
 }
 
-/// Serves HTTP on `listener` until `shutdown` resolves. Connections in flight are
+/// Longest a client may take over its TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn serve_connection<S>(gateway: Arc<Gateway>, peer: SocketAddr, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let gateway = Arc::clone(&gateway);
+        async move { Ok::<_, std::convert::Infallible>(gateway.handle(peer, req).await) }
+    });
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "connection ended with error");
+    }
+}
+
+/// Serves HTTP (or HTTPS, with [`GatewayConfig::tls`]) on `listener` until `shutdown` resolves. Connections in flight are
 /// not awaited; a signal socket being proxied ends with the process.
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let permits = Arc::new(Semaphore::new(gateway.config.max_connections.max(1)));
@@ -173,15 +194,13 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, shutdown: impl 
         let gateway = Arc::clone(&gateway);
         tokio::spawn(async move {
             let _permit = permit;
-            let service = service_fn(move |req| {
-                let gateway = Arc::clone(&gateway);
-                async move { Ok::<_, std::convert::Infallible>(gateway.handle(peer, req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with error");
+            match gateway.config.tls.as_ref().map(|t| t.acceptor()) {
+                None => serve_connection(gateway, peer, stream).await,
+                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => serve_connection(gateway, peer, tls).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                },
             }
         });
     }

@@ -11,6 +11,9 @@ mod embedded {
     refinery::embed_migrations!("migrations");
 }
 
+/// Advisory lock key serialising migrations across processes ("meridian" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6d65_7269_6469_616e;
+
 /// Default pool size: enough for a gateway or SFU node on a small machine.
 pub const DEFAULT_POOL_SIZE: usize = 16;
 
@@ -22,10 +25,13 @@ pub async fn migrate(url: &str) -> Result<(), StoreError> {
     let config: tokio_postgres::Config = url.parse().map_err(unavailable)?;
     let (mut client, connection) = config.connect(NoTls).await.map_err(unavailable)?;
     let conn_task = tokio::spawn(connection);
+    // Gateways and nodes start together and all migrate: one at a time, under a
+    // session advisory lock (released when this connection closes).
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(unavailable)?;
     let report = embedded::migrations::runner()
         .run_async(&mut client)
         .await
-        .map_err(|e| StoreError::Migration(e.to_string()))?;
+        .map_err(|e| StoreError::Migration(format!("{e} ({:?})", e.kind())))?;
     for m in report.applied_migrations() {
         tracing::info!(migration = %m.name(), version = m.version(), "applied migration");
     }
