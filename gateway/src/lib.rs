@@ -113,13 +113,21 @@ impl Gateway {
     }
 
     /// Decides where a client at `ip` joining `room` goes.
-    async fn route(&self, ip: std::net::IpAddr, room: Option<&str>) -> Result<RoutePlan, meridian_schema::StoreError> {
+    ///
+    /// Nodes in `unreachable` (this request failed to connect to them) are left out.
+    async fn route(
+        &self,
+        ip: std::net::IpAddr,
+        room: Option<&str>,
+        unreachable: &[String],
+    ) -> Result<RoutePlan, meridian_schema::StoreError> {
         let located = self.locator.locate(ip);
         let room_node = match room {
             Some(name) => self.store.room(name).await?.and_then(|r| r.node),
             None => None,
         };
-        let nodes = self.store.nodes().await?;
+        let mut nodes = self.store.nodes().await?;
+        nodes.retain(|n| !unreachable.contains(&n.id));
         let route = route::choose(
             &nodes,
             &self.config.default_region,

@@ -36,6 +36,9 @@ const FORWARDED_HEADERS: [HeaderName; 6] = [
 const RETURNED_HEADERS: [HeaderName; 4] =
     [header::UPGRADE, header::CONNECTION, header::SEC_WEBSOCKET_ACCEPT, header::SEC_WEBSOCKET_PROTOCOL];
 
+/// Nodes one join tries before the gateway gives up with 502.
+pub const MAX_NODE_ATTEMPTS: usize = 3;
+
 /// Header naming the region the gateway chose, sent to the node.
 pub const REGION_HEADER: &str = "x-meridian-region";
 
@@ -69,42 +72,51 @@ pub(crate) async fn rtc(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>) 
         }
     };
     let client = gw.client_ip(peer, &req);
-    let plan = match gw.route(client, Some(grant.room())).await {
-        Ok(plan) => plan,
-        Err(e) => {
-            tracing::error!(error = %e, "store unavailable for routing");
-            return text(503, "store unavailable; retry");
-        }
-    };
-    let Some(route) = plan.route else {
-        return text(503, "no region has a node available");
-    };
     let span = tracing::info_span!(
         "gateway.join",
         room = %grant.room(),
         participant = %grant.identity(),
-        region = %route.region,
-        node = %route.node.id,
+        region = tracing::field::Empty,
+        node = tracing::field::Empty,
     );
-    rtc_routed(gw, client, req, grant, route).instrument(span).await
+    rtc_routed(gw, client, req, grant).instrument(span).await
 }
 
+/// Routes and connects to a node. A node that refuses the TCP connection (it
+/// died before the registry noticed) is left out and the join routed again, up
+/// to [`MAX_NODE_ATTEMPTS`] nodes, so clients fail over at once.
 async fn rtc_routed(
-    _gw: &Gateway,
+    gw: &Gateway,
     client: std::net::IpAddr,
     mut req: Request<Incoming>,
-    _grant: VerifiedGrant,
-    route: crate::route::Route,
+    grant: VerifiedGrant,
 ) -> Response<Body> {
-    let node_addr = route.node.signal_addr.as_str();
-
-    let upstream = match connect_upstream(node_addr, client, &route.region, &req).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(%node_addr, error = %e, "node unreachable");
-            return text(502, &format!("region {} node {} unreachable", route.region, route.node.id));
+    let mut unreachable: Vec<String> = Vec::new();
+    let (route, upstream) = loop {
+        let plan = match gw.route(client, Some(grant.room()), &unreachable).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                tracing::error!(error = %e, "store unavailable for routing");
+                return text(503, "store unavailable; retry");
+            }
+        };
+        let Some(route) = plan.route else {
+            return text(503, "no region has a node available");
+        };
+        match connect_upstream(&route.node.signal_addr, client, &route.region, &req).await {
+            Ok(upstream) => break (route, upstream),
+            Err(e) => {
+                tracing::warn!(node = %route.node.id, addr = %route.node.signal_addr, error = %e, "node unreachable");
+                unreachable.push(route.node.id.clone());
+                if unreachable.len() >= MAX_NODE_ATTEMPTS {
+                    return text(502, &format!("region {} node {} unreachable", route.region, route.node.id));
+                }
+            }
         }
     };
+    let span = tracing::Span::current();
+    span.record("region", route.region.as_str());
+    span.record("node", route.node.id.as_str());
     if upstream.status() != StatusCode::SWITCHING_PROTOCOLS {
         // The node refused (e.g. it checks the token differently); pass its answer on.
         let status = upstream.status().as_u16();

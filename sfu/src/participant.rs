@@ -251,6 +251,7 @@ impl Participant {
     /// (livekit-client unpublishes by renegotiating, with no message of its own).
     pub async fn handle_offer(&self, offer: proto::SessionDescription) -> Result<Vec<String>, ParticipantError> {
         let sections = sdp::media_sections(&offer.sdp);
+        tracing::info!(participant = %self.sid, id = offer.id, ?sections, "publisher offer");
         let preferred = self.requested_codecs(&sections);
         let desc = RTCSessionDescription::offer(offer.sdp).map_err(|e| ParticipantError::BadRequest(e.to_string()))?;
         self.publisher
@@ -413,6 +414,7 @@ impl Participant {
         };
         let kind = if info.r#type == proto::TrackType::Audio as i32 { "audio" } else { "video" };
         let codec = req.simulcast_codecs.first().filter(|c| !c.codec.is_empty()).map(|c| format!("{kind}/{}", c.codec));
+        tracing::info!(participant = %self.sid, cid = %req.cid, track = %info.sid, kind = info.r#type, ?codec, "AddTrackRequest");
         lock(&self.pending_tracks).push(PendingTrack { cid: req.cid.clone(), info: info.clone(), codec });
         self.send(Out::TrackPublished(proto::TrackPublishedResponse { cid: req.cid, track: Some(info) }));
         Ok(())

@@ -31,7 +31,7 @@ export async function startMeridian({ port = 7880, sfuPort = 7881, turnPort = 34
     wsUrl: `ws://127.0.0.1:${port}`,
     logs,
     async stop() {
-      if (child.exitCode !== null) return;
+      if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGINT');
       await new Promise(r => { const t = setTimeout(() => { child.kill('SIGKILL'); r(); }, 5000); child.on('exit', () => { clearTimeout(t); r(); }); });
     },
@@ -104,4 +104,54 @@ export async function waitForMedia(page, identity, { timeoutMs = 30_000 } = {}) 
     await sleep(500);
   }
   throw new Error(`no growing media from ${identity} within ${timeoutMs} ms; last stats ${JSON.stringify(last)}`);
+}
+
+/** A private Postgres for multi-process tests in the namespace (the machine's is outside it). */
+export async function startPostgres(port = 5499) {
+  const { readdirSync, mkdtempSync, chownSync } = await import('node:fs');
+  const { execFileSync } = await import('node:child_process');
+  const { tmpdir } = await import('node:os');
+  const version = readdirSync('/usr/lib/postgresql').sort().pop();
+  const bin = `/usr/lib/postgresql/${version}/bin`;
+  const dir = mkdtempSync(`${tmpdir()}/meridian-pg-`);
+  const uid = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
+  const gid = Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
+  chownSync(dir, uid, gid);
+  execFileSync('runuser', ['-u', 'postgres', '--', `${bin}/initdb`, '-D', `${dir}/data`, '-A', 'trust', '-U', 'postgres'], { stdio: 'ignore' });
+  const child = spawn('runuser', ['-u', 'postgres', '--', `${bin}/postgres`, '-D', `${dir}/data`, '-k', dir, '-p', String(port),
+    '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    try { execFileSync(`${bin}/pg_isready`, ['-h', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' }); break; } catch {
+      if (Date.now() > deadline) throw new Error('private Postgres did not start');
+      await sleep(200);
+    }
+  }
+  const stop = async () => {
+    try {
+      execFileSync('runuser', ['-u', 'postgres', '--', `${bin}/pg_ctl`, 'stop', '-D', `${dir}/data`, '-m', 'immediate', '-w'], { stdio: 'ignore' });
+    } catch { child.kill('SIGKILL'); }
+  };
+  return { url, stop };
+}
+
+/** Starts one `meridian` role process; resolves once its log says `readyText`. */
+export async function startRole(name, args, env, readyText) {
+  const bin = process.env.MERIDIAN_BIN || '../../target/debug/meridian';
+  mkdirSync('artifacts', { recursive: true });
+  const logFile = createWriteStream(`artifacts/${name}.log`);
+  const child = spawn(bin, args, { env: { ...process.env, RUST_LOG: 'info,webrtc=warn,webrtc_ice=warn,dtls=error,webrtc_dtls=error', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  let seen = '';
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${name} not ready in 30 s:\n${seen}`)), 30_000);
+    child.stderr.on('data', d => { logFile.write(d); seen += d.toString(); if (seen.includes(readyText)) { clearTimeout(timer); resolve(); } });
+    child.on('exit', code => { clearTimeout(timer); reject(new Error(`${name} exited with ${code}:\n${seen}`)); });
+  });
+  const exited = new Promise(r => child.on('exit', r));
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await exited;
+  };
+  return { child, kill: sig => child.kill(sig), stop };
 }
