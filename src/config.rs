@@ -149,6 +149,9 @@ pub struct SfuSection {
     /// Seconds a draining node (SIGTERM) waits for its rooms to empty before it stops (default 30).
     #[arg(long = "sfu-drain-grace", env = "MERIDIAN_SFU_DRAIN_GRACE")]
     pub drain_grace: Option<u64>,
+    /// Where to serve Prometheus `/metrics` (default none).
+    #[arg(long = "sfu-metrics-listen", env = "MERIDIAN_SFU_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// `[turn]`: the region's TURN relay.
@@ -170,6 +173,9 @@ pub struct TurnSection {
     /// UDP receive buffer in bytes (default 4194304).
     #[arg(long = "turn-recv-buffer", env = "MERIDIAN_TURN_RECV_BUFFER")]
     pub recv_buffer_bytes: Option<usize>,
+    /// Where to serve Prometheus `/metrics` (default none).
+    #[arg(long = "turn-metrics-listen", env = "MERIDIAN_TURN_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The whole file; every section and key is optional.
@@ -284,7 +290,8 @@ impl SfuSection {
                 capacity,
                 turn_secret,
                 include_loopback,
-                drain_grace
+                drain_grace,
+                metrics_listen
             ],
             [turn_urls]
         )
@@ -294,7 +301,7 @@ impl SfuSection {
 impl TurnSection {
     /// `self` (flags) over `file`.
     pub fn over(&self, file: &Self) -> Self {
-        overlay!(self, file, [listen, relay_ip, realm, secret, recv_buffer_bytes], [])
+        overlay!(self, file, [listen, relay_ip, realm, secret, recv_buffer_bytes, metrics_listen], [])
     }
 }
 
@@ -396,6 +403,8 @@ pub struct SfuRole {
     pub include_loopback: bool,
     /// Drain grace period.
     pub drain_grace: Duration,
+    /// Where `/metrics` is served.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 fn hostname() -> String {
@@ -453,6 +462,7 @@ impl SfuSection {
             turn,
             include_loopback: self.include_loopback.unwrap_or(false),
             drain_grace: self.drain_grace.map(Duration::from_secs).unwrap_or(DEFAULT_DRAIN_GRACE),
+            metrics_listen: self.metrics_listen,
         })
     }
 }

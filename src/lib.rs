@@ -14,13 +14,17 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use meridian_auth::TokenAuthority;
-use meridian_gateway::{Gateway, GatewayConfig};
+use meridian_gateway::metrics::GatewayMetrics;
+use meridian_gateway::{Gateway, GatewayConfig, Observability};
 use meridian_geo::{Locator, Position};
 use meridian_schema::{MemoryStore, PgStore, Store};
 use meridian_sfu::engine::IceConfig;
+use meridian_sfu::metrics::SfuMetrics;
 use meridian_sfu::registry::LoadSampler;
 use meridian_sfu::{Sfu, SfuConfig, TurnAdvert};
+use meridian_turn::metrics::TurnMetrics;
 use meridian_turn::{TurnConfig, TurnRelay, DEFAULT_CREDENTIAL_TTL, DEFAULT_REALM, DEFAULT_RECV_BUFFER_BYTES};
+use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -228,6 +232,9 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
     let mut relays = Vec::new();
     let mut running = Vec::new();
     let mut sfus = Vec::new();
+    let mut registry = Registry::default();
+    let sfu_metrics = SfuMetrics::register(&mut registry);
+    let turn_metrics = TurnMetrics::register(&mut registry);
     for (i, region) in opts.regions.iter().enumerate() {
         let offset = |port: u16| if port == 0 { 0 } else { port.saturating_add(i as u16) };
         let turn = TurnRelay::start(TurnConfig {
@@ -240,6 +247,7 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
         .await
         .with_context(|| format!("starting the TURN relay of region {}", region.id))?;
         let turn_addr = turn.local_addr();
+        turn.report_allocations(turn_metrics.allocations(&turn_addr.to_string()));
         relays.push(turn);
 
         let node_id = format!("{}-1", region.id);
@@ -264,6 +272,7 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
             },
             authority.clone(),
             Arc::clone(&store),
+            &sfu_metrics,
         )?;
         // Registered before the gateway opens, so the first join finds the node.
         sfu.heartbeat(&mut LoadSampler::default()).await.context("registering the SFU node")?;
@@ -299,6 +308,7 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
         authority,
         Arc::clone(&store),
         locator,
+        Observability { metrics: GatewayMetrics::register(&mut registry), registry: Arc::new(registry) },
     ));
 
     tasks.push(tokio::spawn(meridian_gateway::serve(gateway, gw_listener, stopped(stop_rx))));

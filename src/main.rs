@@ -201,8 +201,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Turn(args) => {
             let file = config::ConfigFile::load(args.file.config.as_deref())?;
-            let turn = args.turn.over(&file.turn).resolve()?;
-            roles::run_turn(turn, terminated()).await
+            let section = args.turn.over(&file.turn);
+            let turn = section.resolve()?;
+            roles::run_turn(turn, section.metrics_listen, terminated()).await
         }
         Command::Token(args) => {
             let authority = TokenAuthority::new(&args.keys.api_key, &args.keys.api_secret);

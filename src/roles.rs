@@ -8,14 +8,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use meridian_auth::TokenAuthority;
+use meridian_gateway::metrics::GatewayMetrics;
 use meridian_gateway::tls::ReloadableTls;
-use meridian_gateway::{Gateway, GatewayConfig};
+use meridian_gateway::{Gateway, GatewayConfig, Observability};
 use meridian_geo::Locator;
 use meridian_schema::{PgStore, Store};
 use meridian_sfu::engine::IceConfig;
+use meridian_sfu::metrics::SfuMetrics;
 use meridian_sfu::registry::LoadSampler;
 use meridian_sfu::{Sfu, SfuConfig, TurnAdvert};
+use meridian_turn::metrics::TurnMetrics;
 use meridian_turn::{TurnConfig, TurnRelay, DEFAULT_CREDENTIAL_TTL};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
 use tokio::sync::watch;
 
 use crate::config::{GatewayRole, SfuRole};
@@ -27,6 +32,46 @@ async fn postgres(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     meridian_schema::postgres::migrate(url).await.context("migrating the database")?;
     let store = PgStore::connect(url).await.context("connecting to the database")?;
     Ok(Arc::new(store))
+}
+
+/// Serves the registry as Prometheus text at `GET /metrics` on `addr`, in the
+/// background, for roles without an HTTP listener of their own.
+///
+/// Errors: the port.
+pub async fn serve_metrics(addr: SocketAddr, registry: Arc<Registry>) -> anyhow::Result<()> {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics_listen {addr}"))?;
+    tracing::info!(%addr, "metrics on /metrics");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let registry = Arc::clone(&registry);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let registry = Arc::clone(&registry);
+                    async move {
+                        let mut body = String::new();
+                        let status = if req.uri().path() != "/metrics" {
+                            body.push_str("not found");
+                            404
+                        } else if prometheus_client::encoding::text::encode(&mut body, &registry).is_err() {
+                            500
+                        } else {
+                            200
+                        };
+                        let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
+                        *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    });
+    Ok(())
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -66,6 +111,7 @@ pub async fn run_gateway(
         });
     }
     tracing::info!(listen = %role.listen, tls = tls.is_some(), public_url = %role.public_url, "gateway up");
+    let mut registry = Registry::default();
     let gateway = Arc::new(Gateway::new(
         GatewayConfig {
             public_url: role.public_url,
@@ -79,6 +125,7 @@ pub async fn run_gateway(
         TokenAuthority::new(&api_key, &api_secret),
         store,
         locator,
+        Observability { metrics: GatewayMetrics::register(&mut registry), registry: Arc::new(registry) },
     ));
     meridian_gateway::serve(gateway, listener, shutdown).await;
     Ok(())
@@ -98,6 +145,8 @@ pub async fn run_sfu(
     let listener = tokio::net::TcpListener::bind(role.listen)
         .await
         .with_context(|| format!("binding sfu.listen {}", role.listen))?;
+    let mut registry = Registry::default();
+    let sfu_metrics = SfuMetrics::register(&mut registry);
     let sfu = Sfu::new(
         SfuConfig {
             region: role.region.clone(),
@@ -115,7 +164,11 @@ pub async fn run_sfu(
         },
         TokenAuthority::new(&api_key, &api_secret),
         store,
+        &sfu_metrics,
     )?;
+    if let Some(addr) = role.metrics_listen {
+        serve_metrics(addr, Arc::new(registry)).await?;
+    }
     sfu.heartbeat(&mut LoadSampler::default()).await.context("registering the node")?;
     tracing::info!(node = %role.node_id, region = %role.region, listen = %role.listen, advertise = %role.advertise, "SFU node up");
     let (stop, stop_rx) = watch::channel(false);
@@ -140,8 +193,18 @@ pub async fn run_sfu(
 /// Runs a TURN relay until `shutdown` resolves.
 ///
 /// Errors: the port.
-pub async fn run_turn(config: TurnConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run_turn(
+    config: TurnConfig,
+    metrics_listen: Option<SocketAddr>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let relay = TurnRelay::start(config).await.context("starting the TURN relay")?;
+    let mut registry = Registry::default();
+    let metrics = TurnMetrics::register(&mut registry);
+    relay.report_allocations(metrics.allocations(&relay.local_addr().to_string()));
+    if let Some(addr) = metrics_listen {
+        serve_metrics(addr, Arc::new(registry)).await?;
+    }
     tracing::info!(listen = %relay.local_addr(), "TURN relay up");
     shutdown.await;
     relay.close().await?;

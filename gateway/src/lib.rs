@@ -14,6 +14,7 @@
 //! | `GET /rtc` (WebSocket) | verify, geolocate, pick region and node, proxy the signal socket ([`proxy`]) |
 //! | `GET /rtc/v1`, `/rtc/v1/validate` | 404, so `livekit-client` falls back to the dual-PC `/rtc` path |
 //! | `GET /healthz` | 200 `ok` |
+//! | `GET /metrics` | Prometheus text format: the process's registry ([`metrics`]) |
 //!
 //! Run loop: [`serve`] accepts connections (bounded by
 //! [`GatewayConfig::max_connections`]) until the shutdown future resolves; each
@@ -22,6 +23,7 @@
 pub mod api;
 pub mod client_ip;
 mod http_util;
+pub mod metrics;
 pub mod proxy;
 pub mod route;
 pub mod tls;
@@ -75,12 +77,39 @@ pub struct Gateway {
     authority: TokenAuthority,
     store: Arc<dyn Store>,
     locator: Locator,
+    observe: Observability,
+}
+
+/// Where the gateway's metrics go and what `/metrics` renders.
+pub struct Observability {
+    /// The gateway's metric handles (registered in `registry`).
+    pub metrics: metrics::GatewayMetrics,
+    /// The process's whole registry, rendered at `/metrics`.
+    pub registry: Arc<prometheus_client::registry::Registry>,
 }
 
 impl Gateway {
-    /// A gateway with its token authority, store and geolocation database.
-    pub fn new(config: GatewayConfig, authority: TokenAuthority, store: Arc<dyn Store>, locator: Locator) -> Self {
-        Self { config, authority, store, locator }
+    /// A gateway with its token authority, store, geolocation database and metrics.
+    pub fn new(
+        config: GatewayConfig,
+        authority: TokenAuthority,
+        store: Arc<dyn Store>,
+        locator: Locator,
+        observe: Observability,
+    ) -> Self {
+        Self { config, authority, store, locator, observe }
+    }
+
+    fn render_metrics(&self) -> Response<Body> {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.observe.registry).is_err() {
+            return text(500, "metrics encoding failed");
+        }
+        let mut r = text(200, &out);
+        if let Ok(v) = "application/openmetrics-text; version=1.0.0; charset=utf-8".parse() {
+            r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+        }
+        r
     }
 
     async fn handle(self: Arc<Self>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
@@ -89,6 +118,7 @@ impl Gateway {
             (&Method::GET, "/") | (&Method::GET, "/index.html") => http_util::html(include_str!("demo.html")),
             (&Method::GET, "/livekit-client.umd.js") => self.client_js().await,
             (&Method::GET, "/healthz") => text(200, "ok"),
+            (&Method::GET, "/metrics") => self.render_metrics(),
             (&Method::POST, "/v1/tokens") => api::mint_token(&self, req, false).await,
             (&Method::GET, "/v1/route") => api::explain_route(&self, &req).await,
             (&Method::POST, "/dev/token") if self.config.dev_tokens => api::mint_token(&self, req, true).await,

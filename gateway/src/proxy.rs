@@ -68,6 +68,7 @@ pub(crate) async fn rtc(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>) 
         Ok(g) => g,
         Err(e) => {
             tracing::info!(%peer, reason = %e, "join refused");
+            gw.observe.metrics.refused(e.http_status());
             return refusal(&e);
         }
     };
@@ -91,6 +92,7 @@ async fn rtc_routed(
     mut req: Request<Incoming>,
     grant: VerifiedGrant,
 ) -> Response<Body> {
+    let started = std::time::Instant::now();
     let mut unreachable: Vec<String> = Vec::new();
     let (route, upstream) = loop {
         let plan = match gw.route(client, Some(grant.room()), &unreachable).await {
@@ -131,6 +133,9 @@ async fn rtc_routed(
     }
     let client_upgrade = hyper::upgrade::on(&mut req);
     let node_upgrade = hyper::upgrade::on(upstream);
+    let reason =
+        serde_json::to_value(route.reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    gw.observe.metrics.routed(&route.region, &reason, started.elapsed().as_secs_f64());
     tracing::info!(%client, reason = ?route.reason, "join routed");
     tokio::spawn(async move {
         let (client, node) = match tokio::try_join!(client_upgrade, node_upgrade) {

@@ -13,7 +13,7 @@
 //! Keyframes: [`PublishedTrack::request_keyframe`] sends a PLI (RFC 4585 §6.3.1)
 //! to the publisher, at most once per [`KEYFRAME_REQUEST_INTERVAL`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus_client::metrics::counter::Counter;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -128,7 +128,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub fn spawn_forwarder(
     remote: Arc<TrackRemote>,
     track: Arc<PublishedTrack>,
-    forwarded_bytes: Arc<AtomicU64>,
+    forwarded_bytes: Counter,
     on_end: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     tokio::spawn(async move {
@@ -149,7 +149,7 @@ pub fn spawn_forwarder(
             // An error here means a subscriber binding did not take the packet; keep going.
             match track.local.write_rtp(&packet).await {
                 Ok(bytes) => {
-                    forwarded_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                    forwarded_bytes.inc_by(bytes as u64);
                 }
                 Err(e) => tracing::debug!(track = %track.sid, error = %e, "RTP not written to every down-track"),
             }

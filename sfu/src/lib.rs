@@ -17,6 +17,7 @@
 pub mod engine;
 pub mod forward;
 pub mod ids;
+pub mod metrics;
 pub mod participant;
 pub mod registry;
 pub mod room;
@@ -101,10 +102,16 @@ impl Sfu {
         config: SfuConfig,
         authority: TokenAuthority,
         store: Arc<dyn Store>,
+        metrics: &metrics::SfuMetrics,
     ) -> Result<Arc<Self>, engine::EngineError> {
         let engine = Arc::new(engine::Engine::new(&config.ice)?);
-        let rooms =
-            Arc::new(RoomManager::new(engine, Arc::clone(&store), config.region.clone(), config.node_id.clone()));
+        let rooms = Arc::new(RoomManager::new(
+            engine,
+            Arc::clone(&store),
+            config.region.clone(),
+            config.node_id.clone(),
+            metrics.node(&config.node_id),
+        ));
         Ok(Arc::new(Self { config, authority, rooms, store, draining: Default::default() }))
     }
 

@@ -445,7 +445,7 @@ impl Participant {
         tracing::info!(participant = %self.sid, track = %track.sid, mime = %track.info().mime_type, %rid, "track published");
         lock(&self.published).push(Arc::clone(&track));
         let (room_weak, me_weak, sid) = (Arc::downgrade(room), Arc::downgrade(self), track.sid.clone());
-        forward::spawn_forwarder(remote, Arc::clone(&track), Arc::clone(room.forwarded_bytes()), async move {
+        forward::spawn_forwarder(remote, Arc::clone(&track), room.forwarded_bytes().clone(), async move {
             if let (Some(room), Some(me)) = (room_weak.upgrade(), me_weak.upgrade()) {
                 room.unpublish(&me, &sid).await;
             }

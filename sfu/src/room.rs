@@ -7,7 +7,6 @@
 //! since livekit-client drops media of a track it has not heard of.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,7 +19,9 @@ use meridian_schema::{RoomRecord, Store};
 use crate::engine::{Engine, EngineError};
 use crate::forward::PublishedTrack;
 use crate::ids;
+use crate::metrics::NodeMetrics;
 use crate::participant::{Participant, SignalTx};
+use prometheus_client::metrics::counter::Counter;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Critical sections are single map operations; a poisoned lock is consistent.
@@ -36,13 +37,13 @@ pub struct Room {
     created_at: SystemTime,
     engine: Arc<Engine>,
     participants: Mutex<HashMap<String, Arc<Participant>>>,
-    forwarded_bytes: Arc<AtomicU64>,
+    metrics: NodeMetrics,
 }
 
 impl Room {
     /// The node-wide counter of RTP bytes written to down-tracks.
-    pub(crate) fn forwarded_bytes(&self) -> &Arc<AtomicU64> {
-        &self.forwarded_bytes
+    pub(crate) fn forwarded_bytes(&self) -> &Counter {
+        &self.metrics.forwarded_bytes
     }
 
     pub(crate) fn engine(&self) -> &Arc<Engine> {
@@ -97,6 +98,7 @@ impl Room {
     /// Tells the room that `publisher` now publishes `track`, and subscribes
     /// everyone who may subscribe.
     pub(crate) async fn published(&self, publisher: &Arc<Participant>, track: Arc<PublishedTrack>) {
+        self.metrics.tracks.inc();
         let info = publisher.info(State::Active);
         publisher.send(Out::Update(proto::ParticipantUpdate { participants: vec![info.clone()] }));
         self.announce(publisher, info);
@@ -114,6 +116,7 @@ impl Room {
         if publisher.remove_published(track_sid).is_none() {
             return;
         }
+        self.metrics.tracks.dec();
         tracing::info!(room = %self.name, participant = %publisher.sid, track = %track_sid, "track unpublished");
         for p in self.others(&publisher.sid) {
             if let Err(e) = p.unsubscribe(track_sid).await {
@@ -139,8 +142,12 @@ impl Room {
         if removed.is_none() {
             return;
         }
+        self.metrics.participants.dec();
         who.close().await;
         for track in who.published() {
+            if who.remove_published(&track.sid).is_some() {
+                self.metrics.tracks.dec();
+            }
             for p in self.others(&who.sid) {
                 if let Err(e) = p.unsubscribe(&track.sid).await {
                     tracing::debug!(participant = %p.sid, error = %e, "unsubscribe failed");
@@ -167,7 +174,7 @@ pub enum JoinError {
 /// All rooms on this node.
 pub struct RoomManager {
     engine: Arc<Engine>,
-    forwarded_bytes: Arc<AtomicU64>,
+    metrics: NodeMetrics,
     store: Arc<dyn Store>,
     region: String,
     node: String,
@@ -176,8 +183,8 @@ pub struct RoomManager {
 
 impl RoomManager {
     /// No rooms yet. Rooms are recorded in `store` with `region` and `node`.
-    pub fn new(engine: Arc<Engine>, store: Arc<dyn Store>, region: String, node: String) -> Self {
-        Self { engine, forwarded_bytes: Arc::default(), store, region, node, rooms: Mutex::new(HashMap::new()) }
+    pub fn new(engine: Arc<Engine>, store: Arc<dyn Store>, region: String, node: String, metrics: NodeMetrics) -> Self {
+        Self { engine, metrics, store, region, node, rooms: Mutex::new(HashMap::new()) }
     }
 
     /// Participants and published tracks on this node.
@@ -190,7 +197,7 @@ impl RoomManager {
 
     /// RTP bytes written to down-tracks since the node started.
     pub fn forwarded_bytes(&self) -> u64 {
-        self.forwarded_bytes.load(Ordering::Relaxed)
+        self.metrics.forwarded_bytes.get()
     }
 
     /// Whether a room of this name is live on this node.
@@ -235,13 +242,14 @@ impl RoomManager {
                 let mut rooms = lock(&self.rooms);
                 Arc::clone(rooms.entry(record.name.clone()).or_insert_with(|| {
                     tracing::info!(room = %record.name, sid = %record.sid, "room created");
+                    self.metrics.rooms.inc();
                     Arc::new(Room {
                         name: record.name.clone(),
                         sid: record.sid.clone(),
                         created_at: record.created_at,
                         engine: Arc::clone(&self.engine),
                         participants: Mutex::new(HashMap::new()),
-                        forwarded_bytes: Arc::clone(&self.forwarded_bytes),
+                        metrics: self.metrics.clone(),
                     })
                 }))
             }
@@ -259,6 +267,7 @@ impl RoomManager {
         }
         let participant = Participant::new(grant, signal, &room).await?;
         lock(&room.participants).insert(participant.sid.clone(), Arc::clone(&participant));
+        self.metrics.participants.inc();
         Ok((room, participant))
     }
 
@@ -286,6 +295,7 @@ impl RoomManager {
             let empty = room.is_empty() && rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room));
             if empty {
                 rooms.remove(&room.name);
+                self.metrics.rooms.dec();
             }
             empty
         };

@@ -8,6 +8,7 @@
 //! `turn` server, which reads requests on its own task until [`TurnRelay::close`].
 
 pub mod credentials;
+pub mod metrics;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub const DEFAULT_TURN_PORT: u16 = 3478;
 pub const DEFAULT_RECV_BUFFER_BYTES: usize = 4 << 20;
 /// Default realm sent in 401 challenges.
 pub const DEFAULT_REALM: &str = "meridian";
+/// How often [`TurnRelay::report_allocations`] counts allocations.
+pub const ALLOCATION_POLL: Duration = Duration::from_secs(2);
 /// How long a channel binding lives without refresh (RFC 8656 §12: 10 minutes).
 pub const CHANNEL_BIND_LIFETIME: Duration = Duration::from_secs(600);
 
@@ -63,7 +66,7 @@ pub enum TurnError {
 
 /// A running relay. Dropping it leaves the server task running; call [`close`](Self::close).
 pub struct TurnRelay {
-    server: Server,
+    server: Arc<Server>,
     local_addr: SocketAddr,
 }
 
@@ -92,12 +95,31 @@ impl TurnRelay {
         })
         .await?;
         tracing::info!(%local_addr, relay_ip = %config.relay_ip, "TURN relay listening (UDP)");
-        Ok(Self { server, local_addr })
+        Ok(Self { server: Arc::new(server), local_addr })
     }
 
     /// The bound UDP address (useful when configured with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Keeps `gauge` at the number of live allocations, polled every
+    /// [`ALLOCATION_POLL`], until the relay closes.
+    pub fn report_allocations(&self, gauge: prometheus_client::metrics::gauge::Gauge) {
+        let server = Arc::downgrade(&self.server);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ALLOCATION_POLL);
+            loop {
+                tick.tick().await;
+                let Some(server) = server.upgrade() else { break };
+                match server.get_allocations_info(None).await {
+                    Ok(allocations) => {
+                        gauge.set(i64::try_from(allocations.len()).unwrap_or(i64::MAX));
+                    }
+                    Err(_) => break, // closed
+                }
+            }
+        });
     }
 
     /// Stops the server and closes every allocation.

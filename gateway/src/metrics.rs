@@ -1,0 +1,74 @@
+//! The gateway's Prometheus metrics, registered in the registry the process passes
+//! down (`/metrics` renders it).
+//!
+//! - `meridian_gateway_join_duration_seconds{region}`: from the `/rtc` request to the
+//!   node's `101 Switching Protocols`, in seconds (histogram).
+//! - `meridian_gateway_routing_decisions_total{region,reason}`: joins routed, by
+//!   region and reason (`room_affinity`, `nearest`, `default_unlocated`).
+//! - `meridian_gateway_join_refusals_total{status}`: joins refused, by HTTP status.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RegionLabel {
+    region: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    region: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: u16,
+}
+
+fn join_histogram() -> Histogram {
+    // 1 ms .. ~16 s
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// Handles to the gateway's metrics; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct GatewayMetrics {
+    join_duration: Family<RegionLabel, Histogram, fn() -> Histogram>,
+    decisions: Family<DecisionLabels, Counter>,
+    refusals: Family<StatusLabel, Counter>,
+}
+
+impl GatewayMetrics {
+    /// Registers the metrics under `meridian_gateway_` in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            join_duration: Family::new_with_constructor(join_histogram as fn() -> Histogram),
+            decisions: Family::default(),
+            refusals: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("meridian_gateway");
+        r.register(
+            "join_duration_seconds",
+            "Time from /rtc request to the node's 101, by region",
+            m.join_duration.clone(),
+        );
+        r.register("routing_decisions", "Joins routed, by region and reason", m.decisions.clone());
+        r.register("join_refusals", "Joins refused, by HTTP status", m.refusals.clone());
+        m
+    }
+
+    /// Records a routed join that took `seconds` to reach the node.
+    pub fn routed(&self, region: &str, reason: &str, seconds: f64) {
+        self.decisions.get_or_create(&DecisionLabels { region: region.to_owned(), reason: reason.to_owned() }).inc();
+        self.join_duration.get_or_create(&RegionLabel { region: region.to_owned() }).observe(seconds);
+    }
+
+    /// Records a refused join.
+    pub fn refused(&self, status: u16) {
+        self.refusals.get_or_create(&StatusLabel { status }).inc();
+    }
+}
