@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod roles;
+pub mod telemetry;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

@@ -170,15 +170,15 @@ struct TokenArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,webrtc=warn,webrtc_ice=warn,webrtc_dtls=error,dtls=error,turn=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let service = match &cli.command {
+        Command::Gateway(_) => "meridian-gateway",
+        Command::Sfu(_) => "meridian-sfu",
+        Command::Turn(_) => "meridian-turn",
+        _ => "meridian",
+    };
+    let _telemetry = meridian::telemetry::init(service)?;
+    match cli.command {
         Command::Dev(args) => dev(args).await,
         Command::Migrate { database_url } => {
             meridian_schema::postgres::migrate(&database_url).await.context("migrate")?;

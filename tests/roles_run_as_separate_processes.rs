@@ -1,7 +1,9 @@
 //! The production shape: `meridian gateway` (TLS) and two `meridian sfu` nodes as
 //! separate processes sharing Postgres. Joins over WSS land on the default region;
 //! a killed node goes stale and its region's new joins move; a node told to stop
-//! drains and leaves the registry; SIGHUP reloads the gateway's certificate.
+//! drains and leaves the registry; SIGHUP reloads the gateway's certificate; and
+//! a join's trace, exported over OTLP by both processes to a receiver in this
+//! test, spans the gateway and the node, linked parent to child.
 //!
 //! Postgres comes from `DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`); under `CI=true` an unreachable
@@ -72,10 +74,63 @@ fn write_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, CertificateDer<'stat
     (c, k, cert.der().clone())
 }
 
-fn spawn(name: &str, args: &[&str], db: &str, log_dir: &Path) -> (String, Child) {
+/// Spans received over OTLP/HTTP: (service name, span).
+type Received = Arc<std::sync::Mutex<Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)>>>;
+
+/// An OTLP/HTTP trace receiver (`POST /v1/traces`, protobuf) on an ephemeral port.
+async fn otlp_receiver() -> (SocketAddr, Received) {
+    use http_body_util::BodyExt;
+    use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received: Received = Arc::default();
+    let sink = Arc::clone(&received);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let sink = Arc::clone(&sink);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let sink = Arc::clone(&sink);
+                    async move {
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        if let Ok(export) = ExportTraceServiceRequest::decode(body.as_ref()) {
+                            for rs in export.resource_spans {
+                                let service = rs
+                                    .resource
+                                    .iter()
+                                    .flat_map(|r| r.attributes.iter())
+                                    .find(|kv| kv.key == "service.name")
+                                    .and_then(|kv| kv.value.as_ref())
+                                    .map(|v| format!("{:?}", v.value))
+                                    .unwrap_or_default();
+                                for ss in rs.scope_spans {
+                                    for span in ss.spans {
+                                        sink.lock().unwrap().push((service.clone(), span));
+                                    }
+                                }
+                            }
+                        }
+                        let reply = ExportTraceServiceResponse::default().encode_to_vec();
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                            hyper::body::Bytes::from(reply),
+                        )))
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    });
+    (addr, received)
+}
+
+fn spawn(name: &str, args: &[&str], db: &str, log_dir: &Path, otlp: SocketAddr) -> (String, Child) {
     let log = std::fs::File::create(log_dir.join(format!("{name}.log"))).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_meridian"))
         .args(args)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
         .env("DATABASE_URL", db)
         .env("MERIDIAN_API_KEY", KEY)
         .env("MERIDIAN_API_SECRET", SECRET)
@@ -203,6 +258,7 @@ async fn gateway_and_nodes_as_processes_route_fail_over_drain_and_reload() {
     )
     .unwrap();
     let cfg = config.to_str().unwrap();
+    let (otlp, spans) = otlp_receiver().await;
     let mut procs = Procs(vec![
         spawn(
             "sfu-eu",
@@ -219,6 +275,7 @@ async fn gateway_and_nodes_as_processes_route_fail_over_drain_and_reload() {
             ],
             &db,
             &dir,
+            otlp,
         ),
         spawn(
             "sfu-us",
@@ -235,8 +292,9 @@ async fn gateway_and_nodes_as_processes_route_fail_over_drain_and_reload() {
             ],
             &db,
             &dir,
+            otlp,
         ),
-        spawn("gateway", &["gateway", "--config", cfg], &db, &dir),
+        spawn("gateway", &["gateway", "--config", cfg], &db, &dir, otlp),
     ]);
     let connector = tls_connector(&[&der1]);
     wait_until("the gateway answers over HTTPS", Duration::from_secs(30), || async {
@@ -253,6 +311,34 @@ async fn gateway_and_nodes_as_processes_route_fail_over_drain_and_reload() {
     wait_until("both nodes register", Duration::from_secs(30), || async { registered().await == 2 }).await;
 
     assert_eq!(join_region(gw_addr, &connector, "r1", "alice").await, Ok("eu-west".into()), "the default region");
+
+    // The join's trace: gateway.join with its steps in the gateway process, and
+    // sfu.join in the node process as a child of the gateway's proxy_connect.
+    let named = |name: &str| -> Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)> {
+        spans.lock().unwrap().iter().filter(|(_, s)| s.name == name).cloned().collect()
+    };
+    wait_until("both processes export the join's spans", Duration::from_secs(20), || async {
+        !named("sfu.join").is_empty() && !named("gateway.join").is_empty()
+    })
+    .await;
+    let (gw_service, gw_join) = named("gateway.join").remove(0);
+    let (sfu_service, sfu_join) = named("sfu.join").remove(0);
+    assert!(
+        gw_service.contains("meridian-gateway") && sfu_service.contains("meridian-sfu"),
+        "{gw_service} {sfu_service}"
+    );
+    assert_eq!(sfu_join.trace_id, gw_join.trace_id, "one trace across both processes");
+    let (_, connect) =
+        named("gateway.proxy_connect").into_iter().find(|(_, s)| s.trace_id == gw_join.trace_id).unwrap();
+    assert_eq!(connect.parent_span_id, gw_join.span_id, "proxy_connect is a step of gateway.join");
+    assert_eq!(sfu_join.parent_span_id, connect.span_id, "the node's join is a child of the gateway's proxy_connect");
+    for step in ["gateway.token_check", "gateway.geo_lookup", "gateway.route_selection"] {
+        assert!(named(step).iter().any(|(_, s)| s.parent_span_id == gw_join.span_id), "{step} under gateway.join");
+    }
+    let attrs: Vec<String> = sfu_join.attributes.iter().map(|kv| kv.key.clone()).collect();
+    for key in ["room", "participant", "region", "node"] {
+        assert!(attrs.iter().any(|a| a == key), "sfu.join carries {key}: {attrs:?}");
+    }
 
     // Kill eu-west. Its TCP port refuses at once, so the gateway routes joins
     // elsewhere straight away; the registry marks it stale within 5 s.

@@ -151,21 +151,24 @@ impl Gateway {
         room: Option<&str>,
         unreachable: &[String],
     ) -> Result<RoutePlan, meridian_schema::StoreError> {
-        let located = self.locator.locate(ip);
-        let room_node = match room {
-            Some(name) => self.store.room(name).await?.and_then(|r| r.node),
-            None => None,
+        let located = tracing::info_span!("gateway.geo_lookup").in_scope(|| self.locator.locate(ip));
+        let select = async {
+            let room_node = match room {
+                Some(name) => self.store.room(name).await?.and_then(|r| r.node),
+                None => None,
+            };
+            let mut nodes = self.store.nodes().await?;
+            nodes.retain(|n| !unreachable.contains(&n.id));
+            Ok::<_, meridian_schema::StoreError>(route::choose(
+                &nodes,
+                &self.config.default_region,
+                located.as_ref().map(|l| l.position),
+                room_node.as_deref(),
+                std::time::SystemTime::now(),
+                &mut rand::rng(),
+            ))
         };
-        let mut nodes = self.store.nodes().await?;
-        nodes.retain(|n| !unreachable.contains(&n.id));
-        let route = route::choose(
-            &nodes,
-            &self.config.default_region,
-            located.as_ref().map(|l| l.position),
-            room_node.as_deref(),
-            std::time::SystemTime::now(),
-            &mut rand::rng(),
-        );
+        let route = tracing::Instrument::instrument(select, tracing::info_span!("gateway.route_selection")).await?;
         Ok(RoutePlan { located, route })
     }
 

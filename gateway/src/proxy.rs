@@ -62,25 +62,37 @@ pub(crate) fn validate(gw: &Gateway, req: &Request<Incoming>) -> Response<Body> 
     }
 }
 
-/// `GET /rtc` with a WebSocket upgrade: verify, route, proxy.
+/// `GET /rtc` with a WebSocket upgrade: verify, route, proxy, all in one
+/// `gateway.join` span (the root of the join's trace) with children
+/// `gateway.token_check`, `gateway.geo_lookup`, `gateway.route_selection` and
+/// `gateway.proxy_connect`; the node's spans continue the trace from the
+/// `traceparent` header of the proxied upgrade.
 pub(crate) async fn rtc(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
-    let grant = match check_token(gw, req.uri()) {
-        Ok(g) => g,
-        Err(e) => {
-            tracing::info!(%peer, reason = %e, "join refused");
-            gw.observe.metrics.refused(e.http_status());
-            return refusal(&e);
-        }
-    };
-    let client = gw.client_ip(peer, &req);
     let span = tracing::info_span!(
         "gateway.join",
-        room = %grant.room(),
-        participant = %grant.identity(),
+        room = tracing::field::Empty,
+        participant = tracing::field::Empty,
         region = tracing::field::Empty,
         node = tracing::field::Empty,
     );
-    rtc_routed(gw, client, req, grant).instrument(span).await
+    async move {
+        let checked = tracing::info_span!("gateway.token_check").in_scope(|| check_token(gw, req.uri()));
+        let grant = match checked {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::info!(%peer, reason = %e, "join refused");
+                gw.observe.metrics.refused(e.http_status());
+                return refusal(&e);
+            }
+        };
+        let current = tracing::Span::current();
+        current.record("room", grant.room());
+        current.record("participant", grant.identity());
+        let client = gw.client_ip(peer, &req);
+        rtc_routed(gw, client, req, grant).await
+    }
+    .instrument(span)
+    .await
 }
 
 /// Routes and connects to a node. A node that refuses the TCP connection (it
@@ -105,7 +117,8 @@ async fn rtc_routed(
         let Some(route) = plan.route else {
             return text(503, "no region has a node available");
         };
-        match connect_upstream(&route.node.signal_addr, client, &route.region, &req).await {
+        let connect = tracing::info_span!("gateway.proxy_connect", node = %route.node.id, region = %route.region);
+        match connect_upstream(&route.node.signal_addr, client, &route.region, &req).instrument(connect).await {
             Ok(upstream) => break (route, upstream),
             Err(e) => {
                 tracing::warn!(node = %route.node.id, addr = %route.node.signal_addr, error = %e, "node unreachable");
@@ -179,5 +192,11 @@ async fn connect_upstream(
     }
     headers.insert("x-forwarded-for", HeaderValue::from_str(&client.to_string())?);
     headers.insert(REGION_HEADER, HeaderValue::from_str(region)?);
+    // W3C trace context of the current span (gateway.proxy_connect), so the node's
+    // spans join this trace.
+    let cx = tracing_opentelemetry::OpenTelemetrySpanExt::context(&tracing::Span::current());
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut opentelemetry_http::HeaderInjector(headers))
+    });
     Ok(sender.send_request(up).await?)
 }

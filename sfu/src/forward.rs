@@ -129,10 +129,12 @@ pub fn spawn_forwarder(
     remote: Arc<TrackRemote>,
     track: Arc<PublishedTrack>,
     forwarded_bytes: Counter,
+    first_rtp: tracing::Span,
     on_end: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     tokio::spawn(async move {
         let mut forwarded: u64 = 0;
+        let mut first_rtp = Some(first_rtp);
         while let Ok((mut packet, _)) = remote.read_rtp().await {
             let h = &packet.header;
             packet.header = Header {
@@ -154,8 +156,9 @@ pub fn spawn_forwarder(
                 Err(e) => tracing::debug!(track = %track.sid, error = %e, "RTP not written to every down-track"),
             }
             forwarded += 1;
-            if forwarded == 1 {
-                tracing::info!(track = %track.sid, ssrc = remote.ssrc(), "first RTP forwarded");
+            if let Some(milestone) = first_rtp.take() {
+                // The milestone span closes here, marking it in the join's trace.
+                milestone.in_scope(|| tracing::info!(track = %track.sid, ssrc = remote.ssrc(), "first RTP forwarded"));
             }
         }
         tracing::info!(track = %track.sid, packets = forwarded, "published track ended");

@@ -112,6 +112,8 @@ pub struct Participant {
     pending_tracks: Mutex<Vec<PendingTrack>>,
     published: Mutex<Vec<Arc<PublishedTrack>>>,
     down_tracks: Mutex<HashMap<String, Arc<RTCRtpSender>>>,
+    /// The `sfu.join` span; milestones (`sfu.ice_connected`, `sfu.first_rtp_forwarded`) are its children.
+    trace: tracing::Span,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -132,6 +134,7 @@ impl Participant {
         grant: &VerifiedGrant,
         signal: SignalTx,
         room: &Arc<Room>,
+        trace: tracing::Span,
     ) -> Result<Arc<Self>, crate::engine::EngineError> {
         let publisher = room.engine().peer_connection().await?;
         let subscriber = room.engine().peer_connection().await?;
@@ -154,6 +157,7 @@ impl Participant {
             pending_tracks: Mutex::new(Vec::new()),
             published: Mutex::new(Vec::new()),
             down_tracks: Mutex::new(HashMap::new()),
+            trace,
         });
         me.wire_callbacks(Arc::downgrade(room));
         Ok(me)
@@ -178,8 +182,13 @@ impl Participant {
                 })
             }));
             let sid = self.sid.clone();
+            let trace = self.trace.clone();
             pc.on_peer_connection_state_change(Box::new(move |state| {
                 tracing::info!(participant = %sid, ?target, %state, "peer connection state");
+                if state == webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState::Connected {
+                    // A milestone: an empty span, a child of the join in the trace.
+                    drop(tracing::info_span!(parent: &trace, "sfu.ice_connected", participant = %sid, ?target));
+                }
                 Box::pin(async {})
             }));
         }
@@ -445,7 +454,8 @@ impl Participant {
         tracing::info!(participant = %self.sid, track = %track.sid, mime = %track.info().mime_type, %rid, "track published");
         lock(&self.published).push(Arc::clone(&track));
         let (room_weak, me_weak, sid) = (Arc::downgrade(room), Arc::downgrade(self), track.sid.clone());
-        forward::spawn_forwarder(remote, Arc::clone(&track), room.forwarded_bytes().clone(), async move {
+        let first_rtp = tracing::info_span!(parent: &self.trace, "sfu.first_rtp_forwarded", track = %track.sid);
+        forward::spawn_forwarder(remote, Arc::clone(&track), room.forwarded_bytes().clone(), first_rtp, async move {
             if let (Some(room), Some(me)) = (room_weak.upgrade(), me_weak.upgrade()) {
                 room.unpublish(&me, &sid).await;
             }

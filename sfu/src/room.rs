@@ -213,11 +213,13 @@ impl RoomManager {
     /// Admits `grant`'s holder into its room: creates the room if needed, replaces
     /// a participant with the same identity (LiveKit's `DUPLICATE_IDENTITY`), and
     /// returns the room and the new participant (not yet announced; see
-    /// [`RoomManager::announce_join`]).
+    /// [`RoomManager::announce_join`]). `trace` is the join's span; the
+    /// participant's milestones become its children.
     pub async fn join(
         &self,
         grant: &VerifiedGrant,
         signal: SignalTx,
+        trace: tracing::Span,
     ) -> Result<(Arc<Room>, Arc<Participant>), JoinError> {
         let existing = lock(&self.rooms).get(grant.room()).cloned();
         let room = match existing {
@@ -265,7 +267,7 @@ impl RoomManager {
             room.leave(&old).await;
             old.close_signal();
         }
-        let participant = Participant::new(grant, signal, &room).await?;
+        let participant = Participant::new(grant, signal, &room, trace).await?;
         lock(&room.participants).insert(participant.sid.clone(), Arc::clone(&participant));
         self.metrics.participants.inc();
         Ok((room, participant))

@@ -42,6 +42,8 @@ type Socket = WebSocketStream<TcpStream>;
 struct Admission {
     grant: VerifiedGrant,
     reconnect: bool,
+    /// Trace context from the gateway's `traceparent` header.
+    parent: opentelemetry::Context,
 }
 
 fn refuse(status: u16, reason: String) -> ErrorResponse {
@@ -69,8 +71,11 @@ pub async fn run_session(sfu: Arc<Sfu>, stream: TcpStream, peer: SocketAddr) {
                 Err(refuse(503, "node draining: it takes no new rooms".into()))
             }
             Ok(grant) => {
-                admission =
-                    Some(Admission { grant, reconnect: q.get("reconnect").is_some_and(|v| v == "1" || v == "true") });
+                let parent = opentelemetry::global::get_text_map_propagator(|p| {
+                    p.extract(&opentelemetry_http::HeaderExtractor(req.headers()))
+                });
+                let reconnect = q.get("reconnect").is_some_and(|v| v == "1" || v == "true");
+                admission = Some(Admission { grant, reconnect, parent });
                 Ok(resp)
             }
             Err(e) => Err(refuse(e.http_status(), e.to_string())),
@@ -86,9 +91,15 @@ pub async fn run_session(sfu: Arc<Sfu>, stream: TcpStream, peer: SocketAddr) {
             return;
         }
     };
-    let Some(Admission { grant, reconnect }) = admission else { return };
-    let span = tracing::info_span!("sfu.session", room = %grant.room(), participant = %grant.identity(), region = %sfu.config.region, node = %sfu.config.node_id);
-    run_admitted(&sfu, ws, grant, reconnect, peer).instrument(span).await;
+    let Some(Admission { grant, reconnect, parent }) = admission else { return };
+    let (room, who, region, node) = (grant.room(), grant.identity(), &sfu.config.region, &sfu.config.node_id);
+    let span = tracing::info_span!("sfu.session", room = %room, participant = %who, region = %region, node = %node);
+    let join = tracing::info_span!("sfu.join", room = %room, participant = %who, region = %region, node = %node);
+    for s in [&span, &join] {
+        // Without an exporter there is no OTel context to attach; that is fine.
+        let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(s, parent.clone());
+    }
+    run_admitted(&sfu, ws, grant, reconnect, peer, join).instrument(span).await;
 }
 
 async fn send(ws: &mut Socket, message: Out) -> Result<(), tokio_tungstenite::tungstenite::Error> {
@@ -96,7 +107,17 @@ async fn send(ws: &mut Socket, message: Out) -> Result<(), tokio_tungstenite::tu
     ws.send(Frame::Binary(bytes.into())).await
 }
 
-async fn run_admitted(sfu: &Arc<Sfu>, mut ws: Socket, grant: VerifiedGrant, reconnect: bool, peer: SocketAddr) {
+/// `join` is the `sfu.join` span: it closes once the JoinResponse is out, and the
+/// participant's later milestones (ICE connected, first RTP forwarded) are its
+/// children.
+async fn run_admitted(
+    sfu: &Arc<Sfu>,
+    mut ws: Socket,
+    grant: VerifiedGrant,
+    reconnect: bool,
+    peer: SocketAddr,
+    join: tracing::Span,
+) {
     if reconnect {
         // No session state to resume: ask for a full rejoin.
         let _ = send(
@@ -113,7 +134,7 @@ async fn run_admitted(sfu: &Arc<Sfu>, mut ws: Socket, grant: VerifiedGrant, reco
         return;
     }
     let (tx, mut rx) = mpsc::channel(SIGNAL_QUEUE);
-    let (room, me) = match sfu.rooms.join(&grant, tx).await {
+    let (room, me) = match sfu.rooms.join(&grant, tx, join.clone()).instrument(join.clone()).await {
         Ok(joined) => joined,
         Err(e) => {
             tracing::error!(%peer, error = %e, "join failed");
@@ -131,7 +152,9 @@ async fn run_admitted(sfu: &Arc<Sfu>, mut ws: Socket, grant: VerifiedGrant, reco
         }
     };
     tracing::info!(%peer, room = %room.name, participant = %me.sid, identity = %me.identity, "participant joined");
-    if send(&mut ws, Out::Join(join_response(sfu, &room, &me))).await.is_ok() {
+    let sent = send(&mut ws, Out::Join(join_response(sfu, &room, &me))).instrument(join.clone()).await;
+    drop(join);
+    if sent.is_ok() {
         sfu.rooms.announce_join(&room, &me).await;
         session_loop(&mut ws, &room, &me, &mut rx).await;
     }
