@@ -7,28 +7,11 @@ mod common;
 
 use common::*;
 
-const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
 #[tokio::test]
 async fn tokens_and_rooms_land_in_postgres() {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_string());
-    let admin = match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
-        Ok((client, conn)) => {
-            tokio::spawn(conn);
-            client
-        }
-        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("SKIPPED tokens_and_rooms_land_in_postgres: {url} unreachable ({e})");
-            return;
-        }
-        Err(e) => panic!("CI=true and Postgres at {url} is unreachable: {e}"),
-    };
-    let schema = format!("devstack_{:016x}", rand::random::<u64>());
-    admin.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let scoped = format!("{url}{sep}options=-c%20search_path%3D{schema}");
-
-    let stack = stack_with(Some(scoped)).await;
+    let Some(pg) = scoped_postgres("tokens_and_rooms_land_in_postgres", "devstack").await else { return };
+    let (admin, schema) = (&pg.admin, pg.schema.clone());
+    let stack = stack_with(Some(pg.url.clone())).await;
     assert!(stack.on_postgres);
     let token = api_token(&stack, "pg-room", "alice").await;
     let id = meridian_auth::token_id(&token);
@@ -48,5 +31,5 @@ async fn tokens_and_rooms_land_in_postgres() {
     assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("local"));
     drop(ws);
     stack.shutdown().await;
-    admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    pg.drop_schema().await;
 }

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{KEY, SECRET};
+use common::{scoped_postgres, KEY, SECRET};
 use livekit_protocol as proto;
 use prost::Message as _;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -25,8 +25,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message as Frame;
-
-const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// Kills its processes when dropped, so a failing test leaves nothing behind.
 struct Procs(Vec<(String, Child)>);
@@ -224,22 +222,8 @@ async fn join_region(addr: SocketAddr, connector: &TlsConnector, room: &str, ide
 
 #[tokio::test]
 async fn gateway_and_nodes_as_processes_route_fail_over_drain_and_reload() {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_string());
-    let admin = match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
-        Ok((client, conn)) => {
-            tokio::spawn(conn);
-            client
-        }
-        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("SKIPPED gateway_and_nodes_as_processes: {url} unreachable ({e})");
-            return;
-        }
-        Err(e) => panic!("CI=true and Postgres at {url} is unreachable: {e}"),
-    };
-    let schema = format!("roles_{:016x}", rand::random::<u64>());
-    admin.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let db = format!("{url}{sep}options=-c%20search_path%3D{schema}");
+    let Some(pg) = scoped_postgres("gateway_and_nodes_as_processes", "roles").await else { return };
+    let (admin, schema, db) = (&pg.admin, pg.schema.clone(), pg.url.clone());
     let dir = std::env::temp_dir().join(&schema);
     std::fs::create_dir_all(&dir).unwrap();
     let (cert, key, der1) = write_cert(&dir, "first");
@@ -380,6 +364,6 @@ async fn gateway_and_nodes_as_processes_route_fail_over_drain_and_reload() {
     assert_eq!(join_region(gw_addr, &only_new, "r3", "carol").await, Err(503), "no healthy node, no join");
 
     drop(procs);
-    admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    pg.drop_schema().await;
     std::fs::remove_dir_all(dir).ok();
 }

@@ -140,3 +140,46 @@ pub async fn join(ws: &mut Ws) -> proto::JoinResponse {
         other => panic!("first message must be JoinResponse, got {other:?}"),
     }
 }
+
+/// Postgres from `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A fresh schema of its own in the test Postgres.
+pub struct ScopedPostgres {
+    /// A connection for checks and clean-up.
+    pub admin: tokio_postgres::Client,
+    /// The schema's name.
+    pub schema: String,
+    /// A URL whose sessions use the schema (`search_path`).
+    pub url: String,
+}
+
+impl ScopedPostgres {
+    /// Drops the schema.
+    pub async fn drop_schema(self) {
+        self.admin.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema)).await.unwrap();
+    }
+}
+
+/// A fresh schema named `<prefix>_<random>`, or `None` (reported on stderr as
+/// SKIPPED) when Postgres is unreachable outside CI. Under `CI=true` an
+/// unreachable Postgres fails the test.
+pub async fn scoped_postgres(test: &str, prefix: &str) -> Option<ScopedPostgres> {
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_string());
+    let admin = match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+        Ok((client, conn)) => {
+            tokio::spawn(conn);
+            client
+        }
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("SKIPPED {test}: {url} unreachable ({e})");
+            return None;
+        }
+        Err(e) => panic!("CI=true and Postgres at {url} is unreachable: {e}"),
+    };
+    let schema = format!("{prefix}_{:016x}", rand::random::<u64>());
+    admin.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{sep}options=-c%20search_path%3D{schema}");
+    Some(ScopedPostgres { admin, schema, url })
+}
