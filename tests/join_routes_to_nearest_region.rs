@@ -215,3 +215,44 @@ async fn a_stale_node_gets_no_joins_and_a_draining_one_no_new_rooms() {
     stack.shutdown().await;
     std::fs::remove_file(db).ok();
 }
+
+#[tokio::test]
+async fn a_room_pinned_to_a_region_takes_its_joiners_there() {
+    let (stack, db) = three_regions(true).await;
+    let auth = basic_auth(KEY, SECRET);
+    let post = |body: &'static str| {
+        let auth = auth.clone();
+        let addr = stack.gateway_addr;
+        async move {
+            let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+            let (status, body) = http(addr, "POST", "/v1/rooms", &headers, body).await;
+            (status, serde_json::from_str::<serde_json::Value>(&body).unwrap())
+        }
+    };
+    let (status, v) = post(r#"{"name":"asia-standup","region":"ap-southeast"}"#).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!((v["region"].as_str(), v["pinned"].as_bool()), (Some("ap-southeast"), Some(true)));
+    let (status, v) = post(r#"{"name":"x","region":"mars-north"}"#).await;
+    assert_eq!(status, 400, "an unknown region is refused: {v}");
+    assert!(v["error"].as_str().unwrap().contains("region"));
+
+    let (mut ws, region, _) = landed(&stack, "asia-standup", "alice", LONDON_IP).await;
+    assert_eq!(region, "ap-southeast", "a Londoner joins the pinned room in its region");
+    send(&mut ws, In::Leave(Default::default())).await;
+    while recv(&mut ws).await.is_some() {}
+    let mut kept = None;
+    for _ in 0..50 {
+        let r = stack.store.room("asia-standup").await.unwrap().expect("a pinned room outlives its session");
+        if r.node.is_none() {
+            kept = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let kept = kept.expect("the node is released when the room empties");
+    assert_eq!((kept.region.as_deref(), kept.pinned), (Some("ap-southeast"), true));
+    let (_ws, region, _) = landed(&stack, "asia-standup", "bob", SEATTLE_IP).await;
+    assert_eq!(region, "ap-southeast", "the pin holds for the next session");
+    stack.shutdown().await;
+    std::fs::remove_file(db).ok();
+}

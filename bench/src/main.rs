@@ -116,7 +116,8 @@ fn route_bench(networks: u32, regions: u32, decisions: u32, runs: usize) -> anyh
         for i in 0..decisions {
             let ip = ips[i as usize % ips.len()];
             let located = locator.locate(ip);
-            let route = meridian_gateway::route::choose(&nodes, "r0", located.map(|l| l.position), None, now, &mut rng);
+            let route =
+                meridian_gateway::route::choose(&nodes, "r0", located.map(|l| l.position), None, None, now, &mut rng);
             checksum += route.map(|r| r.node.id.len()).unwrap_or(0);
         }
         per_decision.push(started.elapsed().as_nanos() as f64 / f64::from(decisions));

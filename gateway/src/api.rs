@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use meridian_auth::{Grants, MintRequest, TokenError, DEFAULT_TOKEN_TTL};
-use meridian_schema::{TokenGrants, TokenRecord};
+use meridian_schema::{ids, RoomRecord, TokenGrants, TokenRecord};
 use serde::Deserialize;
 
 use crate::http_util::{json, json_error, Body};
@@ -114,6 +114,75 @@ pub(crate) async fn explain_route(gw: &Gateway, req: &Request<Incoming>) -> Resp
     )
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoomRequest {
+    name: String,
+    region: Option<String>,
+}
+
+/// Handles `POST /v1/rooms` (API auth): `{"name": str, "region"?: str}` creates a
+/// room, pinned to `region` when given (its joins go there while the region has a
+/// healthy node, and the record outlives its sessions). An existing room is
+/// returned as it is. Answer: `{"name", "sid", "region", "pinned"}`; 400 naming
+/// the field for bad input or an unknown region, 503 when the store is down.
+pub(crate) async fn create_room(gw: &Gateway, req: Request<Incoming>) -> Response<Body> {
+    if let Some(refusal) = unauthorized(gw, &req) {
+        return refusal;
+    }
+    let parsed: RoomRequest = match read_json(req).await {
+        Ok(p) => p,
+        Err(refusal) => return *refusal,
+    };
+    if parsed.name.trim().is_empty() {
+        return json_error(400, "invalid request: field `name` must not be empty");
+    }
+    if let Some(region) = &parsed.region {
+        match gw.store.nodes().await {
+            Ok(nodes) if nodes.iter().any(|n| &n.region == region) => {}
+            Ok(_) => {
+                return json_error(400, &format!("invalid request: field `region`: no node serves region {region:?}"))
+            }
+            Err(e) => return json_error(503, &format!("store unavailable: {e}")),
+        }
+    }
+    let record = RoomRecord {
+        name: parsed.name,
+        sid: ids::new(ids::ROOM),
+        pinned: parsed.region.is_some(),
+        region: parsed.region,
+        node: None,
+        created_at: std::time::SystemTime::now(),
+    };
+    match gw.store.get_or_create_room(&record).await {
+        Ok(room) => json(
+            200,
+            &serde_json::json!({ "name": room.name, "sid": room.sid, "region": room.region, "pinned": room.pinned }),
+        ),
+        Err(e) => json_error(503, &format!("store unavailable: {e}")),
+    }
+}
+
+/// Reads a JSON body of at most [`MAX_BODY_BYTES`]; the refusal names the field.
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Box<Response<Body>>> {
+    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(Box::new(json_error(413, &format!("body over {MAX_BODY_BYTES} bytes"))))
+        }
+        Err(e) => return Err(Box::new(json_error(400, &format!("cannot read body: {e}")))),
+    };
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let message = if e.path().to_string() == "." {
+            format!("invalid request: {}", e.inner())
+        } else {
+            format!("invalid request: field `{}`: {}", e.path(), e.inner())
+        };
+        Box::new(json_error(400, &message))
+    })
+}
+
 /// Handles `POST /v1/tokens` (and `POST /dev/token` with `skip_auth`).
 pub(crate) async fn mint_token(gw: &Gateway, req: Request<Incoming>, skip_auth: bool) -> Response<Body> {
     if !skip_auth {
@@ -121,18 +190,9 @@ pub(crate) async fn mint_token(gw: &Gateway, req: Request<Incoming>, skip_auth: 
             return refusal;
         }
     }
-    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return json_error(413, &format!("body over {MAX_BODY_BYTES} bytes"))
-        }
-        Err(e) => return json_error(400, &format!("cannot read body: {e}")),
-    };
-    let mut de = serde_json::Deserializer::from_slice(&body);
-    let parsed: TokenRequest = match serde_path_to_error::deserialize(&mut de) {
+    let parsed: TokenRequest = match read_json(req).await {
         Ok(p) => p,
-        Err(e) if e.path().to_string() == "." => return json_error(400, &format!("invalid request: {}", e.inner())),
-        Err(e) => return json_error(400, &format!("invalid request: field `{}`: {}", e.path(), e.inner())),
+        Err(refusal) => return *refusal,
     };
     for (field, value) in [("room", &parsed.room), ("identity", &parsed.identity)] {
         if value.trim().is_empty() {

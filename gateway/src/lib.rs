@@ -9,6 +9,7 @@
 //! | `GET /livekit-client.umd.js` | the `livekit-client` browser build the demo page loads |
 //! | `POST /v1/tokens` | mint a join token (API auth: Basic key:secret or Bearer JWT), see [`api`] |
 //! | `GET /v1/route?ip=…[&room=…]` | explain the routing decision for a client address (API auth) |
+//! | `POST /v1/rooms` | create a room, optionally pinned to a region (API auth) |
 //! | `POST /dev/token` | mint without auth, only when [`GatewayConfig::dev_tokens`] is on |
 //! | `GET /rtc/validate` | LiveKit's token pre-check: 200, or 401/403 with the reason |
 //! | `GET /rtc` (WebSocket) | verify, geolocate, pick region and node, proxy the signal socket ([`proxy`]) |
@@ -121,6 +122,7 @@ impl Gateway {
             (&Method::GET, "/metrics") => self.render_metrics(),
             (&Method::POST, "/v1/tokens") => api::mint_token(&self, req, false).await,
             (&Method::GET, "/v1/route") => api::explain_route(&self, &req).await,
+            (&Method::POST, "/v1/rooms") => api::create_room(&self, req).await,
             (&Method::POST, "/dev/token") if self.config.dev_tokens => api::mint_token(&self, req, true).await,
             (&Method::GET, "/rtc/validate") => proxy::validate(&self, &req),
             (&Method::GET, "/rtc") => proxy::rtc(&self, peer, req).await,
@@ -153,10 +155,12 @@ impl Gateway {
     ) -> Result<RoutePlan, meridian_schema::StoreError> {
         let located = tracing::info_span!("gateway.geo_lookup").in_scope(|| self.locator.locate(ip));
         let select = async {
-            let room_node = match room {
-                Some(name) => self.store.room(name).await?.and_then(|r| r.node),
+            let record = match room {
+                Some(name) => self.store.room(name).await?,
                 None => None,
             };
+            let room_node = record.as_ref().and_then(|r| r.node.clone());
+            let pinned_region = record.as_ref().filter(|r| r.pinned).and_then(|r| r.region.clone());
             let mut nodes = self.store.nodes().await?;
             nodes.retain(|n| !unreachable.contains(&n.id));
             Ok::<_, meridian_schema::StoreError>(route::choose(
@@ -164,6 +168,7 @@ impl Gateway {
                 &self.config.default_region,
                 located.as_ref().map(|l| l.position),
                 room_node.as_deref(),
+                pinned_region.as_deref(),
                 std::time::SystemTime::now(),
                 &mut rand::rng(),
             ))

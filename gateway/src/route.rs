@@ -6,8 +6,10 @@
 //! and has fewer participants than its capacity. Order of precedence:
 //! 1. room affinity: a live room's later joiners go to the node hosting it while
 //!    that node is heard from (draining or full, it still keeps its rooms);
-//! 2. the nearest region with a healthy node, by great-circle distance;
-//! 3. the default region, for clients that cannot be located (or, if it has no
+//! 2. a room pinned to a region (created with one through the API) goes there
+//!    while the region has a healthy node;
+//! 3. the nearest region with a healthy node, by great-circle distance;
+//! 4. the default region, for clients that cannot be located (or, if it has no
 //!    healthy node, any region that has one).
 //!
 //! Inside the region: the less loaded of two healthy nodes drawn at random
@@ -31,6 +33,8 @@ pub const STALE_AFTER: Duration = Duration::from_secs(5);
 pub enum RouteReason {
     /// The room is live on this node; joiners follow it.
     RoomAffinity,
+    /// The room is pinned to this region.
+    PinnedRegion,
     /// The client was located and this is the nearest region with a healthy node.
     Nearest,
     /// The client could not be located (private, loopback or unknown address, or no
@@ -121,6 +125,7 @@ pub fn choose(
     default_region: &str,
     client: Option<Position>,
     room_node: Option<&str>,
+    pinned_region: Option<&str>,
     now: SystemTime,
     rng: &mut impl Rng,
 ) -> Option<Route> {
@@ -161,7 +166,11 @@ pub fn choose(
                     .or_else(|| regions.iter().find(|e| usable(e)))
                     .map(|(id, r)| (*id, r, RouteReason::DefaultUnlocated))
             };
-            let (id, r, reason) = nearest.or_else(fallback)?;
+            let pinned = pinned_region
+                .and_then(|id| regions.get_key_value(id))
+                .filter(|(_, r)| !r.healthy.is_empty())
+                .map(|(id, r)| (*id, r, RouteReason::PinnedRegion));
+            let (id, r, reason) = pinned.or(nearest).or_else(fallback)?;
             (id, pick(&r.healthy, rng)?, reason)
         }
     };
@@ -174,6 +183,7 @@ pub fn choose(
             let why = if chosen {
                 match reason {
                     RouteReason::RoomAffinity => format!("the room is live on node {}", node.id),
+                    RouteReason::PinnedRegion => format!("the room is pinned to this region; chose {}", node.id),
                     RouteReason::Nearest => format!("nearest region with a healthy node; chose {}", node.id),
                     RouteReason::DefaultUnlocated => {
                         format!("default region: the client could not be located; chose {}", node.id)
@@ -184,6 +194,7 @@ pub fn choose(
             } else {
                 match reason {
                     RouteReason::RoomAffinity => format!("the room is live in {region}"),
+                    RouteReason::PinnedRegion => format!("the room is pinned to {region}"),
                     RouteReason::Nearest if d.is_none() => "region has no position".to_owned(),
                     RouteReason::Nearest => format!("farther than {region}"),
                     RouteReason::DefaultUnlocated => "not the default region".to_owned(),
@@ -273,7 +284,7 @@ mod tests {
     #[test]
     fn an_unlocated_client_lands_in_the_default_region() {
         let nodes = vec![node("local-1", "local", None, 0)];
-        let r = choose(&nodes, "local", None, None, now(), &mut rng()).unwrap();
+        let r = choose(&nodes, "local", None, None, None, now(), &mut rng()).unwrap();
         assert_eq!(
             (r.region.as_str(), r.node.id.as_str(), r.reason),
             ("local", "local-1", RouteReason::DefaultUnlocated)
@@ -283,7 +294,7 @@ mod tests {
     #[test]
     fn a_client_in_paris_goes_to_eu_west_and_the_others_are_explained() {
         let paris = Position { latitude: 48.86, longitude: 2.35 };
-        let r = choose(&three(), "us-west", Some(paris), None, now(), &mut rng()).unwrap();
+        let r = choose(&three(), "us-west", Some(paris), None, None, now(), &mut rng()).unwrap();
         assert_eq!((r.region.as_str(), r.reason), ("eu-west", RouteReason::Nearest));
         let eu = r.candidates.iter().find(|c| c.region == "eu-west").unwrap();
         assert!(eu.chosen && eu.distance_km.unwrap() < 400.0, "{eu:?}");
@@ -295,7 +306,7 @@ mod tests {
     fn stale_draining_and_full_nodes_get_no_new_joins() {
         let mut nodes = three();
         nodes[0].last_seen = now() - STALE_AFTER - Duration::from_millis(1);
-        let r = choose(&nodes, "eu-west", Some(pos(LONDON)), None, now(), &mut rng()).unwrap();
+        let r = choose(&nodes, "eu-west", Some(pos(LONDON)), None, None, now(), &mut rng()).unwrap();
         assert_eq!(r.region, "us-west", "the stale London node is skipped");
         let eu = r.candidates.iter().find(|c| c.region == "eu-west").unwrap();
         assert_eq!((eu.why.as_str(), eu.nodes[0].state), ("no healthy node", NodeState::Stale));
@@ -303,7 +314,7 @@ mod tests {
         let mut nodes = three();
         nodes[0].draining = true;
         nodes[1].load.participants = 100;
-        let r = choose(&nodes, "eu-west", Some(pos(LONDON)), None, now(), &mut rng()).unwrap();
+        let r = choose(&nodes, "eu-west", Some(pos(LONDON)), None, None, now(), &mut rng()).unwrap();
         assert_eq!(r.region, "ap-southeast", "draining London and full Seattle are skipped");
     }
 
@@ -311,14 +322,14 @@ mod tests {
     fn a_live_room_keeps_its_node_until_the_node_goes_stale() {
         let mut nodes = three();
         nodes[1].draining = true;
-        let r = choose(&nodes, "eu-west", Some(pos(SINGAPORE)), Some("us-west-1"), now(), &mut rng()).unwrap();
+        let r = choose(&nodes, "eu-west", Some(pos(SINGAPORE)), Some("us-west-1"), None, now(), &mut rng()).unwrap();
         assert_eq!(
             (r.node.id.as_str(), r.reason),
             ("us-west-1", RouteReason::RoomAffinity),
             "draining keeps its rooms"
         );
         nodes[1].last_seen = now() - Duration::from_secs(60);
-        let r = choose(&nodes, "eu-west", Some(pos(SINGAPORE)), Some("us-west-1"), now(), &mut rng()).unwrap();
+        let r = choose(&nodes, "eu-west", Some(pos(SINGAPORE)), Some("us-west-1"), None, now(), &mut rng()).unwrap();
         assert_eq!((r.region.as_str(), r.reason), ("ap-southeast", RouteReason::Nearest), "a dead node's room moves");
     }
 
@@ -327,7 +338,7 @@ mod tests {
         let nodes = vec![node("eu-west-1", "eu-west", Some(LONDON), 90), node("eu-west-2", "eu-west", Some(LONDON), 5)];
         let mut rng = rng();
         for _ in 0..20 {
-            let r = choose(&nodes, "eu-west", Some(pos(LONDON)), None, now(), &mut rng).unwrap();
+            let r = choose(&nodes, "eu-west", Some(pos(LONDON)), None, None, now(), &mut rng).unwrap();
             assert_eq!(r.node.id, "eu-west-2");
         }
     }
@@ -336,7 +347,17 @@ mod tests {
     fn nothing_healthy_means_no_route() {
         let mut nodes = three();
         nodes.iter_mut().for_each(|n| n.draining = true);
-        assert!(choose(&nodes, "eu-west", Some(pos(LONDON)), None, now(), &mut rng()).is_none());
-        assert!(choose(&[], "eu-west", None, None, now(), &mut rng()).is_none());
+        assert!(choose(&nodes, "eu-west", Some(pos(LONDON)), None, None, now(), &mut rng()).is_none());
+        assert!(choose(&[], "eu-west", None, None, None, now(), &mut rng()).is_none());
+    }
+
+    #[test]
+    fn a_pinned_room_goes_to_its_region_while_it_has_a_healthy_node() {
+        let mut nodes = three();
+        let r = choose(&nodes, "eu-west", Some(pos(LONDON)), None, Some("ap-southeast"), now(), &mut rng()).unwrap();
+        assert_eq!((r.region.as_str(), r.reason), ("ap-southeast", RouteReason::PinnedRegion));
+        nodes[2].draining = true;
+        let r = choose(&nodes, "eu-west", Some(pos(LONDON)), None, Some("ap-southeast"), now(), &mut rng()).unwrap();
+        assert_eq!((r.region.as_str(), r.reason), ("eu-west", RouteReason::Nearest), "no healthy node there: nearest");
     }
 }

@@ -44,6 +44,7 @@ async fn rooms_move_to_another_node(store: &dyn Store) {
         region: Some("eu-west".into()),
         node: Some("eu-west-1".into()),
         created_at: at(1_700_000_000),
+        pinned: false,
     };
     store.get_or_create_room(&room).await.unwrap();
     assert!(store.place_room("moving", "us-west", "us-west-2").await.unwrap());
@@ -51,7 +52,16 @@ async fn rooms_move_to_another_node(store: &dyn Store) {
     assert_eq!((moved.region.as_deref(), moved.node.as_deref()), (Some("us-west"), Some("us-west-2")));
     assert_eq!(moved.sid, "RM_moving", "the room keeps its sid when it moves");
     assert!(!store.place_room("absent", "us-west", "us-west-2").await.unwrap());
-    assert!(store.delete_room("moving").await.unwrap());
+    assert!(store.release_room("moving").await.unwrap());
+    assert_eq!(store.room("moving").await.unwrap(), None, "an unpinned room goes when released");
+
+    let pinned = RoomRecord { name: "pinned".into(), sid: "RM_pinned".into(), pinned: true, node: None, ..room };
+    store.get_or_create_room(&pinned).await.unwrap();
+    assert!(store.place_room("pinned", "eu-west", "eu-west-1").await.unwrap());
+    assert!(store.release_room("pinned").await.unwrap());
+    assert_eq!(store.room("pinned").await.unwrap(), Some(pinned), "a pinned room keeps its region, not its node");
+    assert!(store.delete_room("pinned").await.unwrap());
+    assert!(!store.release_room("pinned").await.unwrap());
 }
 
 async fn nodes_heartbeat_and_leave(store: &dyn Store) {
@@ -114,6 +124,7 @@ async fn rooms_are_created_once(store: &dyn Store) {
         region: Some("local".into()),
         node: Some("node-1".into()),
         created_at: at(1_700_000_000),
+        pinned: false,
     };
     assert_eq!(store.room("demo").await.unwrap(), None);
     assert_eq!(store.get_or_create_room(&first).await.unwrap(), first, "creates the room");

@@ -6,6 +6,7 @@
 //! embedded in the binary ([`postgres::migrate`]).
 
 pub mod contract;
+pub mod ids;
 pub mod memory;
 pub mod postgres;
 
@@ -29,6 +30,9 @@ pub struct RoomRecord {
     pub node: Option<String>,
     /// Creation time (second precision is kept by Postgres down to microseconds).
     pub created_at: SystemTime,
+    /// Created through the API with a region: the record outlives the room's
+    /// sessions, and joins go to that region.
+    pub pinned: bool,
 }
 
 /// The grants recorded with a minted token (a subset of LiveKit's `VideoGrant`).
@@ -143,6 +147,9 @@ pub trait Store: Send + Sync + 'static {
     async fn room(&self, name: &str) -> Result<Option<RoomRecord>, StoreError>;
     /// Deletes a room; returns false when it did not exist.
     async fn delete_room(&self, name: &str) -> Result<bool, StoreError>;
+    /// A room's last participant left: a pinned room forgets its node (and keeps
+    /// its region), any other room is deleted. Returns false when absent.
+    async fn release_room(&self, name: &str) -> Result<bool, StoreError>;
     /// Moves a room to `node` in `region` (a node taking over a room whose node
     /// died); returns false when no such room exists.
     async fn place_room(&self, name: &str, region: &str, node: &str) -> Result<bool, StoreError>;

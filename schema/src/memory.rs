@@ -77,6 +77,18 @@ impl Store for MemoryStore {
         Ok(self.lock().rooms.remove(name).is_some())
     }
 
+    async fn release_room(&self, name: &str) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        match inner.rooms.get_mut(name) {
+            Some(r) if r.pinned => {
+                r.node = None;
+                Ok(true)
+            }
+            Some(_) => Ok(inner.rooms.remove(name).is_some()),
+            None => Ok(false),
+        }
+    }
+
     async fn place_room(&self, name: &str, region: &str, node: &str) -> Result<bool, StoreError> {
         Ok(self
             .lock()

@@ -94,6 +94,7 @@ fn room_from_row(row: &Row) -> RoomRecord {
         region: row.get("region"),
         node: row.get("node"),
         created_at: row.get("created_at"),
+        pinned: row.get("pinned"),
     }
 }
 
@@ -118,7 +119,7 @@ fn node_from_row(row: &Row) -> Result<NodeRecord, StoreError> {
 }
 
 const TOKEN_COLUMNS: &str = "id, api_key, room, identity, grants, issued_at, expires_at, revoked_at";
-const ROOM_COLUMNS: &str = "name, sid, region, node, created_at";
+const ROOM_COLUMNS: &str = "name, sid, region, node, created_at, pinned";
 
 #[async_trait::async_trait]
 impl Store for PgStore {
@@ -162,9 +163,9 @@ impl Store for PgStore {
         let client = self.client().await?;
         client
             .execute(
-                "INSERT INTO rooms (name, sid, region, node, created_at) VALUES ($1, $2, $3, $4, $5)
+                "INSERT INTO rooms (name, sid, region, node, created_at, pinned) VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (name) DO NOTHING",
-                &[&r.name, &r.sid, &r.region, &r.node, &r.created_at],
+                &[&r.name, &r.sid, &r.region, &r.node, &r.created_at, &r.pinned],
             )
             .await
             .map_err(unavailable)?;
@@ -177,6 +178,19 @@ impl Store for PgStore {
         let sql = format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE name = $1");
         let row = self.client().await?.query_opt(&sql, &[&name]).await.map_err(unavailable)?;
         Ok(row.as_ref().map(room_from_row))
+    }
+
+    async fn release_room(&self, name: &str) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let cleared = client
+            .execute("UPDATE rooms SET node = NULL WHERE name = $1 AND pinned", &[&name])
+            .await
+            .map_err(unavailable)?;
+        if cleared > 0 {
+            return Ok(true);
+        }
+        let n = client.execute("DELETE FROM rooms WHERE name = $1", &[&name]).await.map_err(unavailable)?;
+        Ok(n > 0)
     }
 
     async fn place_room(&self, name: &str, region: &str, node: &str) -> Result<bool, StoreError> {

@@ -16,7 +16,6 @@
 
 pub mod engine;
 pub mod forward;
-pub mod ids;
 pub mod metrics;
 pub mod participant;
 pub mod registry;

@@ -25,7 +25,8 @@ use webrtc::track::track_remote::TrackRemote;
 
 use crate::forward::{self, PublishedTrack};
 use crate::room::Room;
-use crate::{ids, sdp};
+use crate::sdp;
+use meridian_schema::ids;
 
 /// Longest an answer to a publisher offer waits for webrtc-rs to start its receivers.
 pub const RECEIVER_START_WAIT: Duration = Duration::from_millis(500);

@@ -18,9 +18,9 @@ use meridian_schema::{RoomRecord, Store};
 
 use crate::engine::{Engine, EngineError};
 use crate::forward::PublishedTrack;
-use crate::ids;
 use crate::metrics::NodeMetrics;
 use crate::participant::{Participant, SignalTx};
+use meridian_schema::ids;
 use prometheus_client::metrics::counter::Counter;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -233,6 +233,7 @@ impl RoomManager {
                         region: Some(self.region.clone()),
                         node: Some(self.node.clone()),
                         created_at: SystemTime::now(),
+                        pinned: false,
                     })
                     .await?;
                 if record.node.as_deref() != Some(self.node.as_str()) {
@@ -303,7 +304,7 @@ impl RoomManager {
         };
         if emptied {
             tracing::info!(room = %room.name, "room closed (empty)");
-            if let Err(e) = self.store.delete_room(&room.name).await {
+            if let Err(e) = self.store.release_room(&room.name).await {
                 tracing::warn!(room = %room.name, error = %e, "room not removed from store");
             }
         }
