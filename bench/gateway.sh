@@ -14,6 +14,7 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-10s}
 
 taskset -c 0 "$BIN" route
+taskset -c 0 "$BIN" route --explain
 
 TOKEN_FILE=$(mktemp)
 taskset -c 0 "$BIN" serve-gateway --addr 127.0.0.1:7990 > "$TOKEN_FILE" &

@@ -40,6 +40,9 @@ enum Command {
         /// Runs; the median is reported.
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Also build the explanation, as `/v1/route` does.
+        #[arg(long)]
+        explain: bool,
     },
     /// Serve a gateway on `addr` and print a valid join token; runs until killed.
     ServeGateway {
@@ -65,7 +68,8 @@ struct Location {
     accuracy_radius: u16,
 }
 
-fn route_bench(networks: u32, regions: u32, decisions: u32, runs: usize) -> anyhow::Result<()> {
+fn route_bench(networks: u32, regions: u32, decisions: u32, runs: usize, explain: bool) -> anyhow::Result<()> {
+    let explain = if explain { meridian_gateway::route::Explain::Yes } else { meridian_gateway::route::Explain::No };
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let mut w = mmdb_writer::Writer::new("Meridian-Bench-City");
     let mut ips = Vec::new();
@@ -116,8 +120,8 @@ fn route_bench(networks: u32, regions: u32, decisions: u32, runs: usize) -> anyh
         for i in 0..decisions {
             let ip = ips[i as usize % ips.len()];
             let located = locator.locate(ip);
-            let route =
-                meridian_gateway::route::choose(&nodes, "r0", located.map(|l| l.position), None, None, now, &mut rng);
+            let position = located.map(|l| l.position);
+            let route = meridian_gateway::route::choose(&nodes, "r0", position, None, None, now, &mut rng, explain);
             checksum += route.map(|r| r.node.id.len()).unwrap_or(0);
         }
         per_decision.push(started.elapsed().as_nanos() as f64 / f64::from(decisions));
@@ -125,8 +129,8 @@ fn route_bench(networks: u32, regions: u32, decisions: u32, runs: usize) -> anyh
     per_decision.sort_by(f64::total_cmp);
     let median = per_decision[per_decision.len() / 2];
     println!(
-        "route: {networks} networks, {regions} regions x 4 nodes: median {median:.0} ns per decision \
-         ({:.0} decisions/s on one core); runs {per_decision:.0?} (checksum {checksum})",
+        "route (explain: {explain:?}): {networks} networks, {regions} regions x 4 nodes: median {median:.0} ns \
+         per decision ({:.0} decisions/s on one core); runs {per_decision:.0?} (checksum {checksum})",
         1e9 / median
     );
     Ok(())
@@ -184,7 +188,9 @@ async fn serve_bare(addr: SocketAddr) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Route { networks, regions, decisions, runs } => route_bench(networks, regions, decisions, runs),
+        Command::Route { networks, regions, decisions, runs, explain } => {
+            route_bench(networks, regions, decisions, runs, explain)
+        }
         Command::ServeGateway { addr } => tokio::runtime::Runtime::new()?.block_on(serve_gateway(addr)),
         Command::ServeBare { addr } => tokio::runtime::Runtime::new()?.block_on(serve_bare(addr)),
     }

@@ -88,7 +88,7 @@ pub(crate) async fn explain_route(gw: &Gateway, req: &Request<Incoming>) -> Resp
     let Some(ip) = q.get("ip").and_then(|ip| ip.parse::<std::net::IpAddr>().ok()) else {
         return json_error(400, "invalid request: query parameter `ip` must be an IP address");
     };
-    let plan = match gw.route(ip, q.get("room").map(String::as_str), &[]).await {
+    let plan = match gw.route(ip, q.get("room").map(String::as_str), &[], crate::route::Explain::Yes).await {
         Ok(plan) => plan,
         Err(e) => return json_error(503, &format!("store unavailable: {e}")),
     };

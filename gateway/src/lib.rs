@@ -152,6 +152,7 @@ impl Gateway {
         ip: std::net::IpAddr,
         room: Option<&str>,
         unreachable: &[String],
+        explain: route::Explain,
     ) -> Result<RoutePlan, meridian_schema::StoreError> {
         let located = tracing::info_span!("gateway.geo_lookup").in_scope(|| self.locator.locate(ip));
         let select = async {
@@ -171,6 +172,7 @@ impl Gateway {
                 pinned_region.as_deref(),
                 std::time::SystemTime::now(),
                 &mut rand::rng(),
+                explain,
             ))
         };
         let route = tracing::Instrument::instrument(select, tracing::info_span!("gateway.route_selection")).await?;

@@ -107,7 +107,7 @@ async fn rtc_routed(
     let started = std::time::Instant::now();
     let mut unreachable: Vec<String> = Vec::new();
     let (route, upstream) = loop {
-        let plan = match gw.route(client, Some(grant.room()), &unreachable).await {
+        let plan = match gw.route(client, Some(grant.room()), &unreachable, crate::route::Explain::No).await {
             Ok(plan) => plan,
             Err(e) => {
                 tracing::error!(error = %e, "store unavailable for routing");

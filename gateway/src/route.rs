@@ -117,9 +117,20 @@ struct RegionNodes<'a> {
     healthy: Vec<&'a NodeRecord>,
 }
 
+/// Whether a decision also explains itself ([`Route::candidates`]). The join path
+/// does not need the explanation, and building it is most of a decision's cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Explain {
+    /// Leave `candidates` empty.
+    No,
+    /// Fill `candidates` with every region and why it won or lost.
+    Yes,
+}
+
 /// Chooses region and node for a client at `client` (if located) joining a room
 /// that the store places on `room_node` (if any). `None` when no node is healthy
 /// and the room has no live node.
+#[allow(clippy::too_many_arguments)] // each input is one fact the decision weighs; a struct would only rename them
 pub fn choose(
     nodes: &[NodeRecord],
     default_region: &str,
@@ -128,6 +139,7 @@ pub fn choose(
     pinned_region: Option<&str>,
     now: SystemTime,
     rng: &mut impl Rng,
+    explain: Explain,
 ) -> Option<Route> {
     let mut regions: BTreeMap<&str, RegionNodes> = BTreeMap::new();
     for n in nodes {
@@ -175,6 +187,9 @@ pub fn choose(
         }
     };
 
+    if explain == Explain::No {
+        return Some(Route { region: region.to_owned(), node: node.clone(), reason, candidates: Vec::new() });
+    }
     let candidates = regions
         .iter()
         .map(|(id, r)| {
@@ -284,7 +299,7 @@ mod tests {
     #[test]
     fn an_unlocated_client_lands_in_the_default_region() {
         let nodes = vec![node("local-1", "local", None, 0)];
-        let r = choose(&nodes, "local", None, None, None, now(), &mut rng()).unwrap();
+        let r = choose(&nodes, "local", None, None, None, now(), &mut rng(), Explain::Yes).unwrap();
         assert_eq!(
             (r.region.as_str(), r.node.id.as_str(), r.reason),
             ("local", "local-1", RouteReason::DefaultUnlocated)
@@ -294,7 +309,7 @@ mod tests {
     #[test]
     fn a_client_in_paris_goes_to_eu_west_and_the_others_are_explained() {
         let paris = Position { latitude: 48.86, longitude: 2.35 };
-        let r = choose(&three(), "us-west", Some(paris), None, None, now(), &mut rng()).unwrap();
+        let r = choose(&three(), "us-west", Some(paris), None, None, now(), &mut rng(), Explain::Yes).unwrap();
         assert_eq!((r.region.as_str(), r.reason), ("eu-west", RouteReason::Nearest));
         let eu = r.candidates.iter().find(|c| c.region == "eu-west").unwrap();
         assert!(eu.chosen && eu.distance_km.unwrap() < 400.0, "{eu:?}");
@@ -306,7 +321,7 @@ mod tests {
     fn stale_draining_and_full_nodes_get_no_new_joins() {
         let mut nodes = three();
         nodes[0].last_seen = now() - STALE_AFTER - Duration::from_millis(1);
-        let r = choose(&nodes, "eu-west", Some(pos(LONDON)), None, None, now(), &mut rng()).unwrap();
+        let r = choose(&nodes, "eu-west", Some(pos(LONDON)), None, None, now(), &mut rng(), Explain::Yes).unwrap();
         assert_eq!(r.region, "us-west", "the stale London node is skipped");
         let eu = r.candidates.iter().find(|c| c.region == "eu-west").unwrap();
         assert_eq!((eu.why.as_str(), eu.nodes[0].state), ("no healthy node", NodeState::Stale));
@@ -314,7 +329,7 @@ mod tests {
         let mut nodes = three();
         nodes[0].draining = true;
         nodes[1].load.participants = 100;
-        let r = choose(&nodes, "eu-west", Some(pos(LONDON)), None, None, now(), &mut rng()).unwrap();
+        let r = choose(&nodes, "eu-west", Some(pos(LONDON)), None, None, now(), &mut rng(), Explain::Yes).unwrap();
         assert_eq!(r.region, "ap-southeast", "draining London and full Seattle are skipped");
     }
 
@@ -322,14 +337,18 @@ mod tests {
     fn a_live_room_keeps_its_node_until_the_node_goes_stale() {
         let mut nodes = three();
         nodes[1].draining = true;
-        let r = choose(&nodes, "eu-west", Some(pos(SINGAPORE)), Some("us-west-1"), None, now(), &mut rng()).unwrap();
+        let r =
+            choose(&nodes, "eu-west", Some(pos(SINGAPORE)), Some("us-west-1"), None, now(), &mut rng(), Explain::Yes)
+                .unwrap();
         assert_eq!(
             (r.node.id.as_str(), r.reason),
             ("us-west-1", RouteReason::RoomAffinity),
             "draining keeps its rooms"
         );
         nodes[1].last_seen = now() - Duration::from_secs(60);
-        let r = choose(&nodes, "eu-west", Some(pos(SINGAPORE)), Some("us-west-1"), None, now(), &mut rng()).unwrap();
+        let r =
+            choose(&nodes, "eu-west", Some(pos(SINGAPORE)), Some("us-west-1"), None, now(), &mut rng(), Explain::Yes)
+                .unwrap();
         assert_eq!((r.region.as_str(), r.reason), ("ap-southeast", RouteReason::Nearest), "a dead node's room moves");
     }
 
@@ -338,7 +357,7 @@ mod tests {
         let nodes = vec![node("eu-west-1", "eu-west", Some(LONDON), 90), node("eu-west-2", "eu-west", Some(LONDON), 5)];
         let mut rng = rng();
         for _ in 0..20 {
-            let r = choose(&nodes, "eu-west", Some(pos(LONDON)), None, None, now(), &mut rng).unwrap();
+            let r = choose(&nodes, "eu-west", Some(pos(LONDON)), None, None, now(), &mut rng, Explain::Yes).unwrap();
             assert_eq!(r.node.id, "eu-west-2");
         }
     }
@@ -347,17 +366,21 @@ mod tests {
     fn nothing_healthy_means_no_route() {
         let mut nodes = three();
         nodes.iter_mut().for_each(|n| n.draining = true);
-        assert!(choose(&nodes, "eu-west", Some(pos(LONDON)), None, None, now(), &mut rng()).is_none());
-        assert!(choose(&[], "eu-west", None, None, None, now(), &mut rng()).is_none());
+        assert!(choose(&nodes, "eu-west", Some(pos(LONDON)), None, None, now(), &mut rng(), Explain::Yes).is_none());
+        assert!(choose(&[], "eu-west", None, None, None, now(), &mut rng(), Explain::Yes).is_none());
     }
 
     #[test]
     fn a_pinned_room_goes_to_its_region_while_it_has_a_healthy_node() {
         let mut nodes = three();
-        let r = choose(&nodes, "eu-west", Some(pos(LONDON)), None, Some("ap-southeast"), now(), &mut rng()).unwrap();
+        let r =
+            choose(&nodes, "eu-west", Some(pos(LONDON)), None, Some("ap-southeast"), now(), &mut rng(), Explain::Yes)
+                .unwrap();
         assert_eq!((r.region.as_str(), r.reason), ("ap-southeast", RouteReason::PinnedRegion));
         nodes[2].draining = true;
-        let r = choose(&nodes, "eu-west", Some(pos(LONDON)), None, Some("ap-southeast"), now(), &mut rng()).unwrap();
+        let r =
+            choose(&nodes, "eu-west", Some(pos(LONDON)), None, Some("ap-southeast"), now(), &mut rng(), Explain::Yes)
+                .unwrap();
         assert_eq!((r.region.as_str(), r.reason), ("eu-west", RouteReason::Nearest), "no healthy node there: nearest");
     }
 }
