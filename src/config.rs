@@ -176,6 +176,15 @@ pub struct TurnSection {
     /// Where to serve Prometheus `/metrics` (default none).
     #[arg(long = "turn-metrics-listen", env = "MERIDIAN_TURN_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Peer ranges (CIDR) relayed to despite the default block list, e.g. the
+    /// region's SFU nodes (default none).
+    #[arg(long = "turn-allow-peer", env = "MERIDIAN_TURN_ALLOW_PEERS", value_delimiter = ',')]
+    #[serde(default)]
+    pub allow_peers: Vec<ipnet::IpNet>,
+    /// Peer ranges (CIDR) never relayed to, even if allowed (default none).
+    #[arg(long = "turn-deny-peer", env = "MERIDIAN_TURN_DENY_PEERS", value_delimiter = ',')]
+    #[serde(default)]
+    pub deny_peers: Vec<ipnet::IpNet>,
 }
 
 /// The whole file; every section and key is optional.
@@ -301,7 +310,12 @@ impl SfuSection {
 impl TurnSection {
     /// `self` (flags) over `file`.
     pub fn over(&self, file: &Self) -> Self {
-        overlay!(self, file, [listen, relay_ip, realm, secret, recv_buffer_bytes, metrics_listen], [])
+        overlay!(
+            self,
+            file,
+            [listen, relay_ip, realm, secret, recv_buffer_bytes, metrics_listen],
+            [allow_peers, deny_peers]
+        )
     }
 }
 
@@ -491,6 +505,7 @@ impl TurnSection {
             realm: self.realm.clone().unwrap_or_else(|| meridian_turn::DEFAULT_REALM.into()),
             secret: secret.into_bytes(),
             recv_buffer_bytes: self.recv_buffer_bytes.unwrap_or(meridian_turn::DEFAULT_RECV_BUFFER_BYTES),
+            peer_policy: meridian_turn::policy::PeerPolicy::new(self.allow_peers.clone(), self.deny_peers.clone()),
         })
     }
 }

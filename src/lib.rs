@@ -24,6 +24,7 @@ use meridian_sfu::metrics::SfuMetrics;
 use meridian_sfu::registry::LoadSampler;
 use meridian_sfu::{Sfu, SfuConfig, TurnAdvert};
 use meridian_turn::metrics::TurnMetrics;
+use meridian_turn::policy::PeerPolicy;
 use meridian_turn::{TurnConfig, TurnRelay, DEFAULT_CREDENTIAL_TTL, DEFAULT_REALM, DEFAULT_RECV_BUFFER_BYTES};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -244,6 +245,9 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
             realm: DEFAULT_REALM.into(),
             secret: opts.turn_secret.clone().into_bytes(),
             recv_buffer_bytes: DEFAULT_RECV_BUFFER_BYTES,
+            // The co-located SFU listens on the bind address; everything else
+            // internal stays refused.
+            peer_policy: PeerPolicy::new(vec![ipnet::IpNet::from(opts.bind)], Vec::new()),
         })
         .await
         .with_context(|| format!("starting the TURN relay of region {}", region.id))?;

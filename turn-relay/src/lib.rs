@@ -8,7 +8,9 @@
 //! `turn` server, which reads requests on its own task until [`TurnRelay::close`].
 
 pub mod credentials;
+pub mod filter;
 pub mod metrics;
+pub mod policy;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -46,6 +48,8 @@ pub struct TurnConfig {
     pub secret: Vec<u8>,
     /// SO_RCVBUF of the listener in bytes (default [`DEFAULT_RECV_BUFFER_BYTES`]).
     pub recv_buffer_bytes: usize,
+    /// Which peers may be relayed to (default: the block list of [`policy`]).
+    pub peer_policy: policy::PeerPolicy,
 }
 
 /// Errors of the relay. All are ours or the host's (a port in use), none a client's.
@@ -81,7 +85,7 @@ impl TurnRelay {
         let local_addr = socket.local_addr().map_err(|source| TurnError::Bind { addr: config.listen, source })?;
         let server = Server::new(ServerConfig {
             conn_configs: vec![ConnConfig {
-                conn: Arc::new(socket),
+                conn: Arc::new(filter::PeerFilterConn::new(Arc::new(socket), config.peer_policy.clone())),
                 relay_addr_generator: Box::new(RelayAddressGeneratorStatic {
                     relay_address: config.relay_ip,
                     address: config.relay_ip.to_string(),
