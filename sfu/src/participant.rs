@@ -16,6 +16,9 @@ use livekit_protocol as proto;
 use livekit_protocol::signal_response::Message as Out;
 use meridian_auth::{Grants, VerifiedGrant};
 use tokio::sync::{mpsc, Notify};
+use webrtc::data_channel::data_channel_init::RTCDataChannelInit;
+use webrtc::data_channel::data_channel_message::DataChannelMessage;
+use webrtc::data_channel::RTCDataChannel;
 use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit};
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
@@ -115,7 +118,37 @@ pub struct Participant {
     down_tracks: Mutex<HashMap<String, Arc<RTCRtpSender>>>,
     /// The `sfu.join` span; milestones (`sfu.ice_connected`, `sfu.first_rtp_forwarded`) are its children.
     trace: tracing::Span,
+    /// Data channels this node opens on the subscriber PC, by kind, that carry
+    /// others' data packets to this participant.
+    sub_data: [Arc<RTCDataChannel>; 2],
 }
+
+/// LiveKit's data channel kinds: `_reliable` (ordered, retransmitted) and `_lossy`
+/// (unordered, no retransmission).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataKind {
+    /// `_reliable`.
+    Reliable = 0,
+    /// `_lossy`.
+    Lossy = 1,
+}
+
+impl DataKind {
+    /// The channel label livekit-client uses.
+    pub fn label(self) -> &'static str {
+        match self {
+            DataKind::Reliable => "_reliable",
+            DataKind::Lossy => "_lossy",
+        }
+    }
+
+    fn from_label(label: &str) -> Option<Self> {
+        [DataKind::Reliable, DataKind::Lossy].into_iter().find(|k| k.label() == label)
+    }
+}
+
+/// Largest data packet relayed (LiveKit's reliable limit is 15 KiB per message).
+pub const MAX_DATA_PACKET_BYTES: usize = 64 * 1024;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Every critical section is a single push, take or lookup, so a poisoned lock
@@ -139,6 +172,13 @@ impl Participant {
     ) -> Result<Arc<Self>, crate::engine::EngineError> {
         let publisher = room.engine().peer_connection().await?;
         let subscriber = room.engine().peer_connection().await?;
+        let reliable = subscriber.create_data_channel(DataKind::Reliable.label(), None).await?;
+        let lossy = subscriber
+            .create_data_channel(
+                DataKind::Lossy.label(),
+                Some(RTCDataChannelInit { ordered: Some(false), max_retransmits: Some(0), ..Default::default() }),
+            )
+            .await?;
         let me = Arc::new(Self {
             sid: ids::new(ids::PARTICIPANT),
             identity: grant.identity().to_owned(),
@@ -159,6 +199,7 @@ impl Participant {
             published: Mutex::new(Vec::new()),
             down_tracks: Mutex::new(HashMap::new()),
             trace,
+            sub_data: [reliable, lossy],
         });
         me.wire_callbacks(Arc::downgrade(room));
         Ok(me)
@@ -193,6 +234,20 @@ impl Participant {
                 Box::pin(async {})
             }));
         }
+        let (me, room_for_data) = (Arc::downgrade(self), room.clone());
+        self.publisher.on_data_channel(Box::new(move |dc: Arc<RTCDataChannel>| {
+            let (me, room) = (me.clone(), room_for_data.clone());
+            Box::pin(async move {
+                let Some(kind) = DataKind::from_label(dc.label()) else { return };
+                dc.on_message(Box::new(move |msg: DataChannelMessage| {
+                    let (me, room) = (me.clone(), room.clone());
+                    Box::pin(async move {
+                        let (Some(me), Some(room)) = (me.upgrade(), room.upgrade()) else { return };
+                        me.on_data(&room, kind, &msg.data).await;
+                    })
+                }));
+            })
+        }));
         let me = Arc::downgrade(self);
         self.publisher.on_track(Box::new(move |remote, _receiver, transceiver| {
             let (me, room) = (me.clone(), room.clone());
@@ -202,6 +257,42 @@ impl Participant {
                 me.on_remote_track(&room, remote, mid).await;
             })
         }));
+    }
+
+    /// A data packet from this participant's publisher PC: stamped with its
+    /// identity and sid (as LiveKit's server does) and relayed to the room.
+    /// Packets from participants without `canPublishData`, over
+    /// [`MAX_DATA_PACKET_BYTES`], or that do not decode are dropped.
+    async fn on_data(&self, room: &Arc<Room>, kind: DataKind, bytes: &[u8]) {
+        if !self.grants.can_publish_data || bytes.len() > MAX_DATA_PACKET_BYTES {
+            return;
+        }
+        let Ok(mut packet) = <proto::DataPacket as prost::Message>::decode(bytes) else {
+            tracing::debug!(participant = %self.sid, "undecodable data packet dropped");
+            return;
+        };
+        packet.participant_identity = self.identity.clone();
+        packet.participant_sid = self.sid.clone();
+        room.relay_data(self, kind, &packet).await;
+    }
+
+    /// Sends an encoded data packet to this participant on `kind`'s channel. A
+    /// channel not open yet drops it (lossy) or fails quietly (reliable, logged).
+    pub(crate) async fn send_data(&self, kind: DataKind, bytes: &bytes::Bytes) {
+        if let Err(e) = self.sub_data[kind as usize].send(bytes).await {
+            tracing::debug!(participant = %self.sid, ?kind, error = %e, "data packet not delivered");
+        }
+    }
+
+    /// Identity from the token.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// Offers the subscriber PC now, so its data channels open even before there
+    /// is media to subscribe to.
+    pub async fn open_subscriber(&self) -> Result<(), ParticipantError> {
+        self.negotiate().await
     }
 
     /// Grants from the participant's token.

@@ -19,7 +19,7 @@ use meridian_schema::{RoomRecord, Store};
 use crate::engine::{Engine, EngineError};
 use crate::forward::PublishedTrack;
 use crate::metrics::NodeMetrics;
-use crate::participant::{Participant, SignalTx};
+use crate::participant::{DataKind, Participant, SignalTx};
 use meridian_schema::ids;
 use prometheus_client::metrics::counter::Counter;
 
@@ -125,6 +125,19 @@ impl Room {
         }
         if lock(&self.participants).contains_key(&publisher.sid) {
             self.announce(publisher, publisher.info(State::Active));
+        }
+    }
+
+    /// Relays `packet` from `from` to everyone else on `kind`'s channel, or only to
+    /// its `destination_identities` when it names any.
+    pub(crate) async fn relay_data(&self, from: &Participant, kind: DataKind, packet: &proto::DataPacket) {
+        let bytes = bytes::Bytes::from(prost::Message::encode_to_vec(packet));
+        for p in self.others(&from.sid) {
+            if packet.destination_identities.is_empty()
+                || packet.destination_identities.iter().any(|d| d == p.identity())
+            {
+                p.send_data(kind, &bytes).await;
+            }
         }
     }
 
@@ -278,6 +291,9 @@ impl RoomManager {
     /// subscribes `who` to what they publish.
     pub async fn announce_join(&self, room: &Arc<Room>, who: &Arc<Participant>) {
         room.announce(who, who.info(State::Joined));
+        if let Err(e) = who.open_subscriber().await {
+            tracing::warn!(participant = %who.sid, error = %e, "subscriber PC not offered");
+        }
         if !who.grants().can_subscribe {
             return;
         }

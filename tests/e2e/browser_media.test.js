@@ -39,6 +39,12 @@ test('two browsers exchange video and audio through the gateway', async () => {
   assert.ok(atB.now.video.framesDecoded > atB.first.video.framesDecoded, 'bob decodes a growing number of alice\'s frames');
   const region = await a.page.evaluate(() => window.meridian.room().engine.latestJoinResponse.serverInfo.region);
   assert.equal(region, 'local');
+
+  // Data packets (chat) go through the SFU to the others, stamped with the sender.
+  await a.page.evaluate(() => window.meridian.sendData('hello from alice'));
+  await b.page.waitForFunction(() => window.meridian.received.some(m => m.text === 'hello from alice'), null, { timeout: 10_000 });
+  const got = await b.page.evaluate(() => window.meridian.received.find(m => m.text === 'hello from alice'));
+  assert.equal(got.from, 'alice', 'the packet names its sender');
   await a.context.close();
   await b.context.close();
 });
