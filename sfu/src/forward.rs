@@ -7,7 +7,8 @@
 //! were negotiated on the publisher PC and mean other things on subscriber PCs.
 //!
 //! Simulcast: the forwarder takes one layer per track, [`FORWARDED_RID`] (the
-//! lowest, always sent); the other layers are read and dropped. Layer switching
+//! lowest, which browsers pause last), or another layer if that one has not
+//! arrived within [`LAYER_FALLBACK_WAIT`]; the other layers are read and dropped. Layer switching
 //! per subscriber comes with the sans-IO forwarder.
 //!
 //! Keyframes: [`PublishedTrack::request_keyframe`] sends a PLI (RFC 4585 §6.3.1)
@@ -29,6 +30,9 @@ use webrtc::track::track_remote::TrackRemote;
 
 /// The simulcast layer forwarded to subscribers (`q`, LiveKit's lowest layer).
 pub const FORWARDED_RID: &str = "q";
+/// How long other simulcast layers wait for [`FORWARDED_RID`] before one of them
+/// is forwarded instead.
+pub const LAYER_FALLBACK_WAIT: Duration = Duration::from_secs(2);
 /// Minimum spacing of keyframe requests sent to one publisher track.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 

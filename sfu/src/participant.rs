@@ -534,7 +534,20 @@ impl Participant {
     async fn on_remote_track(self: &Arc<Self>, room: &Arc<Room>, remote: Arc<TrackRemote>, mid: Option<String>) {
         let rid = remote.rid().to_owned();
         if !rid.is_empty() && rid != forward::FORWARDED_RID {
-            forward::spawn_drain(remote);
+            // Another simulcast layer. It stands in only if the preferred layer has
+            // not arrived within LAYER_FALLBACK_WAIT (a client may pause it).
+            let (me, room) = (Arc::downgrade(self), Arc::downgrade(room));
+            tokio::spawn(async move {
+                tokio::time::sleep(forward::LAYER_FALLBACK_WAIT).await;
+                let (Some(me), Some(room)) = (me.upgrade(), room.upgrade()) else { return };
+                match me.take_pending_exact(&remote.id()) {
+                    Some(info) => {
+                        tracing::info!(participant = %me.sid, %rid, "preferred simulcast layer absent; forwarding this one");
+                        me.publish(&room, remote, info, mid).await;
+                    }
+                    None => forward::spawn_drain(remote),
+                }
+            });
             return;
         }
         let Some(info) = self.take_pending(&remote.id(), remote.kind()) else {
@@ -542,6 +555,26 @@ impl Participant {
             forward::spawn_drain(remote);
             return;
         };
+        self.publish(room, remote, info, mid).await;
+    }
+
+    /// Takes the pending track whose cid is exactly `cid`.
+    fn take_pending_exact(&self, cid: &str) -> Option<proto::TrackInfo> {
+        let mut pending = lock(&self.pending_tracks);
+        let at = pending.iter().position(|p| p.cid == cid)?;
+        Some(pending.remove(at).info)
+    }
+
+    /// Publishes `remote` as the track `info` announced: forwarding starts, the
+    /// room hears of it and subscribes.
+    async fn publish(
+        self: &Arc<Self>,
+        room: &Arc<Room>,
+        remote: Arc<TrackRemote>,
+        info: proto::TrackInfo,
+        mid: Option<String>,
+    ) {
+        let rid = remote.rid().to_owned();
         let track = Arc::new(PublishedTrack::new(&self.sid, info, &remote, mid, Arc::downgrade(&self.publisher)));
         tracing::info!(participant = %self.sid, track = %track.sid, mime = %track.info().mime_type, %rid, "track published");
         lock(&self.published).push(Arc::clone(&track));
