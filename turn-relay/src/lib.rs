@@ -85,7 +85,10 @@ impl TurnRelay {
         let local_addr = socket.local_addr().map_err(|source| TurnError::Bind { addr: config.listen, source })?;
         let server = Server::new(ServerConfig {
             conn_configs: vec![ConnConfig {
-                conn: Arc::new(filter::PeerFilterConn::new(Arc::new(socket), config.peer_policy.clone())),
+                conn: Arc::new(filter::PeerFilterConn::new(
+                    Arc::new(socket),
+                    filter::Screen { policy: config.peer_policy.clone(), secret: config.secret.clone() },
+                )),
                 relay_addr_generator: Box::new(RelayAddressGeneratorStatic {
                     relay_address: config.relay_ip,
                     address: config.relay_ip.to_string(),
