@@ -257,7 +257,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     if stack.client_js.is_none() {
         println!("  note: the demo page needs `npm ci --prefix web` (livekit-client not found)");
     }
-    let _ = tokio::signal::ctrl_c().await;
+    terminated().await;
     stack.shutdown().await;
     eprintln!("meridian dev stopped");
     Ok(())
