@@ -110,18 +110,7 @@ async fn an_untrusted_x_forwarded_for_is_ignored() {
 async fn later_joiners_follow_a_live_room_and_route_explains_it() {
     let (stack, db) = three_regions(true).await;
     let auth = basic_auth(KEY, SECRET);
-    let route = |query: String| {
-        let auth = auth.clone();
-        let addr = stack.gateway_addr;
-        async move {
-            let (status, body) =
-                http(addr, "GET", &format!("/v1/route?{query}"), &[("authorization", &auth)], "").await;
-            assert_eq!(status, 200, "{body}");
-            serde_json::from_str::<serde_json::Value>(&body).unwrap()
-        }
-    };
-
-    let v = route(format!("ip={SINGAPORE_IP}&room=standup")).await;
+    let v = route_of(&stack, &format!("ip={SINGAPORE_IP}&room=standup")).await;
     assert_eq!((v["region"].as_str(), v["reason"].as_str()), (Some("ap-southeast"), Some("nearest")), "{v}");
     assert_eq!(v["located"]["country"], "SG");
     let candidates = v["candidates"].as_array().unwrap();
@@ -136,7 +125,7 @@ async fn later_joiners_follow_a_live_room_and_route_explains_it() {
     assert_eq!(region, "eu-west");
     let (mut bob, region, _) = landed(&stack, "standup", "bob", SINGAPORE_IP).await;
     assert_eq!(region, "eu-west", "bob joins the room where it lives, not his nearest region");
-    let v = route(format!("ip={SINGAPORE_IP}&room=standup")).await;
+    let v = route_of(&stack, &format!("ip={SINGAPORE_IP}&room=standup")).await;
     assert_eq!((v["node"].as_str(), v["reason"].as_str()), (Some("eu-west-1"), Some("room_affinity")), "{v}");
 
     for ws in [&mut alice, &mut bob] {
