@@ -185,6 +185,30 @@ pub struct TurnSection {
     #[arg(long = "turn-deny-peer", env = "MERIDIAN_TURN_DENY_PEERS", value_delimiter = ',')]
     #[serde(default)]
     pub deny_peers: Vec<ipnet::IpNet>,
+    /// TCP listen address for `turn:HOST:PORT?transport=tcp` (default: the UDP `listen` address).
+    #[arg(long = "turn-tcp-listen", env = "MERIDIAN_TURN_TCP_LISTEN")]
+    pub tcp_listen: Option<SocketAddr>,
+    /// TLS listen address for `turns:` (default `0.0.0.0:5349` when `tls_cert` is set).
+    #[arg(long = "turn-tls-listen", env = "MERIDIAN_TURN_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for TURN over TLS (default none: no TLS listener). Reloaded on SIGHUP.
+    #[arg(long = "turn-tls-cert", env = "MERIDIAN_TURN_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    #[arg(long = "turn-tls-key", env = "MERIDIAN_TURN_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// A resolved `[turn]` section: the relay's configuration, minus the TLS acceptor
+/// that the role builds from `tls` (so that it can reload it).
+#[derive(Debug)]
+pub struct TurnRole {
+    /// The relay configuration, with `tls` unset.
+    pub relay: meridian_turn::TurnConfig,
+    /// TLS listen address, certificate and key.
+    pub tls: Option<(SocketAddr, PathBuf, PathBuf)>,
+    /// Prometheus listener.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The whole file; every section and key is optional.
@@ -313,7 +337,18 @@ impl TurnSection {
         overlay!(
             self,
             file,
-            [listen, relay_ip, realm, secret, recv_buffer_bytes, metrics_listen],
+            [
+                listen,
+                relay_ip,
+                realm,
+                secret,
+                recv_buffer_bytes,
+                metrics_listen,
+                tcp_listen,
+                tls_listen,
+                tls_cert,
+                tls_key
+            ],
             [allow_peers, deny_peers]
         )
     }
@@ -325,6 +360,8 @@ pub const DEFAULT_GATEWAY_LISTEN: &str = "0.0.0.0:7880";
 pub const DEFAULT_SFU_LISTEN: &str = "0.0.0.0:7881";
 /// Default TURN listen address.
 pub const DEFAULT_TURN_LISTEN: &str = "0.0.0.0:3478";
+/// Default TURN-over-TLS listen address.
+pub const DEFAULT_TURN_TLS_LISTEN: &str = "0.0.0.0:5349";
 /// Default drain grace period of an SFU node.
 pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(30);
 
@@ -483,7 +520,7 @@ impl SfuSection {
 
 impl TurnSection {
     /// Checks and fills defaults.
-    pub fn resolve(&self) -> Result<meridian_turn::TurnConfig, ConfigError> {
+    pub fn resolve(&self) -> Result<TurnRole, ConfigError> {
         let listen = self.listen.unwrap_or_else(|| default_addr(DEFAULT_TURN_LISTEN));
         let relay_ip = match self.relay_ip {
             Some(ip) => ip,
@@ -499,13 +536,37 @@ impl TurnSection {
             key: "turn.secret",
             why: "the TURN REST API secret (the SFU mints credentials with it)",
         })?;
-        Ok(meridian_turn::TurnConfig {
-            listen,
-            relay_ip,
-            realm: self.realm.clone().unwrap_or_else(|| meridian_turn::DEFAULT_REALM.into()),
-            secret: secret.into_bytes(),
-            recv_buffer_bytes: self.recv_buffer_bytes.unwrap_or(meridian_turn::DEFAULT_RECV_BUFFER_BYTES),
-            peer_policy: meridian_turn::policy::PeerPolicy::new(self.allow_peers.clone(), self.deny_peers.clone()),
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some((
+                self.tls_listen.unwrap_or_else(|| default_addr(DEFAULT_TURN_TLS_LISTEN)),
+                cert.clone(),
+                key.clone(),
+            )),
+            (Some(_), None) => {
+                return Err(ConfigError::Missing { key: "turn.tls_key", why: "the key for turn.tls_cert" })
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Missing { key: "turn.tls_cert", why: "the certificate for turn.tls_key" })
+            }
+            (None, None) if self.tls_listen.is_some() => {
+                return Err(ConfigError::Missing { key: "turn.tls_cert", why: "turn.tls_listen serves TLS" })
+            }
+            (None, None) => None,
+        };
+        Ok(TurnRole {
+            relay: meridian_turn::TurnConfig {
+                listen,
+                relay_ip,
+                realm: self.realm.clone().unwrap_or_else(|| meridian_turn::DEFAULT_REALM.into()),
+                secret: secret.into_bytes(),
+                recv_buffer_bytes: self.recv_buffer_bytes.unwrap_or(meridian_turn::DEFAULT_RECV_BUFFER_BYTES),
+                peer_policy: meridian_turn::policy::PeerPolicy::new(self.allow_peers.clone(), self.deny_peers.clone()),
+                tcp_listen: Some(self.tcp_listen.unwrap_or(listen)),
+                tls: None,
+                max_stream_connections: meridian_turn::stream::DEFAULT_MAX_STREAM_CONNECTIONS,
+            },
+            tls,
+            metrics_listen: self.metrics_listen,
         })
     }
 }
@@ -524,7 +585,9 @@ mod tests {
         assert_eq!(gw.default_region, "eu-west");
         let sfu = file.sfu.resolve().expect("sfu");
         assert_eq!((sfu.region.as_str(), sfu.capacity), ("eu-west", 500));
-        file.turn.resolve().expect("turn");
+        let turn = file.turn.resolve().expect("turn");
+        assert_eq!(turn.relay.tcp_listen, Some(turn.relay.listen), "TCP on the UDP port by default");
+        assert_eq!(turn.tls.map(|t| t.0.port()), Some(5349));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use meridian_auth::TokenAuthority;
 use meridian_gateway::metrics::GatewayMetrics;
+use meridian_gateway::tls::ReloadableTls;
 use meridian_gateway::{Gateway, GatewayConfig, Observability};
 use meridian_geo::{Locator, Position};
 use meridian_schema::{MemoryStore, PgStore, Store};
@@ -25,7 +26,9 @@ use meridian_sfu::registry::LoadSampler;
 use meridian_sfu::{Sfu, SfuConfig, TurnAdvert};
 use meridian_turn::metrics::TurnMetrics;
 use meridian_turn::policy::PeerPolicy;
-use meridian_turn::{TurnConfig, TurnRelay, DEFAULT_CREDENTIAL_TTL, DEFAULT_REALM, DEFAULT_RECV_BUFFER_BYTES};
+use meridian_turn::{
+    TlsListen, TurnConfig, TurnRelay, DEFAULT_CREDENTIAL_TTL, DEFAULT_REALM, DEFAULT_RECV_BUFFER_BYTES,
+};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -48,8 +51,17 @@ pub struct DevOptions {
     pub port: u16,
     /// SFU node signal port (default 7881).
     pub sfu_port: u16,
-    /// TURN relay UDP port (default 3478).
+    /// TURN relay UDP and TCP port (default 3478).
     pub turn_port: u16,
+    /// TURN relay TLS port (default 5349).
+    pub turn_tls_port: u16,
+    /// Certificate and key (PEM) for TURN over TLS; `None` generates a self-signed
+    /// pair for the bind address and `localhost`.
+    pub turn_tls: Option<(PathBuf, PathBuf)>,
+    /// Peer ranges the relays relay to despite the block list (the bind address is always allowed).
+    pub turn_allow_peers: Vec<ipnet::IpNet>,
+    /// Peer ranges the relays never relay to.
+    pub turn_deny_peers: Vec<ipnet::IpNet>,
     /// API key (default [`DEV_API_KEY`]).
     pub api_key: String,
     /// API secret (default [`DEV_API_SECRET`]).
@@ -63,7 +75,8 @@ pub struct DevOptions {
     /// The livekit-client browser build for the demo page.
     pub client_js: Option<PathBuf>,
     /// Regions to run, one SFU node and TURN relay each (default: one, [`DEV_REGION`],
-    /// with no position). Region *i* gets ports `sfu_port + i` and `turn_port + i`.
+    /// with no position). Region *i* gets ports `sfu_port + i`, `turn_port + i` and
+    /// `turn_tls_port + i`.
     pub regions: Vec<DevRegion>,
     /// Region for clients that cannot be located (default: the first).
     pub default_region: Option<String>,
@@ -117,6 +130,10 @@ impl Default for DevOptions {
             port: 7880,
             sfu_port: 7881,
             turn_port: meridian_turn::DEFAULT_TURN_PORT,
+            turn_tls_port: meridian_turn::DEFAULT_TURNS_PORT,
+            turn_tls: None,
+            turn_allow_peers: Vec::new(),
+            turn_deny_peers: Vec::new(),
             api_key: DEV_API_KEY.into(),
             api_secret: DEV_API_SECRET.into(),
             turn_secret: random_secret(),
@@ -147,6 +164,10 @@ pub struct RunningRegion {
     pub sfu_addr: SocketAddr,
     /// Its TURN relay's UDP address.
     pub turn_addr: SocketAddr,
+    /// Its TURN relay's TCP address.
+    pub turn_tcp_addr: SocketAddr,
+    /// Its TURN relay's TLS address.
+    pub turn_tls_addr: SocketAddr,
 }
 
 /// A running dev stack.
@@ -161,6 +182,8 @@ pub struct DevStack {
     pub on_postgres: bool,
     /// The livekit-client build the demo page gets, if found.
     pub client_js: Option<PathBuf>,
+    /// The TURN TLS certificate in use (generated, unless one was given).
+    pub turn_tls_cert: PathBuf,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     relays: Vec<TurnRelay>,
@@ -214,6 +237,19 @@ pub fn find_client_js(flag: Option<PathBuf>) -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.is_file())
 }
 
+/// Writes a self-signed certificate for `ip` and `localhost`, and its key, as PEM
+/// files in a fresh directory under the system's temporary directory.
+fn self_signed_pair(ip: IpAddr) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let names = vec![ip.to_string(), "localhost".to_owned()];
+    let rcgen::CertifiedKey { cert, key_pair } = rcgen::generate_simple_self_signed(names)?;
+    let dir = std::env::temp_dir().join(format!("meridian-dev-{}-{}", std::process::id(), random_secret()));
+    std::fs::create_dir_all(&dir)?;
+    let (cert_path, key_path) = (dir.join("turn.crt"), dir.join("turn.key"));
+    std::fs::write(&cert_path, cert.pem())?;
+    std::fs::write(&key_path, key_pair.serialize_pem())?;
+    Ok((cert_path, key_path))
+}
+
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stopped| *stopped).await;
 }
@@ -237,21 +273,42 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
     let mut registry = Registry::default();
     let sfu_metrics = SfuMetrics::register(&mut registry);
     let turn_metrics = TurnMetrics::register(&mut registry);
+    let (turn_cert, turn_key) = match &opts.turn_tls {
+        Some(pair) => pair.clone(),
+        None => self_signed_pair(opts.bind).context("generating the TURN TLS certificate")?,
+    };
+    let turn_tls = Arc::new(
+        ReloadableTls::load_with_alpn(&turn_cert, &turn_key, &[]).context("loading the TURN TLS certificate")?,
+    );
+    // The co-located SFU listens on the bind address; everything else internal
+    // stays refused unless allowed.
+    let mut allow_peers = vec![ipnet::IpNet::from(opts.bind)];
+    allow_peers.extend(opts.turn_allow_peers.iter().copied());
     for (i, region) in opts.regions.iter().enumerate() {
         let offset = |port: u16| if port == 0 { 0 } else { port.saturating_add(i as u16) };
+        let udp = SocketAddr::new(opts.bind, offset(opts.turn_port));
+        let turn_tls = Arc::clone(&turn_tls);
         let turn = TurnRelay::start(TurnConfig {
-            listen: SocketAddr::new(opts.bind, offset(opts.turn_port)),
+            listen: udp,
             relay_ip: opts.bind,
             realm: DEFAULT_REALM.into(),
             secret: opts.turn_secret.clone().into_bytes(),
             recv_buffer_bytes: DEFAULT_RECV_BUFFER_BYTES,
-            // The co-located SFU listens on the bind address; everything else
-            // internal stays refused.
-            peer_policy: PeerPolicy::new(vec![ipnet::IpNet::from(opts.bind)], Vec::new()),
+            peer_policy: PeerPolicy::new(allow_peers.clone(), opts.turn_deny_peers.clone()),
+            // Port 0 means "any" for UDP; TCP then takes whatever port it gets.
+            tcp_listen: Some(udp),
+            tls: Some(TlsListen {
+                listen: SocketAddr::new(opts.bind, offset(opts.turn_tls_port)),
+                acceptor: Arc::new(move || turn_tls.acceptor()),
+            }),
+            max_stream_connections: meridian_turn::stream::DEFAULT_MAX_STREAM_CONNECTIONS,
         })
         .await
         .with_context(|| format!("starting the TURN relay of region {}", region.id))?;
         let turn_addr = turn.local_addr();
+        // Both are set: the config above asks for them.
+        let turn_tcp_addr = turn.tcp_addr().unwrap_or(turn_addr);
+        let turn_tls_addr = turn.tls_addr().unwrap_or(turn_addr);
         turn.report_allocations(turn_metrics.allocations(&turn_addr.to_string()));
         relays.push(turn);
 
@@ -265,7 +322,11 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
                 region: region.id.clone(),
                 node_id: node_id.clone(),
                 turn: Some(TurnAdvert {
-                    urls: vec![format!("turn:{turn_addr}?transport=udp")],
+                    urls: vec![
+                        format!("turn:{turn_addr}?transport=udp"),
+                        format!("turn:{turn_tcp_addr}?transport=tcp"),
+                        format!("turns:{turn_tls_addr}?transport=tcp"),
+                    ],
                     secret: opts.turn_secret.clone().into_bytes(),
                     ttl: DEFAULT_CREDENTIAL_TTL,
                 }),
@@ -284,7 +345,14 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
         tasks.push(tokio::spawn(meridian_sfu::registry::run_heartbeats(Arc::clone(&sfu), stopped(stop_rx.clone()))));
         tasks.push(tokio::spawn(meridian_sfu::serve(Arc::clone(&sfu), sfu_listener, stopped(stop_rx.clone()))));
         sfus.push(sfu);
-        running.push(RunningRegion { id: region.id.clone(), node_id, sfu_addr, turn_addr });
+        running.push(RunningRegion {
+            id: region.id.clone(),
+            node_id,
+            sfu_addr,
+            turn_addr,
+            turn_tcp_addr,
+            turn_tls_addr,
+        });
     }
     let default_region = opts.default_region.clone().unwrap_or_else(|| opts.regions[0].id.clone());
     if !opts.regions.iter().any(|r| r.id == default_region) {
@@ -323,6 +391,7 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
         store,
         on_postgres: opts.database_url.is_some(),
         client_js,
+        turn_tls_cert: turn_cert,
         stop,
         tasks,
         relays,

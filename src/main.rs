@@ -123,12 +123,27 @@ struct DevArgs {
     /// SFU node signal port (the gateway proxies /rtc to it).
     #[arg(long, default_value_t = 7881)]
     sfu_port: u16,
-    /// TURN relay UDP port.
+    /// TURN relay UDP and TCP port.
     #[arg(long, default_value_t = meridian_turn::DEFAULT_TURN_PORT)]
     turn_port: u16,
-    /// TURN REST API secret; generated when absent.
+    /// TURN relay TLS port.
+    #[arg(long, default_value_t = meridian_turn::DEFAULT_TURNS_PORT)]
+    turn_tls_port: u16,
+    /// PEM certificate for TURN over TLS; a self-signed one is generated when absent.
+    #[arg(long, requires = "turn_tls_key")]
+    turn_tls_cert: Option<PathBuf>,
+    /// PEM key for `--turn-tls-cert`.
+    #[arg(long, requires = "turn_tls_cert")]
+    turn_tls_key: Option<PathBuf>,
+    /// TURN REST API secret; generated (and printed) when absent.
     #[arg(long, env = "MERIDIAN_TURN_SECRET", hide_env_values = true)]
     turn_secret: Option<String>,
+    /// Peer range (CIDR) the relay relays to despite its block list; repeatable.
+    #[arg(long = "turn-allow-peer")]
+    turn_allow_peers: Vec<ipnet::IpNet>,
+    /// Peer range (CIDR) the relay never relays to; repeatable.
+    #[arg(long = "turn-deny-peer")]
+    turn_deny_peers: Vec<ipnet::IpNet>,
     /// Postgres URL; without it the store is in memory.
     #[arg(long, env = "DATABASE_URL")]
     database_url: Option<String>,
@@ -201,9 +216,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Turn(args) => {
             let file = config::ConfigFile::load(args.file.config.as_deref())?;
-            let section = args.turn.over(&file.turn);
-            let turn = section.resolve()?;
-            roles::run_turn(turn, section.metrics_listen, terminated()).await
+            let role = args.turn.over(&file.turn).resolve()?;
+            roles::run_turn(role, terminated()).await
         }
         Command::Token(args) => {
             let authority = TokenAuthority::new(&args.keys.api_key, &args.keys.api_secret);
@@ -228,6 +242,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         port: args.port,
         sfu_port: args.sfu_port,
         turn_port: args.turn_port,
+        turn_tls_port: args.turn_tls_port,
+        turn_tls: args.turn_tls_cert.clone().zip(args.turn_tls_key.clone()),
+        turn_allow_peers: args.turn_allow_peers.clone(),
+        turn_deny_peers: args.turn_deny_peers.clone(),
         api_key: args.keys.api_key.clone(),
         api_secret: args.keys.api_secret.clone(),
         turn_secret: turn_secret.clone(),
@@ -244,8 +262,12 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!("  demo page and API  http://{gw}/");
     println!("  signal URL         ws://{gw}");
     for r in &stack.regions {
-        println!("  region {}: SFU node {} at {}, TURN relay udp {}", r.id, r.node_id, r.sfu_addr, r.turn_addr);
+        println!(
+            "  region {}: SFU node {} at {}, TURN relay udp {} tcp {} tls {}",
+            r.id, r.node_id, r.sfu_addr, r.turn_addr, r.turn_tcp_addr, r.turn_tls_addr
+        );
     }
+    println!("  TURN TLS cert      {}", stack.turn_tls_cert.display());
     println!("  store              {}", if stack.on_postgres { "postgres" } else { "memory" });
     println!("  API key / secret   {} / {}", args.keys.api_key, args.keys.api_secret);
     println!("  TURN secret        {turn_secret}");

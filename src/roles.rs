@@ -18,12 +18,12 @@ use meridian_sfu::metrics::SfuMetrics;
 use meridian_sfu::registry::LoadSampler;
 use meridian_sfu::{Sfu, SfuConfig, TurnAdvert};
 use meridian_turn::metrics::TurnMetrics;
-use meridian_turn::{TurnConfig, TurnRelay, DEFAULT_CREDENTIAL_TTL};
+use meridian_turn::{TlsListen, TurnRelay, DEFAULT_CREDENTIAL_TTL};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use tokio::sync::watch;
 
-use crate::config::{GatewayRole, SfuRole};
+use crate::config::{GatewayRole, SfuRole, TurnRole};
 
 /// How often a draining node checks whether its rooms have emptied.
 const DRAIN_POLL: Duration = Duration::from_millis(500);
@@ -100,15 +100,7 @@ pub async fn run_gateway(
         .await
         .with_context(|| format!("binding gateway.listen {}", role.listen))?;
     if let Some(tls) = &tls {
-        let tls = Arc::clone(tls);
-        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-        tokio::spawn(async move {
-            while hangups.recv().await.is_some() {
-                if let Err(e) = tls.reload() {
-                    tracing::error!(error = %e, "TLS reload failed; keeping the previous certificate");
-                }
-            }
-        });
+        reload_on_hangup(Arc::clone(tls))?;
     }
     tracing::info!(listen = %role.listen, tls = tls.is_some(), public_url = %role.public_url, "gateway up");
     let mut registry = Registry::default();
@@ -190,23 +182,38 @@ pub async fn run_sfu(
     Ok(())
 }
 
-/// Runs a TURN relay until `shutdown` resolves.
+/// Runs a TURN relay until `shutdown` resolves. SIGHUP reloads the TLS certificate.
 ///
-/// Errors: the port.
-pub async fn run_turn(
-    config: TurnConfig,
-    metrics_listen: Option<SocketAddr>,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+/// Errors: a port in use, an unusable certificate.
+pub async fn run_turn(role: TurnRole, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let mut config = role.relay;
+    if let Some((listen, cert, key)) = &role.tls {
+        let tls = Arc::new(ReloadableTls::load_with_alpn(cert, key, &[]).context("loading the TURN TLS certificate")?);
+        reload_on_hangup(Arc::clone(&tls))?;
+        config.tls = Some(TlsListen { listen: *listen, acceptor: Arc::new(move || tls.acceptor()) });
+    }
     let relay = TurnRelay::start(config).await.context("starting the TURN relay")?;
     let mut registry = Registry::default();
     let metrics = TurnMetrics::register(&mut registry);
     relay.report_allocations(metrics.allocations(&relay.local_addr().to_string()));
-    if let Some(addr) = metrics_listen {
+    if let Some(addr) = role.metrics_listen {
         serve_metrics(addr, Arc::new(registry)).await?;
     }
-    tracing::info!(listen = %relay.local_addr(), "TURN relay up");
+    tracing::info!(udp = %relay.local_addr(), tcp = ?relay.tcp_addr(), tls = ?relay.tls_addr(), "TURN relay up");
     shutdown.await;
     relay.close().await?;
+    Ok(())
+}
+
+/// Reloads `tls` from its files on every SIGHUP; a failed reload keeps the old one.
+fn reload_on_hangup(tls: Arc<ReloadableTls>) -> anyhow::Result<()> {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            if let Err(e) = tls.reload() {
+                tracing::error!(error = %e, "TLS reload failed; keeping the previous certificate");
+            }
+        }
+    });
     Ok(())
 }

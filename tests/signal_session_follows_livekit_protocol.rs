@@ -33,7 +33,16 @@ async fn join_response_names_room_region_node_and_turn_credentials() {
     assert!(!j.subscriber_primary);
 
     let turn = j.ice_servers.first().expect("an ICE server");
-    assert_eq!(turn.urls, vec![format!("turn:{}?transport=udp", stack.regions[0].turn_addr)]);
+    let region = &stack.regions[0];
+    assert_eq!(
+        turn.urls,
+        vec![
+            format!("turn:{}?transport=udp", region.turn_addr),
+            format!("turn:{}?transport=tcp", region.turn_tcp_addr),
+            format!("turns:{}?transport=tcp", region.turn_tls_addr),
+        ],
+        "the relay over UDP, TCP and TLS"
+    );
     let (expiry, identity) = turn.username.split_once(':').expect("<expiry>:<identity>");
     assert_eq!(identity, "alice");
     let expiry = std::time::UNIX_EPOCH + Duration::from_secs(expiry.parse().unwrap());

@@ -30,6 +30,7 @@ pub enum TlsError {
 pub struct ReloadableTls {
     cert: PathBuf,
     key: PathBuf,
+    alpn: Vec<Vec<u8>>,
     current: RwLock<Arc<ServerConfig>>,
 }
 
@@ -44,13 +45,21 @@ impl ReloadableTls {
     ///
     /// Errors: [`TlsError`] naming the file or the mismatch.
     pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        let config = server_config(cert, key)?;
-        Ok(Self { cert: cert.to_owned(), key: key.to_owned(), current: RwLock::new(Arc::new(config)) })
+        Self::load_with_alpn(cert, key, &[b"http/1.1"])
+    }
+
+    /// As [`load`](Self::load), offering the ALPN protocol ids `alpn` (the gateway
+    /// offers `http/1.1`; the TURN relay `stun.turn`, RFC 7443). A client that
+    /// offers no ALPN is served either way.
+    pub fn load_with_alpn(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<Self, TlsError> {
+        let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
+        let config = server_config(cert, key, &alpn)?;
+        Ok(Self { cert: cert.to_owned(), key: key.to_owned(), alpn, current: RwLock::new(Arc::new(config)) })
     }
 
     /// Re-reads both files. On error the previous configuration stays in force.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let config = Arc::new(server_config(&self.cert, &self.key)?);
+        let config = Arc::new(server_config(&self.cert, &self.key, &self.alpn)?);
         // A poisoned lock still holds a valid Arc; overwrite it.
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = config;
         tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
@@ -67,7 +76,7 @@ fn pem_error(path: &Path, reason: impl std::fmt::Display) -> TlsError {
     TlsError::Pem { path: path.to_owned(), reason: reason.to_string() }
 }
 
-fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
+fn server_config(cert: &Path, key: &Path, alpn: &[Vec<u8>]) -> Result<ServerConfig, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| pem_error(cert, e))?
         .collect::<Result<_, _>>()
@@ -81,6 +90,6 @@ fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key_der)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.to_vec();
     Ok(config)
 }

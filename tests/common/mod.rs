@@ -33,6 +33,7 @@ pub fn options() -> DevOptions {
         port: 0,
         sfu_port: 0,
         turn_port: 0,
+        turn_tls_port: 0,
         api_key: KEY.into(),
         api_secret: SECRET.into(),
         ..DevOptions::default()

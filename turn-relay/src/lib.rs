@@ -1,16 +1,19 @@
 //! Meridian's TURN relay (RFC 8656), run beside each SFU node.
 //!
 //! The protocol engine is the `turn` crate's server; this crate owns what is
-//! Meridian's: the TURN REST API credential scheme ([`credentials`]), the UDP
-//! listener with a large receive buffer, and the relay's configuration.
+//! Meridian's: the TURN REST API credential scheme ([`credentials`]), the peer
+//! filter ([`filter`], [`policy`]), the UDP listener with a large receive buffer,
+//! the TCP and TLS listeners ([`stream`]), and the relay's configuration.
 //!
-//! Run loop: [`TurnRelay::start`] binds the UDP listener and hands it to the
-//! `turn` server, which reads requests on its own task until [`TurnRelay::close`].
+//! Run loop: [`TurnRelay::start`] binds the listeners and hands each to the
+//! `turn` server, which reads requests on one task per listener until
+//! [`TurnRelay::close`].
 
 pub mod credentials;
 pub mod filter;
 pub mod metrics;
 pub mod policy;
+pub mod stream;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use turn::auth::{generate_auth_key, AuthHandler};
 use turn::relay::relay_static::RelayAddressGeneratorStatic;
 use turn::server::config::{ConnConfig, ServerConfig};
 use turn::server::Server;
+use webrtc_util::conn::Conn;
 
 pub use credentials::{mint, TurnCredentials, DEFAULT_CREDENTIAL_TTL};
 
@@ -50,6 +54,31 @@ pub struct TurnConfig {
     pub recv_buffer_bytes: usize,
     /// Which peers may be relayed to (default: the block list of [`policy`]).
     pub peer_policy: policy::PeerPolicy,
+    /// TCP address for `turn:HOST:PORT?transport=tcp` (usually the UDP port; default none).
+    pub tcp_listen: Option<SocketAddr>,
+    /// TLS listener for `turns:HOST:PORT?transport=tcp` (usually 5349 or 443; default none).
+    pub tls: Option<TlsListen>,
+    /// Cap on open TCP and TLS connections, each (default
+    /// [`stream::DEFAULT_MAX_STREAM_CONNECTIONS`]).
+    pub max_stream_connections: usize,
+}
+
+/// Default TURN-over-TLS port (RFC 8656 §18, `turns:`).
+pub const DEFAULT_TURNS_PORT: u16 = 5349;
+
+/// Where the TLS listener binds and which certificate it presents.
+#[derive(Clone)]
+pub struct TlsListen {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// The acceptor for each new connection (so a reloaded certificate applies).
+    pub acceptor: stream::AcceptorSource,
+}
+
+impl std::fmt::Debug for TlsListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsListen").field("listen", &self.listen).finish_non_exhaustive()
+    }
 }
 
 /// Errors of the relay. All are ours or the host's (a port in use), none a client's.
@@ -72,6 +101,9 @@ pub enum TurnError {
 pub struct TurnRelay {
     server: Arc<Server>,
     local_addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
+    streams: Vec<Arc<stream::StreamConn>>,
 }
 
 impl TurnRelay {
@@ -83,31 +115,60 @@ impl TurnRelay {
         let socket = bind_udp(config.listen, config.recv_buffer_bytes)
             .map_err(|source| TurnError::Bind { addr: config.listen, source })?;
         let local_addr = socket.local_addr().map_err(|source| TurnError::Bind { addr: config.listen, source })?;
-        let server = Server::new(ServerConfig {
-            conn_configs: vec![ConnConfig {
-                conn: Arc::new(filter::PeerFilterConn::new(
-                    Arc::new(socket),
-                    filter::Screen { policy: config.peer_policy.clone(), secret: config.secret.clone() },
-                )),
+        let mut listeners: Vec<Arc<dyn Conn + Send + Sync>> = vec![Arc::new(socket)];
+        let mut streams = Vec::new();
+        let mut tcp_addr = None;
+        if let Some(addr) = config.tcp_listen {
+            let conn = Arc::new(bind_stream(addr, None, config.max_stream_connections).await?);
+            tcp_addr = Some(conn.local);
+            streams.push(conn);
+        }
+        let mut tls_addr = None;
+        if let Some(tls) = &config.tls {
+            let conn = Arc::new(
+                bind_stream(tls.listen, Some(Arc::clone(&tls.acceptor)), config.max_stream_connections).await?,
+            );
+            tls_addr = Some(conn.local);
+            streams.push(conn);
+        }
+        listeners.extend(streams.iter().map(|s| Arc::clone(s) as Arc<dyn Conn + Send + Sync>));
+        let screen = filter::Screen { policy: config.peer_policy.clone(), secret: config.secret.clone() };
+        let conn_configs = listeners
+            .into_iter()
+            .map(|listener| ConnConfig {
+                conn: Arc::new(filter::PeerFilterConn::new(listener, screen.clone())),
                 relay_addr_generator: Box::new(RelayAddressGeneratorStatic {
                     relay_address: config.relay_ip,
                     address: config.relay_ip.to_string(),
                     net: Arc::new(webrtc_util::vnet::net::Net::new(None)),
                 }),
-            }],
+            })
+            .collect();
+        let server = Server::new(ServerConfig {
+            conn_configs,
             realm: config.realm.clone(),
             auth_handler: Arc::new(RestAuth { secret: config.secret.clone() }),
             channel_bind_timeout: CHANNEL_BIND_LIFETIME,
             alloc_close_notify: None,
         })
         .await?;
-        tracing::info!(%local_addr, relay_ip = %config.relay_ip, "TURN relay listening (UDP)");
-        Ok(Self { server: Arc::new(server), local_addr })
+        tracing::info!(udp = %local_addr, tcp = ?tcp_addr, tls = ?tls_addr, relay_ip = %config.relay_ip, "TURN relay listening");
+        Ok(Self { server: Arc::new(server), local_addr, tcp_addr, tls_addr, streams })
     }
 
     /// The bound UDP address (useful when configured with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The bound TCP address, if TCP is on.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// The bound TLS address, if TLS is on.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// Keeps `gauge` at the number of live allocations, polled every
@@ -132,8 +193,20 @@ impl TurnRelay {
     /// Stops the server and closes every allocation.
     pub async fn close(&self) -> Result<(), TurnError> {
         self.server.close().await?;
+        for stream in &self.streams {
+            stream.shutdown();
+        }
         Ok(())
     }
+}
+
+async fn bind_stream(
+    addr: SocketAddr,
+    tls: Option<stream::AcceptorSource>,
+    max_connections: usize,
+) -> Result<stream::StreamConn, TurnError> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| TurnError::Bind { addr, source })?;
+    stream::StreamConn::listen(listener, tls, max_connections).map_err(|source| TurnError::Bind { addr, source })
 }
 
 /// Binds a UDP socket with the given receive buffer.

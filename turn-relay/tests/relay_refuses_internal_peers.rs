@@ -24,6 +24,9 @@ async fn relay(allow: &str) -> TurnRelay {
         secret: SECRET.to_vec(),
         recv_buffer_bytes: 1 << 20,
         peer_policy: PeerPolicy::new(vec![allow.parse().unwrap()], vec![]),
+        tcp_listen: None,
+        tls: None,
+        max_stream_connections: 16,
     })
     .await
     .expect("relay starts")

@@ -1,0 +1,63 @@
+// A network that lets only TLS out: UDP and plain TCP to the TURN relay are dropped
+// (nftables, inside this test's own network namespace), so two livekit-client
+// participants with iceTransportPolicy 'relay' must reach the relay over TURN/TLS
+// (the `turns:` URL of JoinResponse.ice_servers) and still exchange media.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { startMeridian, launchBrowser, sdkToken, join, waitForMedia } from './harness.js';
+
+const TURN_PORT = 3490;
+const TURNS_PORT = 5390;
+const TABLE = 'meridian_turn_tls_only';
+let server, browser;
+
+function nft(...args) {
+  execFileSync('nft', args, { stdio: ['ignore', 'inherit', 'inherit'] });
+}
+
+before(async () => {
+  server = await startMeridian({ port: 7900, sfuPort: 7901, turnPort: TURN_PORT, turnTlsPort: TURNS_PORT });
+  // `meridian dev`'s TURN certificate is self-signed; Chromium checks TURN/TLS
+  // certificates like any other, so this browser is told to accept it.
+  browser = await launchBrowser(['--ignore-certificate-errors']);
+  // Only the client's way to the relay is cut: the relay still reaches the SFU over UDP.
+  nft('add', 'table', 'inet', TABLE);
+  nft('add', 'chain', 'inet', TABLE, 'out', '{ type filter hook output priority 0 ; }');
+  nft('add', 'rule', 'inet', TABLE, 'out', 'udp', 'dport', String(TURN_PORT), 'drop');
+  nft('add', 'rule', 'inet', TABLE, 'out', 'tcp', 'dport', String(TURN_PORT), 'drop');
+});
+after(async () => {
+  try { nft('delete', 'table', 'inet', TABLE); } catch { /* not created */ }
+  await browser?.close();
+  await server?.stop();
+});
+
+test('with UDP and TCP blocked, media flows through the relay over TLS', async () => {
+  const opts = { rtcConfig: { iceTransportPolicy: 'relay' } };
+  const a = await join(browser, server, await sdkToken('e2e-tls', 'alice'), opts);
+  const b = await join(browser, server, await sdkToken('e2e-tls', 'bob'), opts);
+  try {
+    const urls = await a.page.evaluate(() => window.meridian.room().engine.latestJoinResponse.iceServers.flatMap(s => s.urls));
+    assert.deepEqual(urls.map(u => u.split(':')[0] + '?' + u.split('?')[1]),
+      ['turn?transport=udp', 'turn?transport=tcp', 'turns?transport=tcp'], 'the join response lists UDP, TCP and TLS');
+    const atA = await waitForMedia(a.page, 'bob');
+    assert.ok(atA.now.video.framesDecoded > atA.first.video.framesDecoded, 'alice decodes bob\'s video');
+    await waitForMedia(b.page, 'alice');
+    for (const p of [a, b]) {
+      const selected = await p.page.evaluate(() => window.meridian.selectedCandidates());
+      assert.ok(selected.length > 0, 'a pair is selected');
+      for (const c of selected) {
+        assert.equal(c.candidateType, 'relay');
+        assert.equal(c.relayProtocol, 'tls', 'the only way out is TURN over TLS');
+      }
+    }
+  } catch (e) {
+    e.message += '\n--- alice console:\n' + a.consoleLines.slice(-30).join('\n')
+      + '\n--- server:\n' + server.logs.join('').split('\n').slice(-60).join('\n');
+    throw e;
+  } finally {
+    await a.context.close();
+    await b.context.close();
+  }
+});
