@@ -197,6 +197,15 @@ pub struct TurnSection {
     /// PEM private key for `tls_cert`.
     #[arg(long = "turn-tls-key", env = "MERIDIAN_TURN_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// Allocations per REST username, i.e. per participant (default 32); more get 486.
+    #[arg(long = "turn-user-quota", env = "MERIDIAN_TURN_USER_QUOTA")]
+    pub user_quota: Option<usize>,
+    /// Allocations on this relay (default 20000); more get 486.
+    #[arg(long = "turn-total-quota", env = "MERIDIAN_TURN_TOTAL_QUOTA")]
+    pub total_quota: Option<usize>,
+    /// Bits per second per allocation and direction before packets are dropped, 0 for no cap (default 20000000).
+    #[arg(long = "turn-bandwidth-cap", env = "MERIDIAN_TURN_BANDWIDTH_CAP")]
+    pub bandwidth_cap: Option<u64>,
 }
 
 /// A resolved `[turn]` section: the relay's configuration, minus the TLS acceptor
@@ -347,7 +356,10 @@ impl TurnSection {
                 tcp_listen,
                 tls_listen,
                 tls_cert,
-                tls_key
+                tls_key,
+                user_quota,
+                total_quota,
+                bandwidth_cap
             ],
             [allow_peers, deny_peers]
         )
@@ -564,6 +576,9 @@ impl TurnSection {
                 tcp_listen: Some(self.tcp_listen.unwrap_or(listen)),
                 tls: None,
                 max_stream_connections: meridian_turn::stream::DEFAULT_MAX_STREAM_CONNECTIONS,
+                user_quota: self.user_quota.unwrap_or(meridian_turn::filter::DEFAULT_USER_QUOTA),
+                total_quota: self.total_quota.unwrap_or(meridian_turn::filter::DEFAULT_TOTAL_QUOTA),
+                bandwidth_cap: self.bandwidth_cap.unwrap_or(meridian_turn::DEFAULT_BANDWIDTH_CAP),
             },
             tls,
             metrics_listen: self.metrics_listen,

@@ -74,6 +74,8 @@ async fn coturn_client_relays_over_udp_tcp_and_tls() {
     assert_relayed(&run(&[], region.turn_addr.port()).await.unwrap(), "UDP");
     assert_relayed(&run(&["-t"], region.turn_tcp_addr.port()).await.unwrap(), "TCP");
     assert_relayed(&run(&["-t", "-S"], region.turn_tls_addr.port()).await.unwrap(), "TLS");
+    // DONT-FRAGMENT in the Allocate (-g): accepted (the crate alone answers 420).
+    assert_relayed(&run(&["-g"], region.turn_addr.port()).await.unwrap(), "UDP, DONT-FRAGMENT");
     // Send indications instead of channels (-s), over TCP.
     assert_relayed(&run(&["-t", "-s"], region.turn_tcp_addr.port()).await.unwrap(), "TCP, Send indications");
     stack.shutdown().await;

@@ -62,7 +62,8 @@ pub fn verify(secret: &[u8], username: &str, now: SystemTime) -> Result<String, 
     Ok(password_for(secret, username))
 }
 
-fn password_for(secret: &[u8], username: &str) -> String {
+/// `base64(HMAC-SHA1(secret, username))`, whatever the expiry.
+pub(crate) fn password_for(secret: &[u8], username: &str) -> String {
     // HMAC accepts keys of any length, so `new_from_slice` cannot fail here.
     let mut mac = Hmac::<Sha1>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(username.as_bytes());

@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod filter;
 pub mod metrics;
 pub mod policy;
+pub mod relay;
 pub mod stream;
 
 use std::net::{IpAddr, SocketAddr};
@@ -61,7 +62,18 @@ pub struct TurnConfig {
     /// Cap on open TCP and TLS connections, each (default
     /// [`stream::DEFAULT_MAX_STREAM_CONNECTIONS`]).
     pub max_stream_connections: usize,
+    /// Allocations per REST username (default [`filter::DEFAULT_USER_QUOTA`]).
+    pub user_quota: usize,
+    /// Allocations per relay (default [`filter::DEFAULT_TOTAL_QUOTA`]).
+    pub total_quota: usize,
+    /// Cap per allocation and direction in bits per second, 0 for none (default
+    /// [`DEFAULT_BANDWIDTH_CAP`]).
+    pub bandwidth_cap: u64,
 }
+
+/// Default bandwidth cap per allocation and direction: 20 Mbit/s, several times
+/// what one participant's 1080p simulcast sends.
+pub const DEFAULT_BANDWIDTH_CAP: u64 = 20_000_000;
 
 /// Default TURN-over-TLS port (RFC 8656 §18, `turns:`).
 pub const DEFAULT_TURNS_PORT: u16 = 5349;
@@ -104,6 +116,7 @@ pub struct TurnRelay {
     tcp_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
     streams: Vec<Arc<stream::StreamConn>>,
+    gate: Arc<filter::Gate>,
 }
 
 impl TurnRelay {
@@ -132,33 +145,60 @@ impl TurnRelay {
             streams.push(conn);
         }
         listeners.extend(streams.iter().map(|s| Arc::clone(s) as Arc<dyn Conn + Send + Sync>));
-        let screen = filter::Screen { policy: config.peer_policy.clone(), secret: config.secret.clone() };
+        let gate = filter::Gate::new(filter::GateConfig {
+            user_quota: config.user_quota,
+            total_quota: config.total_quota,
+            ..filter::GateConfig::new(config.peer_policy.clone(), config.secret.clone(), config.realm.clone())
+        });
+        let mut ended: Vec<Option<tokio::sync::mpsc::Receiver<SocketAddr>>> = vec![None];
+        ended.extend(streams.iter().map(|s| s.ended_connections()));
         let conn_configs = listeners
             .into_iter()
-            .map(|listener| ConnConfig {
-                conn: Arc::new(filter::PeerFilterConn::new(listener, screen.clone())),
-                relay_addr_generator: Box::new(RelayAddressGeneratorStatic {
-                    relay_address: config.relay_ip,
-                    address: config.relay_ip.to_string(),
-                    net: Arc::new(webrtc_util::vnet::net::Net::new(None)),
+            .zip(ended)
+            .map(|(listener, ended)| ConnConfig {
+                conn: Arc::new(filter::GateConn::new(listener, Arc::clone(&gate), ended)),
+                relay_addr_generator: Box::new(relay::CappedRelays {
+                    inner: RelayAddressGeneratorStatic {
+                        relay_address: config.relay_ip,
+                        address: config.relay_ip.to_string(),
+                        net: Arc::new(webrtc_util::vnet::net::Net::new(None)),
+                    },
+                    bytes_per_second: config.bandwidth_cap / 8,
                 }),
             })
             .collect();
+        // The server reports every allocation it closes (expiry, Refresh 0, a
+        // closed connection); the gate's quota counts follow.
+        let (closed_tx, mut closed_rx) = tokio::sync::mpsc::channel::<turn::allocation::AllocationInfo>(1024);
+        tokio::spawn({
+            let gate = Arc::clone(&gate);
+            async move {
+                while let Some(info) = closed_rx.recv().await {
+                    gate.release(info.five_tuple.dst_addr, info.five_tuple.src_addr);
+                }
+            }
+        });
         let server = Server::new(ServerConfig {
             conn_configs,
             realm: config.realm.clone(),
             auth_handler: Arc::new(RestAuth { secret: config.secret.clone() }),
             channel_bind_timeout: CHANNEL_BIND_LIFETIME,
-            alloc_close_notify: None,
+            alloc_close_notify: Some(closed_tx),
         })
         .await?;
         tracing::info!(udp = %local_addr, tcp = ?tcp_addr, tls = ?tls_addr, relay_ip = %config.relay_ip, "TURN relay listening");
-        Ok(Self { server: Arc::new(server), local_addr, tcp_addr, tls_addr, streams })
+        Ok(Self { server: Arc::new(server), local_addr, tcp_addr, tls_addr, streams, gate })
     }
 
     /// The bound UDP address (useful when configured with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// What the gate in front of the server has done (challenges, refusals,
+    /// rate-limited requests, tracked sources, counted allocations).
+    pub fn gate_stats(&self) -> filter::GateStats {
+        self.gate.stats()
     }
 
     /// The bound TCP address, if TCP is on.

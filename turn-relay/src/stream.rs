@@ -52,6 +52,7 @@ pub struct StreamConn {
     clients: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>,
     closed: watch::Sender<bool>,
     dropped: Arc<AtomicUsize>,
+    ended: Mutex<Option<mpsc::Receiver<SocketAddr>>>,
 }
 
 impl StreamConn {
@@ -62,8 +63,23 @@ impl StreamConn {
         let (inbound_tx, inbound_rx) = mpsc::channel(READ_QUEUE);
         let clients: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>> = Arc::default();
         let (closed, closed_rx) = watch::channel(false);
-        tokio::spawn(accept_loop(listener, tls, max_connections, inbound_tx, Arc::clone(&clients), closed_rx));
-        Ok(Self { local, inbound: tokio::sync::Mutex::new(inbound_rx), clients, closed, dropped: Arc::default() })
+        let (ended_tx, ended_rx) = mpsc::channel(READ_QUEUE);
+        let limits = (max_connections, ended_tx);
+        tokio::spawn(accept_loop(listener, tls, limits, inbound_tx, Arc::clone(&clients), closed_rx));
+        Ok(Self {
+            local,
+            inbound: tokio::sync::Mutex::new(inbound_rx),
+            clients,
+            closed,
+            dropped: Arc::default(),
+            ended: Mutex::new(Some(ended_rx)),
+        })
+    }
+
+    /// The addresses of connections as they end (once; later calls get `None`).
+    /// A connection's allocation ends with it (RFC 8656 §3.1).
+    pub fn ended_connections(&self) -> Option<mpsc::Receiver<SocketAddr>> {
+        lock(&self.ended).take()
     }
 
     /// Stops accepting and closes every connection.
@@ -95,7 +111,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<AcceptorSource>,
-    max_connections: usize,
+    (max_connections, ended): (usize, mpsc::Sender<SocketAddr>),
     inbound: mpsc::Sender<(Vec<u8>, SocketAddr)>,
     clients: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>,
     mut closed: watch::Receiver<bool>,
@@ -121,6 +137,7 @@ async fn accept_loop(
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         lock(&clients).insert(peer, tx);
         let (inbound, clients, tls, closed) = (inbound.clone(), Arc::clone(&clients), tls.clone(), closed.clone());
+        let ended = ended.clone();
         tokio::spawn(async move {
             let served = match tls {
                 None => serve(stream, peer, inbound, rx, closed).await,
@@ -131,6 +148,8 @@ async fn accept_loop(
                 },
             };
             lock(&clients).remove(&peer);
+            // Full: the gate is behind; the allocation then times out instead.
+            let _ = ended.try_send(peer);
             if let Err(why) = served {
                 tracing::debug!(%peer, %why, "TURN stream connection closed");
             }

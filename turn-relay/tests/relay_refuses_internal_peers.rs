@@ -27,6 +27,9 @@ async fn relay(allow: &str) -> TurnRelay {
         tcp_listen: None,
         tls: None,
         max_stream_connections: 16,
+        user_quota: 2,
+        total_quota: 100,
+        bandwidth_cap: 0,
     })
     .await
     .expect("relay starts")

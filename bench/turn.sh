@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# TURN relay benchmark (docs/benchmarks.md): Meridian's relay (`meridian turn`,
+# release build) and coturn (Debian's turnserver) on this machine, loaded in turn
+# by the same coturn client, `turnutils_uclient`, client to client through the
+# relay (-y) over channels, UDP.
+#
+# Loads (override with LOADS="name:flags;..."):
+#   light  -m 50  -n 5000 -l 1200 -z 1   50 clients, 1 message/ms each, 1200 bytes
+#   heavy  -m 100 -n 3000 -l 1200 -z 1   100 clients
+# For each run: messages received per second, loss, the server's CPU seconds
+# (utime+stime from /proc) and its peak RSS (VmHWM). RUNS runs per load and server
+# (default 3), alternated; medians and Meridian/coturn ratios are printed.
+# Servers are pinned to core 0, the client to core 1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v turnserver >/dev/null && command -v turnutils_uclient >/dev/null || {
+  apt-get update -qq && apt-get install -y -qq coturn >/dev/null
+}
+cargo build --release --bin meridian
+BIN=target/release/meridian
+RUNS=${RUNS:-3}
+LOADS=${LOADS:-"light:-m 50 -n 5000 -l 1200 -z 1;heavy:-m 100 -n 3000 -l 1200 -z 1"}
+SECRET=bench-turn-secret
+OURS_PORT=34780
+COTURN_PORT=34790
+WORK=$(mktemp -d)
+SERVER=
+trap '[ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; rm -rf "$WORK"' EXIT
+
+start_ours() {
+  RUST_LOG=warn taskset -c 0 "$BIN" turn --turn-listen "127.0.0.1:$OURS_PORT" --turn-relay-ip 127.0.0.1 \
+    --turn-secret "$SECRET" --turn-allow-peer 127.0.0.0/8 --turn-bandwidth-cap 0 --turn-user-quota 1000 \
+    >"$WORK/ours.log" 2>&1 &
+  SERVER=$!
+  PORT=$OURS_PORT
+}
+
+start_coturn() {
+  # coturn as users run it for this, with loopback peers allowed for the comparison.
+  taskset -c 0 turnserver -n --listening-ip 127.0.0.1 --relay-ip 127.0.0.1 --listening-port "$COTURN_PORT" \
+    --use-auth-secret --static-auth-secret "$SECRET" --realm meridian --allow-loopback-peers \
+    --no-tls --no-dtls --no-cli --no-tcp-relay --log-file stdout --simple-log \
+    >"$WORK/coturn.log" 2>&1 &
+  SERVER=$!
+  PORT=$COTURN_PORT
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+peak_rss_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+
+# One run: prints "msgs_per_s loss_percent cpu_seconds peak_rss_mib".
+run_one() {
+  local server=$1 flags=$2
+  "start_$server"
+  sleep 1
+  local before; before=$(cpu_ticks "$SERVER")
+  local start; start=$(date +%s.%N)
+  # shellcheck disable=SC2086
+  taskset -c 1 timeout 300 turnutils_uclient -u bench -W "$SECRET" -y -c $flags -p "$PORT" 127.0.0.1 >"$WORK/client.log" 2>&1 || true
+  local end; end=$(date +%s.%N)
+  local after; after=$(cpu_ticks "$SERVER")
+  local rss; rss=$(peak_rss_kb "$SERVER")
+  kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=
+  local recv; recv=$(grep -o 'tot_recv_msgs=[0-9]*' "$WORK/client.log" | tail -n1 | cut -d= -f2)
+  local loss; loss=$(grep -o 'Total lost packets [0-9]* ([0-9.]*%)' "$WORK/client.log" | tail -n1 | sed 's/.*(\(.*\)%)/\1/')
+  local hz; hz=$(getconf CLK_TCK)
+  awk -v r="${recv:-0}" -v s="$start" -v e="$end" -v l="${loss:-100}" -v c=$((after - before)) -v hz="$hz" -v m="$rss" \
+    'BEGIN { printf "%.0f %.2f %.2f %.1f\n", r / (e - s), l, c / hz, m / 1024 }'
+}
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+echo "load | server | msgs/s (median) | loss % | CPU s | peak RSS MiB | runs (msgs/s)"
+IFS=';' read -ra loads <<<"$LOADS"
+for load in "${loads[@]}"; do
+  name=${load%%:*}; flags=${load#*:}
+  : >"$WORK/ours.runs"; : >"$WORK/coturn.runs"
+  for _ in $(seq 1 "$RUNS"); do
+    run_one ours "$flags" >>"$WORK/ours.runs"
+    run_one coturn "$flags" >>"$WORK/coturn.runs"
+  done
+  for server in ours coturn; do
+    f="$WORK/$server.runs"
+    printf '%s | %s | %s | %s | %s | %s | %s\n' "$name" "$server" \
+      "$(cut -d' ' -f1 "$f" | median)" "$(cut -d' ' -f2 "$f" | median)" "$(cut -d' ' -f3 "$f" | median)" \
+      "$(cut -d' ' -f4 "$f" | median)" "$(cut -d' ' -f1 "$f" | tr '\n' ' ')"
+  done
+  awk -v o="$(cut -d' ' -f1 "$WORK/ours.runs" | median)" -v c="$(cut -d' ' -f1 "$WORK/coturn.runs" | median)" \
+    -v oc="$(cut -d' ' -f3 "$WORK/ours.runs" | median)" -v cc="$(cut -d' ' -f3 "$WORK/coturn.runs" | median)" \
+    -v n="$name" 'BEGIN { printf "%s | ratio Meridian/coturn | throughput %.2f | CPU %.2f\n", n, o / c, (cc > 0 ? oc / cc : 0) }'
+done
