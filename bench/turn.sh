@@ -7,8 +7,10 @@
 # Loads (override with LOADS="name:flags;..."):
 #   light  -m 50  -n 5000 -l 1200 -z 1   50 clients, 1 message/ms each, 1200 bytes
 #   heavy  -m 100 -n 3000 -l 1200 -z 1   100 clients
-# For each run: messages received per second, loss, the server's CPU seconds
-# (utime+stime from /proc) and its peak RSS (VmHWM). RUNS runs per load and server
+# For each run: messages the clients got back, loss, the server's CPU seconds
+# (utime+stime from /proc), CPU microseconds per message received, and the
+# server's peak RSS (VmHWM). Every message crosses the relay twice (client to
+# relay to relay to client). RUNS runs per load and server
 # (default 3), alternated; medians and Meridian/coturn ratios are printed.
 # Servers are pinned to core 0, the client to core 1.
 set -euo pipefail
@@ -48,29 +50,27 @@ start_coturn() {
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 peak_rss_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 
-# One run: prints "msgs_per_s loss_percent cpu_seconds peak_rss_mib".
+# One run: prints "received loss_percent cpu_seconds cpu_us_per_msg peak_rss_mib".
 run_one() {
   local server=$1 flags=$2
   "start_$server"
   sleep 1
   local before; before=$(cpu_ticks "$SERVER")
-  local start; start=$(date +%s.%N)
   # shellcheck disable=SC2086
   taskset -c 1 timeout 300 turnutils_uclient -u bench -W "$SECRET" -y -c $flags -p "$PORT" 127.0.0.1 >"$WORK/client.log" 2>&1 || true
-  local end; end=$(date +%s.%N)
   local after; after=$(cpu_ticks "$SERVER")
   local rss; rss=$(peak_rss_kb "$SERVER")
   kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=
   local recv; recv=$(grep -o 'tot_recv_msgs=[0-9]*' "$WORK/client.log" | tail -n1 | cut -d= -f2)
   local loss; loss=$(grep -o 'Total lost packets [0-9]* ([0-9.]*%)' "$WORK/client.log" | tail -n1 | sed 's/.*(\(.*\)%)/\1/')
   local hz; hz=$(getconf CLK_TCK)
-  awk -v r="${recv:-0}" -v s="$start" -v e="$end" -v l="${loss:-100}" -v c=$((after - before)) -v hz="$hz" -v m="$rss" \
-    'BEGIN { printf "%.0f %.2f %.2f %.1f\n", r / (e - s), l, c / hz, m / 1024 }'
+  awk -v r="${recv:-0}" -v l="${loss:-100}" -v c=$((after - before)) -v hz="$hz" -v m="$rss" \
+    'BEGIN { printf "%d %.2f %.2f %.2f %.1f\n", r, l, c / hz, (r > 0 ? c / hz / r * 1e6 : 0), m / 1024 }'
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-echo "load | server | msgs/s (median) | loss % | CPU s | peak RSS MiB | runs (msgs/s)"
+echo "load | server | received | loss % | CPU s | CPU µs/msg | peak RSS MiB | runs (CPU µs/msg)"
 IFS=';' read -ra loads <<<"$LOADS"
 for load in "${loads[@]}"; do
   name=${load%%:*}; flags=${load#*:}
@@ -79,13 +79,11 @@ for load in "${loads[@]}"; do
     run_one ours "$flags" >>"$WORK/ours.runs"
     run_one coturn "$flags" >>"$WORK/coturn.runs"
   done
+  col() { cut -d' ' -f"$2" "$WORK/$1.runs" | median; }
   for server in ours coturn; do
-    f="$WORK/$server.runs"
-    printf '%s | %s | %s | %s | %s | %s | %s\n' "$name" "$server" \
-      "$(cut -d' ' -f1 "$f" | median)" "$(cut -d' ' -f2 "$f" | median)" "$(cut -d' ' -f3 "$f" | median)" \
-      "$(cut -d' ' -f4 "$f" | median)" "$(cut -d' ' -f1 "$f" | tr '\n' ' ')"
+    printf '%s | %s | %s | %s | %s | %s | %s | %s\n' "$name" "$server" "$(col "$server" 1)" "$(col "$server" 2)" \
+      "$(col "$server" 3)" "$(col "$server" 4)" "$(col "$server" 5)" "$(cut -d' ' -f4 "$WORK/$server.runs" | tr '\n' ' ')"
   done
-  awk -v o="$(cut -d' ' -f1 "$WORK/ours.runs" | median)" -v c="$(cut -d' ' -f1 "$WORK/coturn.runs" | median)" \
-    -v oc="$(cut -d' ' -f3 "$WORK/ours.runs" | median)" -v cc="$(cut -d' ' -f3 "$WORK/coturn.runs" | median)" \
-    -v n="$name" 'BEGIN { printf "%s | ratio Meridian/coturn | throughput %.2f | CPU %.2f\n", n, o / c, (cc > 0 ? oc / cc : 0) }'
+  awk -v o="$(col ours 4)" -v c="$(col coturn 4)" -v n="$name" \
+    'BEGIN { printf "%s | CPU per message, Meridian/coturn: %.2f\n", n, (c > 0 ? o / c : 0) }'
 done

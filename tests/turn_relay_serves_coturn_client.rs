@@ -74,6 +74,17 @@ async fn coturn_client_relays_over_udp_tcp_and_tls() {
     assert_relayed(&run(&[], region.turn_addr.port()).await.unwrap(), "UDP");
     assert_relayed(&run(&["-t"], region.turn_tcp_addr.port()).await.unwrap(), "TCP");
     assert_relayed(&run(&["-t", "-S"], region.turn_tls_addr.port()).await.unwrap(), "TLS");
+    // Payloads of 1400 bytes (a full-size RTP packet) pass whole, on channels and
+    // in Send indications (-s).
+    let big = |extra: &'static [&'static str], port: u16| {
+        tokio::task::spawn_blocking(move || {
+            let mut args: Vec<&str> = extra.to_vec();
+            args.extend(["-u", "alice", "-W", TURN_SECRET, "-y", "-c", "-m", "4", "-n", "100", "-l", "1400", "-z", "5"]);
+            uclient(&args, port)
+        })
+    };
+    assert_relayed(&big(&[], region.turn_addr.port()).await.unwrap(), "UDP, 1400-byte payloads");
+    assert_relayed(&big(&["-s"], region.turn_addr.port()).await.unwrap(), "UDP, 1400-byte Send indications");
     // DONT-FRAGMENT in the Allocate (-g): accepted (the crate alone answers 420).
     assert_relayed(&run(&["-g"], region.turn_addr.port()).await.unwrap(), "UDP, DONT-FRAGMENT");
     // Send indications instead of channels (-s), over TCP.
