@@ -7,7 +7,8 @@
 # Loads (override with LOADS="name:flags;..."):
 #   light  -m 50  -n 5000 -l 1200 -z 1   50 clients, 1 message/ms each, 1200 bytes
 #   heavy  -m 100 -n 3000 -l 1200 -z 1   100 clients
-# For each run: messages the clients got back, loss, the server's CPU seconds
+# For each run: messages the clients got back, messages per second over the
+# client's own transmit time (whole seconds, as it prints them), loss, the server's CPU seconds
 # (utime+stime from /proc), CPU microseconds per message received, and the
 # server's peak RSS (VmHWM). Every message crosses the relay twice (client to
 # relay to relay to client). RUNS runs per load and server
@@ -50,7 +51,7 @@ start_coturn() {
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 peak_rss_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 
-# One run: prints "received loss_percent cpu_seconds cpu_us_per_msg peak_rss_mib".
+# One run: prints "received loss_percent cpu_seconds cpu_us_per_msg peak_rss_mib msgs_per_s".
 run_one() {
   local server=$1 flags=$2
   "start_$server"
@@ -63,14 +64,15 @@ run_one() {
   kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=
   local recv; recv=$(grep -o 'tot_recv_msgs=[0-9]*' "$WORK/client.log" | tail -n1 | cut -d= -f2)
   local loss; loss=$(grep -o 'Total lost packets [0-9]* ([0-9.]*%)' "$WORK/client.log" | tail -n1 | sed 's/.*(\(.*\)%)/\1/')
+  local secs; secs=$(grep -o 'Total transmit time is [0-9]*' "$WORK/client.log" | tail -n1 | awk '{print $5}')
   local hz; hz=$(getconf CLK_TCK)
-  awk -v r="${recv:-0}" -v l="${loss:-100}" -v c=$((after - before)) -v hz="$hz" -v m="$rss" \
-    'BEGIN { printf "%d %.2f %.2f %.2f %.1f\n", r, l, c / hz, (r > 0 ? c / hz / r * 1e6 : 0), m / 1024 }'
+  awk -v r="${recv:-0}" -v l="${loss:-100}" -v c=$((after - before)) -v hz="$hz" -v m="$rss" -v t="${secs:-0}" \
+    'BEGIN { printf "%d %.2f %.2f %.2f %.1f %.0f\n", r, l, c / hz, (r > 0 ? c / hz / r * 1e6 : 0), m / 1024, (t > 0 ? r / t : 0) }'
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-echo "load | server | received | loss % | CPU s | CPU µs/msg | peak RSS MiB | runs (CPU µs/msg)"
+echo "load | server | received | msgs/s | loss % | CPU s | CPU µs/msg | peak RSS MiB | runs (CPU µs/msg)"
 IFS=';' read -ra loads <<<"$LOADS"
 for load in "${loads[@]}"; do
   name=${load%%:*}; flags=${load#*:}
@@ -81,7 +83,7 @@ for load in "${loads[@]}"; do
   done
   col() { cut -d' ' -f"$2" "$WORK/$1.runs" | median; }
   for server in ours coturn; do
-    printf '%s | %s | %s | %s | %s | %s | %s | %s\n' "$name" "$server" "$(col "$server" 1)" "$(col "$server" 2)" \
+    printf '%s | %s | %s | %s | %s | %s | %s | %s | %s\n' "$name" "$server" "$(col "$server" 1)" "$(col "$server" 6)" "$(col "$server" 2)" \
       "$(col "$server" 3)" "$(col "$server" 4)" "$(col "$server" 5)" "$(cut -d' ' -f4 "$WORK/$server.runs" | tr '\n' ' ')"
   done
   awk -v o="$(col ours 4)" -v c="$(col coturn 4)" -v n="$name" \

@@ -312,7 +312,7 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
         // Both are set: the config above asks for them.
         let turn_tcp_addr = turn.tcp_addr().unwrap_or(turn_addr);
         let turn_tls_addr = turn.tls_addr().unwrap_or(turn_addr);
-        turn.report_allocations(turn_metrics.allocations(&turn_addr.to_string()));
+        turn.report(&turn_metrics);
         relays.push(turn);
 
         let node_id = format!("{}-1", region.id);

@@ -195,7 +195,7 @@ pub async fn run_turn(role: TurnRole, shutdown: impl Future<Output = ()>) -> any
     let relay = TurnRelay::start(config).await.context("starting the TURN relay")?;
     let mut registry = Registry::default();
     let metrics = TurnMetrics::register(&mut registry);
-    relay.report_allocations(metrics.allocations(&relay.local_addr().to_string()));
+    relay.report(&metrics);
     if let Some(addr) = role.metrics_listen {
         serve_metrics(addr, Arc::new(registry)).await?;
     }

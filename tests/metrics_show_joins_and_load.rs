@@ -33,6 +33,7 @@ async fn joins_show_up_in_gateway_and_node_metrics() {
     assert_eq!(value(&m, r#"meridian_sfu_participants{node="local-1"}"#), Some(2.0), "{m}");
     assert_eq!(value(&m, r#"meridian_sfu_rooms{node="local-1"}"#), Some(1.0), "{m}");
     assert!(m.contains("meridian_turn_allocations"), "{m}");
+    assert!(m.contains("meridian_turn_gate_requests_total{") && m.contains("outcome=\"rate_limited\""), "{m}");
 
     let (status, _) = http(stack.gateway_addr, "GET", "/rtc/validate?access_token=nope", &[], "").await;
     assert_eq!(status, 401);

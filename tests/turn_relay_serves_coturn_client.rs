@@ -79,7 +79,22 @@ async fn coturn_client_relays_over_udp_tcp_and_tls() {
     let big = |extra: &'static [&'static str], port: u16| {
         tokio::task::spawn_blocking(move || {
             let mut args: Vec<&str> = extra.to_vec();
-            args.extend(["-u", "alice", "-W", TURN_SECRET, "-y", "-c", "-m", "4", "-n", "100", "-l", "1400", "-z", "5"]);
+            args.extend([
+                "-u",
+                "alice",
+                "-W",
+                TURN_SECRET,
+                "-y",
+                "-c",
+                "-m",
+                "4",
+                "-n",
+                "100",
+                "-l",
+                "1400",
+                "-z",
+                "5",
+            ]);
             uclient(&args, port)
         })
     };

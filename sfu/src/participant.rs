@@ -33,6 +33,9 @@ use meridian_schema::ids;
 
 /// Longest an answer to a publisher offer waits for webrtc-rs to start its receivers.
 pub const RECEIVER_START_WAIT: Duration = Duration::from_millis(500);
+/// How long after an answer a published section may stay without a track before
+/// [`Participant::watch_media_arrival`] warns (the simulcast fallback takes 2 s).
+pub const MEDIA_ARRIVAL_WAIT: Duration = Duration::from_secs(5);
 
 /// Outgoing signal messages of one participant, drained by its socket writer.
 pub type SignalTx = mpsc::Sender<Out>;
@@ -114,7 +117,7 @@ pub struct Participant {
     negotiation: tokio::sync::Mutex<Negotiation>,
     /// AddTrackRequests answered but whose media has not arrived.
     pending_tracks: Mutex<Vec<PendingTrack>>,
-    published: Mutex<Vec<Arc<PublishedTrack>>>,
+    published: Arc<Mutex<Vec<Arc<PublishedTrack>>>>,
     down_tracks: Mutex<HashMap<String, Arc<RTCRtpSender>>>,
     /// The `sfu.join` span; milestones (`sfu.ice_connected`, `sfu.first_rtp_forwarded`) are its children.
     trace: tracing::Span,
@@ -196,7 +199,7 @@ impl Participant {
             subscriber_candidates: Mutex::new(Some(Vec::new())),
             negotiation: tokio::sync::Mutex::new(Negotiation::default()),
             pending_tracks: Mutex::new(Vec::new()),
-            published: Mutex::new(Vec::new()),
+            published: Arc::new(Mutex::new(Vec::new())),
             down_tracks: Mutex::new(HashMap::new()),
             trace,
             sub_data: [reliable, lossy],
@@ -365,6 +368,7 @@ impl Participant {
         self.publisher.set_local_description(answer.clone()).await?;
         self.await_receivers(&sections).await;
         let sdp = self.publisher.local_description().await.map(|d| d.sdp).unwrap_or(answer.sdp);
+        self.watch_media_arrival(&sections, &sdp, offer.id);
         self.send(Out::Answer(proto::SessionDescription {
             r#type: "answer".into(),
             sdp,
@@ -374,6 +378,35 @@ impl Participant {
         let silent: Vec<&str> = sections.iter().filter(|s| !s.sending).filter_map(|s| s.mid.as_deref()).collect();
         let published = lock(&self.published);
         Ok(published.iter().filter(|t| silent.contains(&t.mid().as_str())).map(|t| t.sid.clone()).collect())
+    }
+
+    /// Warns when a section the offer sends on has produced no published track
+    /// [`MEDIA_ARRIVAL_WAIT`] after the answer: `on_track` never fired, so the
+    /// track reaches nobody. A diagnostic for a rare failure seen after failover
+    /// (a republished video track that never arrives); the warning carries what the
+    /// answer said about those sections.
+    fn watch_media_arrival(&self, sections: &[sdp::MediaSection], answer: &str, offer_id: u32) {
+        let expected: Vec<String> =
+            sections.iter().filter(|s| s.sending && s.track_id.is_some()).filter_map(|s| s.mid.clone()).collect();
+        if expected.is_empty() {
+            return;
+        }
+        let answered: Vec<(Option<String>, bool)> =
+            sdp::media_sections(answer).into_iter().map(|s| (s.mid, s.sending)).collect();
+        let published = Arc::downgrade(&self.published);
+        let sid = self.sid.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(MEDIA_ARRIVAL_WAIT).await;
+            let Some(published) = published.upgrade() else { return };
+            let have: Vec<String> = lock(&published).iter().map(|t| t.mid()).collect();
+            let missing: Vec<&String> = expected.iter().filter(|m| !have.contains(m)).collect();
+            if !missing.is_empty() {
+                let in_answer: Vec<_> =
+                    answered.iter().filter(|(mid, _)| mid.as_ref().is_some_and(|m| missing.contains(&m))).collect();
+                tracing::warn!(participant = %sid, offer_id, ?missing, ?in_answer,
+                    "no track from these published sections: on_track has not fired");
+            }
+        });
     }
 
     /// Waits until webrtc-rs has started a receiver for every SSRC the offer

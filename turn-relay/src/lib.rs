@@ -211,21 +211,32 @@ impl TurnRelay {
         self.tls_addr
     }
 
-    /// Keeps `gauge` at the number of live allocations, polled every
-    /// [`ALLOCATION_POLL`], until the relay closes.
-    pub fn report_allocations(&self, gauge: prometheus_client::metrics::gauge::Gauge) {
+    /// Keeps `metrics` for this relay (labelled with its UDP address) current:
+    /// live allocations and the gate's counts, polled every [`ALLOCATION_POLL`],
+    /// until the relay closes.
+    pub fn report(&self, metrics: &metrics::TurnMetrics) {
+        let label = self.local_addr.to_string();
+        let gauge = metrics.allocations(&label);
+        let metrics = metrics.clone();
+        // Every series exists from the start, at zero.
+        metrics.record_gate(&label, &filter::GateStats::default(), &filter::GateStats::default());
         let server = Arc::downgrade(&self.server);
+        let gate = Arc::downgrade(&self.gate);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(ALLOCATION_POLL);
+            let mut before = filter::GateStats::default();
             loop {
                 tick.tick().await;
-                let Some(server) = server.upgrade() else { break };
+                let (Some(server), Some(gate)) = (server.upgrade(), gate.upgrade()) else { break };
                 match server.get_allocations_info(None).await {
                     Ok(allocations) => {
                         gauge.set(i64::try_from(allocations.len()).unwrap_or(i64::MAX));
                     }
                     Err(_) => break, // closed
                 }
+                let now = gate.stats();
+                metrics.record_gate(&label, &before, &now);
+                before = now;
             }
         });
     }
