@@ -4,6 +4,11 @@
 //!   generated City database and registry, in nanoseconds per decision.
 //! - `serve-gateway` / `serve-bare`: a gateway (memory store) and a bare hyper
 //!   handler on loopback, for `bench/gateway.sh` to load with `wrk` side by side.
+//! - `null-node` / `hold`: for `bench/gateway_ws.sh`, a stand-in SFU node that
+//!   accepts signal WebSockets and holds them without a word, and a client that
+//!   opens N of them (through a gateway started with `serve-gateway --node`, or
+//!   straight to the node) and holds them, so the gateway's memory per proxied
+//!   connection and its join rate can be read off.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -48,6 +53,31 @@ enum Command {
     ServeGateway {
         #[arg(long, default_value = "127.0.0.1:7990")]
         addr: SocketAddr,
+        /// Register a node at this signal address (heartbeat every 2 s) so `/rtc` is proxied to it.
+        #[arg(long)]
+        node: Option<SocketAddr>,
+        /// The gateway's cap on open connections.
+        #[arg(long, default_value_t = 10_000)]
+        max_connections: usize,
+    },
+    /// Accept WebSocket upgrades on any path and hold them open, answering nothing.
+    NullNode {
+        #[arg(long, default_value = "127.0.0.1:7992")]
+        addr: SocketAddr,
+    },
+    /// Open `connections` WebSockets to `url`, print the time it took, hold them
+    /// for `hold` seconds, then close them.
+    Hold {
+        /// e.g. `ws://127.0.0.1:7990/rtc?access_token=...`
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Connections opened at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 5)]
+        hold: u64,
     },
     /// Serve a bare hyper handler answering 200 `success` on `addr`.
     ServeBare {
@@ -136,7 +166,7 @@ fn route_bench(networks: u32, regions: u32, decisions: u32, runs: usize, explain
     Ok(())
 }
 
-async fn serve_gateway(addr: SocketAddr) -> anyhow::Result<()> {
+async fn serve_gateway(addr: SocketAddr, node: Option<SocketAddr>, max_connections: usize) -> anyhow::Result<()> {
     let authority = TokenAuthority::new("benchkey", "bench-secret-of-some-length");
     let token = authority.mint(&MintRequest {
         room: "bench".into(),
@@ -146,6 +176,29 @@ async fn serve_gateway(addr: SocketAddr) -> anyhow::Result<()> {
         ttl: Duration::from_secs(3600),
         grants: Grants::default(),
     })?;
+    let store: Arc<dyn meridian_schema::Store> = Arc::new(MemoryStore::new());
+    if let Some(node) = node {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            loop {
+                let record = NodeRecord {
+                    id: "bench-1".into(),
+                    region: "local".into(),
+                    position: None,
+                    signal_addr: node.to_string(),
+                    turn_urls: vec![],
+                    capacity: 1_000_000,
+                    load: NodeLoad::default(),
+                    draining: false,
+                    last_seen: SystemTime::now(),
+                };
+                if let Err(e) = store.heartbeat(&record).await {
+                    eprintln!("heartbeat: {e}");
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        });
+    }
     let mut registry = prometheus_client::registry::Registry::default();
     let gateway = Arc::new(Gateway::new(
         GatewayConfig {
@@ -153,12 +206,12 @@ async fn serve_gateway(addr: SocketAddr) -> anyhow::Result<()> {
             default_region: "local".into(),
             dev_tokens: false,
             client_js: None,
-            max_connections: 10_000,
+            max_connections,
             trusted_proxies: vec![],
             tls: None,
         },
         authority,
-        Arc::new(MemoryStore::new()),
+        Arc::clone(&store),
         Locator::none(),
         Observability { metrics: GatewayMetrics::register(&mut registry), registry: Arc::new(registry) },
     ));
@@ -186,12 +239,59 @@ async fn serve_bare(addr: SocketAddr) -> anyhow::Result<()> {
     }
 }
 
+async fn null_node(addr: SocketAddr) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!("ready");
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            if let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await {
+                while let Some(Ok(_)) = ws.next().await {}
+            }
+        });
+    }
+}
+
+async fn hold(url: String, connections: usize, concurrency: usize, hold: u64) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    let start = Instant::now();
+    let opened: Vec<_> = futures_util::stream::iter(0..connections)
+        .map(|_| {
+            let url = url.clone();
+            async move { tokio_tungstenite::connect_async(url).await.map(|(ws, _)| ws) }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let elapsed = start.elapsed().as_secs_f64();
+    let (ok, failed): (Vec<_>, Vec<_>) = opened.into_iter().partition(|r| r.is_ok());
+    if let Some(Err(e)) = failed.first() {
+        eprintln!("first failure: {e}");
+    }
+    println!(
+        "opened {} of {connections} in {elapsed:.2} s ({:.0} per second), {} failed",
+        ok.len(),
+        ok.len() as f64 / elapsed,
+        failed.len()
+    );
+    tokio::time::sleep(Duration::from_secs(hold)).await;
+    drop(ok);
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Route { networks, regions, decisions, runs, explain } => {
             route_bench(networks, regions, decisions, runs, explain)
         }
-        Command::ServeGateway { addr } => tokio::runtime::Runtime::new()?.block_on(serve_gateway(addr)),
+        Command::ServeGateway { addr, node, max_connections } => {
+            tokio::runtime::Runtime::new()?.block_on(serve_gateway(addr, node, max_connections))
+        }
+        Command::NullNode { addr } => tokio::runtime::Runtime::new()?.block_on(null_node(addr)),
+        Command::Hold { url, connections, concurrency, hold: secs } => {
+            tokio::runtime::Runtime::new()?.block_on(hold(url, connections, concurrency, secs))
+        }
         Command::ServeBare { addr } => tokio::runtime::Runtime::new()?.block_on(serve_bare(addr)),
     }
 }

@@ -23,6 +23,12 @@ use tracing::Instrument;
 use crate::http_util::{query, text, Body};
 use crate::Gateway;
 
+/// Bytes buffered per direction while splicing a signal socket. Signal messages
+/// are mostly under 1 KiB (an SDP is a few); tokio's default of 8 KiB per
+/// direction was most of the gateway's ~18 KiB per held connection
+/// (`bench/gateway_ws.sh`).
+const SPLICE_BUFFER: usize = 2048;
+
 /// Request headers copied to the node on the upgrade.
 const FORWARDED_HEADERS: [HeaderName; 6] = [
     header::UPGRADE,
@@ -159,7 +165,7 @@ async fn rtc_routed(
             }
         };
         let (mut client, mut node) = (TokioIo::new(client), TokioIo::new(node));
-        match tokio::io::copy_bidirectional(&mut client, &mut node).await {
+        match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut node, SPLICE_BUFFER, SPLICE_BUFFER).await {
             Ok((up, down)) => tracing::debug!(bytes_up = up, bytes_down = down, "signal socket closed"),
             Err(e) => tracing::debug!(error = %e, "signal socket ended"),
         }
