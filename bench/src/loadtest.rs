@@ -1,0 +1,687 @@
+//! The load tester: participants that join rooms through a LiveKit-protocol URL
+//! (Meridian's gateway, or a node), publish real encoded media from files, and
+//! measure what they receive, after LiveKit's `lk load-test`.
+//!
+//! Each participant speaks LiveKit's signal protocol (dual peer connection, as
+//! livekit-client does) over `ws(s)://HOST/rtc` with `webrtc` peers. Publishers
+//! send VP8 frames read from an IVF file and Opus packets read from an Ogg file
+//! (made with `ffmpeg`, `bench/clips.sh`), looped, packetised here so that the
+//! send time of every RTP sequence number is known. Every participant subscribes
+//! to everything (the SFU's auto-subscribe) and counts, per received track:
+//! packets, bytes, frames (marker bits), loss (sequence gaps), interarrival jitter
+//! (RFC 3550 §6.4.1), and the forwarding delay (send and receive time of the same
+//! sequence number on this process's clock). With `sfu_pid`, the SFU process's CPU
+//! seconds and RSS are read from `/proc` around the run. `LOADTEST_DEBUG=1`
+//! prints each received track's start, end and counts.
+//!
+//! Known problem: when a publisher sends video and audio, subscribers often
+//! receive only one of the two in time (a track's `on_track` comes seconds late,
+//! or its reader ends with `ErrBufferClosed` after a renegotiation). One video
+//! track to many subscribers, and audio-only rooms, measure cleanly.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use livekit_protocol as proto;
+use meridian_auth::{Grants, MintRequest, TokenAuthority};
+use meridian_sfu::engine::{Engine, IceConfig};
+use prost::Message as _;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message as Frame;
+use webrtc::api::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit};
+use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+use webrtc::peer_connection::signaling_state::RTCSignalingState;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtp::packetizer::Packetizer;
+use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
+use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
+use webrtc::track::track_local::TrackLocalWriter;
+use webrtc::track::track_remote::TrackRemote;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `ws://HOST:PORT` of the gateway (or a node).
+    pub url: String,
+    /// API key and secret to mint join tokens with.
+    pub api_key: String,
+    /// API secret.
+    pub api_secret: String,
+    /// Publishers per room.
+    pub publishers: usize,
+    /// Subscribe-only participants per room.
+    pub subscribers: usize,
+    /// Rooms, each with `publishers` and `subscribers`.
+    pub rooms: usize,
+    /// How long to measure, after everyone has joined.
+    pub duration: Duration,
+    /// VP8 IVF file publishers send (looped); `None` for audio only.
+    pub video: Option<PathBuf>,
+    /// Ogg Opus file (20 ms pages) publishers send (looped); `None` for no audio.
+    pub audio: Option<PathBuf>,
+    /// The SFU process, for CPU seconds and RSS from `/proc`.
+    pub sfu_pid: Option<u32>,
+}
+
+/// One run's figures. Delays and jitter in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Participants that joined.
+    pub participants: usize,
+    /// Tracks received, summed over participants.
+    pub tracks_received: usize,
+    /// RTP packets received by all participants during the measurement.
+    pub packets: u64,
+    /// Of those, per second.
+    pub packets_per_second: f64,
+    /// Bytes of RTP payload and header received.
+    pub bytes: u64,
+    /// Video frames received (marker bits).
+    pub frames: u64,
+    /// Packets missing from the sequence, as a percentage of those expected.
+    pub loss_percent: f64,
+    /// Forwarding delay (publisher's send to subscriber's receive), median.
+    pub delay_p50_ms: f64,
+    /// Forwarding delay, 99th percentile.
+    pub delay_p99_ms: f64,
+    /// Interarrival jitter at the end, median over tracks.
+    pub jitter_p50_ms: f64,
+    /// Interarrival jitter at the end, 99th percentile over tracks.
+    pub jitter_p99_ms: f64,
+    /// SFU CPU seconds (user + system) during the measurement.
+    pub sfu_cpu_seconds: Option<f64>,
+    /// SFU resident memory at the end, MiB.
+    pub sfu_rss_mib: Option<f64>,
+    /// SFU CPU microseconds per received packet.
+    pub sfu_cpu_us_per_packet: Option<f64>,
+}
+
+/// Send times by sequence number, nanoseconds since [`Shared::epoch`] plus one
+/// (0: not sent).
+struct SendLog(Vec<AtomicU64>);
+
+struct Shared {
+    epoch: Instant,
+    sent: RwLock<HashMap<String, Arc<SendLog>>>,
+    received: Mutex<Vec<Arc<Mutex<TrackStats>>>>,
+    measuring: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+#[derive(Default)]
+struct TrackStats {
+    clock_rate: u32,
+    packets: u64,
+    bytes: u64,
+    frames: u64,
+    base_seq: Option<i64>,
+    highest_seq: i64,
+    jitter: f64,
+    last_transit: Option<f64>,
+    delays_us: Vec<u32>,
+}
+
+impl TrackStats {
+    fn on_packet(&mut self, seq: u16, rtp_ts: u32, marker: bool, len: usize, arrival: Duration, delay_us: Option<u32>) {
+        // Extend the 16-bit sequence number.
+        let ext = match self.base_seq {
+            None => {
+                self.base_seq = Some(i64::from(seq));
+                self.highest_seq = i64::from(seq);
+                i64::from(seq)
+            }
+            Some(_) => {
+                let last = self.highest_seq;
+                let mut ext = (last & !0xffff) | i64::from(seq);
+                if ext < last - 0x8000 {
+                    ext += 0x1_0000;
+                } else if ext > last + 0x8000 {
+                    ext -= 0x1_0000;
+                }
+                ext
+            }
+        };
+        self.highest_seq = self.highest_seq.max(ext);
+        self.packets += 1;
+        self.bytes += len as u64;
+        if marker && self.clock_rate == 90_000 {
+            self.frames += 1;
+        }
+        let rate = f64::from(self.clock_rate.max(1));
+        let transit = arrival.as_secs_f64() * rate - f64::from(rtp_ts);
+        if let Some(last) = self.last_transit {
+            let d = (transit - last).abs();
+            // Timestamps wrap; a jump of more than a minute is a wrap, not jitter.
+            if d < 60.0 * rate {
+                self.jitter += (d - self.jitter) / 16.0;
+            }
+        }
+        self.last_transit = Some(transit);
+        if let Some(d) = delay_us {
+            if self.delays_us.len() < 200_000 {
+                self.delays_us.push(d);
+            }
+        }
+    }
+
+    fn expected(&self) -> u64 {
+        self.base_seq.map(|b| u64::try_from(self.highest_seq - b + 1).unwrap_or(0)).unwrap_or(0)
+    }
+}
+
+/// Media read from the clip files.
+struct Clips {
+    video: Vec<Bytes>,
+    frame: Duration,
+    audio: Vec<Bytes>,
+}
+
+fn read_clips(cfg: &Config) -> anyhow::Result<Clips> {
+    let mut clips = Clips { video: Vec::new(), frame: Duration::from_millis(33), audio: Vec::new() };
+    if let Some(path) = &cfg.video {
+        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let (mut reader, header) = webrtc::media::io::ivf_reader::IVFReader::new(std::io::BufReader::new(file))
+            .with_context(|| format!("{} is not an IVF file", path.display()))?;
+        if &header.four_cc != b"VP80" {
+            bail!("{}: VP8 IVF expected, found {:?}", path.display(), header.four_cc);
+        }
+        if header.timebase_denominator > 0 {
+            clips.frame =
+                Duration::from_secs_f64(f64::from(header.timebase_numerator) / f64::from(header.timebase_denominator));
+        }
+        while let Ok((frame, _)) = reader.parse_next_frame() {
+            clips.video.push(frame.freeze());
+        }
+        if clips.video.is_empty() {
+            bail!("{}: no frames", path.display());
+        }
+    }
+    if let Some(path) = &cfg.audio {
+        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let (mut reader, _) = webrtc::media::io::ogg_reader::OggReader::new(std::io::BufReader::new(file), true)
+            .with_context(|| format!("{} is not an Ogg file", path.display()))?;
+        while let Ok((page, _)) = reader.parse_next_page() {
+            // OpusHead and OpusTags pages carry no audio.
+            if !page.starts_with(b"OpusHead") && !page.starts_with(b"OpusTags") {
+                clips.audio.push(page.freeze());
+            }
+        }
+        if clips.audio.is_empty() {
+            bail!("{}: no Opus pages", path.display());
+        }
+    }
+    Ok(clips)
+}
+
+/// Runs the load and returns the figures.
+///
+/// Errors: unreadable clips, a participant that cannot join within 20 s.
+pub async fn run(cfg: Config) -> anyhow::Result<Report> {
+    let clips = Arc::new(read_clips(&cfg)?);
+    let authority = TokenAuthority::new(&cfg.api_key, &cfg.api_secret);
+    let loopback = cfg.url.contains("://127.") || cfg.url.contains("://localhost") || cfg.url.contains("://[::1]");
+    let engine = Arc::new(Engine::new(&IceConfig { include_loopback: loopback, loopback_only: loopback })?);
+    let shared = Arc::new(Shared {
+        epoch: Instant::now(),
+        sent: RwLock::default(),
+        received: Mutex::default(),
+        measuring: Default::default(),
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut joined = Vec::new();
+    for room in 0..cfg.rooms {
+        for i in 0..cfg.publishers + cfg.subscribers {
+            let publisher = i < cfg.publishers;
+            let identity = format!("{}-{room}-{i}", if publisher { "pub" } else { "sub" });
+            let token = authority
+                .mint(&MintRequest {
+                    room: format!("load-{room}"),
+                    identity: identity.clone(),
+                    name: String::new(),
+                    metadata: String::new(),
+                    ttl: Duration::from_secs(3600),
+                    grants: Grants::default(),
+                })?
+                .jwt;
+            let url = format!("{}/rtc?access_token={token}&auto_subscribe=1&sdk=rust&protocol=16", cfg.url);
+            let p = tokio::time::timeout(
+                Duration::from_secs(20),
+                Participant::join(&url, Arc::clone(&engine), Arc::clone(&shared), stop_rx.clone()),
+            )
+            .await
+            .with_context(|| format!("{identity} did not join within 20 s"))??;
+            if publisher {
+                p.publish(&clips, stop_rx.clone()).await.with_context(|| format!("{identity} publishing"))?;
+            }
+            joined.push(p);
+        }
+    }
+    // Let negotiation settle and keyframes arrive before measuring.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let tracks: Vec<_> = lock(&shared.received).clone();
+    for t in tracks {
+        let mut t = lock(&t);
+        let clock_rate = t.clock_rate;
+        *t = TrackStats { clock_rate, ..TrackStats::default() };
+    }
+    shared.measuring.store(true, Ordering::Relaxed);
+    let cpu_before = cfg.sfu_pid.and_then(cpu_seconds);
+    let start = Instant::now();
+    tokio::time::sleep(cfg.duration).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    shared.measuring.store(false, Ordering::Relaxed);
+    let cpu_after = cfg.sfu_pid.and_then(cpu_seconds);
+    let rss = cfg.sfu_pid.and_then(rss_mib);
+    let _ = stop_tx.send(true);
+
+    let tracks: Vec<_> = lock(&shared.received).clone();
+    let (mut packets, mut bytes, mut frames, mut expected) = (0u64, 0u64, 0u64, 0u64);
+    let mut delays: Vec<u32> = Vec::new();
+    let mut jitters: Vec<f64> = Vec::new();
+    let debug = std::env::var_os("LOADTEST_DEBUG").is_some();
+    for t in &tracks {
+        let t = lock(t);
+        if debug {
+            eprintln!(
+                "track: clock {} packets {} expected {} frames {}",
+                t.clock_rate,
+                t.packets,
+                t.expected(),
+                t.frames
+            );
+        }
+        packets += t.packets;
+        bytes += t.bytes;
+        frames += t.frames;
+        expected += t.expected();
+        delays.extend_from_slice(&t.delays_us);
+        if t.packets > 1 {
+            jitters.push(t.jitter / f64::from(t.clock_rate.max(1)) * 1000.0);
+        }
+    }
+    delays.sort_unstable();
+    jitters.sort_by(f64::total_cmp);
+    let pct = |v: &[f64], p: f64| v.get(((v.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
+    let delays_ms: Vec<f64> = delays.iter().map(|d| f64::from(*d) / 1000.0).collect();
+    let cpu = cpu_before.zip(cpu_after).map(|(b, a)| a - b);
+    for p in joined {
+        p.close().await;
+    }
+    Ok(Report {
+        participants: cfg.rooms * (cfg.publishers + cfg.subscribers),
+        tracks_received: tracks.len(),
+        packets,
+        packets_per_second: packets as f64 / elapsed,
+        bytes,
+        frames,
+        loss_percent: if expected > 0 {
+            100.0 * expected.saturating_sub(packets) as f64 / expected as f64
+        } else {
+            0.0
+        },
+        delay_p50_ms: pct(&delays_ms, 0.5),
+        delay_p99_ms: pct(&delays_ms, 0.99),
+        jitter_p50_ms: pct(&jitters, 0.5),
+        jitter_p99_ms: pct(&jitters, 0.99),
+        sfu_cpu_seconds: cpu,
+        sfu_rss_mib: rss,
+        sfu_cpu_us_per_packet: cpu.filter(|_| packets > 0).map(|c| c * 1e6 / packets as f64),
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `/proc/PID/stat` utime + stime, in seconds (USER_HZ is 100 on Linux).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+type Out = mpsc::UnboundedSender<proto::signal_request::Message>;
+
+/// One participant: a signal connection and two peer connections.
+struct Participant {
+    out: Out,
+    publisher: Arc<RTCPeerConnection>,
+    subscriber: Arc<RTCPeerConnection>,
+    published: Arc<Mutex<HashMap<String, String>>>,
+    shared: Arc<Shared>,
+}
+
+impl Participant {
+    async fn join(
+        url: &str,
+        engine: Arc<Engine>,
+        shared: Arc<Shared>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<Self> {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.context("signal connection")?;
+        let (mut sink, mut stream) = ws.split();
+        let join = loop {
+            let Some(frame) = stream.next().await else { bail!("signal closed before JoinResponse") };
+            if let Frame::Binary(b) = frame? {
+                if let Some(proto::signal_response::Message::Join(j)) = proto::SignalResponse::decode(b)?.message {
+                    break j;
+                }
+            }
+        };
+        if join.participant.is_none() {
+            bail!("JoinResponse without a participant");
+        }
+        let (out, mut out_rx) = mpsc::unbounded_channel::<proto::signal_request::Message>();
+        tokio::spawn(async move {
+            while let Some(m) = out_rx.recv().await {
+                let bytes = proto::SignalRequest { message: Some(m) }.encode_to_vec();
+                if sink.send(Frame::Binary(bytes.into())).await.is_err() {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        let publisher = engine.peer_connection().await?;
+        let subscriber = engine.peer_connection().await?;
+        for (pc, target) in
+            [(&publisher, proto::SignalTarget::Publisher), (&subscriber, proto::SignalTarget::Subscriber)]
+        {
+            let out = out.clone();
+            pc.on_ice_candidate(Box::new(move |c: Option<RTCIceCandidate>| {
+                let out = out.clone();
+                Box::pin(async move {
+                    let Some(json) = c.and_then(|c| c.to_json().ok()).and_then(|i| serde_json::to_string(&i).ok())
+                    else {
+                        return;
+                    };
+                    let _ = out.send(proto::signal_request::Message::Trickle(proto::TrickleRequest {
+                        candidate_init: json,
+                        target: target as i32,
+                        r#final: false,
+                    }));
+                })
+            }));
+        }
+        let stats_shared = Arc::clone(&shared);
+        let stop_reading = stop.clone();
+        subscriber.on_track(Box::new(move |track: Arc<TrackRemote>, _, _| {
+            let shared = Arc::clone(&stats_shared);
+            let stop = stop_reading.clone();
+            Box::pin(async move { read_track(track, shared, stop).await })
+        }));
+        let published: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+        let p = Self {
+            out: out.clone(),
+            publisher: Arc::clone(&publisher),
+            subscriber: Arc::clone(&subscriber),
+            published: Arc::clone(&published),
+            shared,
+        };
+        tokio::spawn(signal_loop(stream, out, publisher, subscriber, published, stop));
+        Ok(p)
+    }
+
+    /// Adds a VP8 and an Opus track (as the clips allow) one at a time, as
+    /// livekit-client does: announce (AddTrackRequest), offer, wait for the
+    /// answer, then the next; each starts sending once answered.
+    async fn publish(&self, clips: &Arc<Clips>, stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
+        let mut tracks = Vec::new();
+        if !clips.video.is_empty() {
+            tracks.push((MIME_TYPE_VP8, 90_000, proto::TrackType::Video, proto::TrackSource::Camera));
+        }
+        if !clips.audio.is_empty() {
+            tracks.push((MIME_TYPE_OPUS, 48_000, proto::TrackType::Audio, proto::TrackSource::Microphone));
+        }
+        for (offer_id, (mime, clock_rate, kind, source)) in (1u32..).zip(tracks) {
+            let cid = format!("{}-{}", kind.as_str_name().to_lowercase(), rand::random::<u32>());
+            let codec = RTCRtpCodecCapability {
+                mime_type: mime.to_owned(),
+                clock_rate,
+                channels: if kind == proto::TrackType::Audio { 2 } else { 0 },
+                ..Default::default()
+            };
+            let track = Arc::new(TrackLocalStaticRTP::new(codec, cid.clone(), "loadtest".into()));
+            self.publisher.add_track(Arc::clone(&track) as _).await?;
+            let _ = self.out.send(proto::signal_request::Message::AddTrack(proto::AddTrackRequest {
+                cid: cid.clone(),
+                name: cid.clone(),
+                r#type: kind as i32,
+                width: if kind == proto::TrackType::Video { 1280 } else { 0 },
+                height: if kind == proto::TrackType::Video { 720 } else { 0 },
+                source: source as i32,
+                ..Default::default()
+            }));
+            let offer = self.publisher.create_offer(None).await?;
+            self.publisher.set_local_description(offer.clone()).await?;
+            let _ = self.out.send(proto::signal_request::Message::Offer(proto::SessionDescription {
+                r#type: "offer".into(),
+                sdp: offer.sdp,
+                id: offer_id,
+                ..Default::default()
+            }));
+            let answered = async {
+                while self.publisher.signaling_state() != RTCSignalingState::Stable {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(10), answered).await.context("no answer within 10 s")?;
+            let clips = Arc::clone(clips);
+            let published = Arc::clone(&self.published);
+            let shared = Arc::clone(&self.shared);
+            let stop = stop.clone();
+            tokio::spawn(async move { send_media(cid, kind, track, clips, (published, shared), stop).await });
+        }
+        Ok(())
+    }
+
+    async fn close(self) {
+        let _ = self.out.send(proto::signal_request::Message::Leave(proto::LeaveRequest::default()));
+        let _ = self.publisher.close().await;
+        let _ = self.subscriber.close().await;
+    }
+}
+
+async fn signal_loop(
+    mut stream: futures_util::stream::SplitStream<
+        tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    >,
+    out: Out,
+    publisher: Arc<RTCPeerConnection>,
+    subscriber: Arc<RTCPeerConnection>,
+    published: Arc<Mutex<HashMap<String, String>>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    // Trickled candidates that came before the description, [publisher, subscriber].
+    let mut pending: [Vec<RTCIceCandidateInit>; 2] = [Vec::new(), Vec::new()];
+    loop {
+        let frame = tokio::select! {
+            f = stream.next() => f,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let Some(Ok(Frame::Binary(b))) = frame else { return };
+        let Ok(proto::SignalResponse { message: Some(m) }) = proto::SignalResponse::decode(b) else { continue };
+        use proto::signal_response::Message as In;
+        let result: anyhow::Result<()> = async {
+            match m {
+                In::Answer(a) => {
+                    publisher.set_remote_description(RTCSessionDescription::answer(a.sdp)?).await?;
+                    for init in pending[0].drain(..) {
+                        publisher.add_ice_candidate(init).await?;
+                    }
+                }
+                In::Offer(o) => {
+                    subscriber.set_remote_description(RTCSessionDescription::offer(o.sdp)?).await?;
+                    for init in pending[1].drain(..) {
+                        subscriber.add_ice_candidate(init).await?;
+                    }
+                    let answer = subscriber.create_answer(None).await?;
+                    subscriber.set_local_description(answer.clone()).await?;
+                    let _ = out.send(proto::signal_request::Message::Answer(proto::SessionDescription {
+                        r#type: "answer".into(),
+                        sdp: answer.sdp,
+                        id: o.id,
+                        ..Default::default()
+                    }));
+                }
+                In::Trickle(t) => {
+                    let init: RTCIceCandidateInit = serde_json::from_str(&t.candidate_init)?;
+                    let subscriber_side = t.target == proto::SignalTarget::Subscriber as i32;
+                    let pc = if subscriber_side { &subscriber } else { &publisher };
+                    if pc.remote_description().await.is_none() {
+                        // Before the answer (or offer): keep it for then.
+                        pending[usize::from(subscriber_side)].push(init);
+                    } else {
+                        pc.add_ice_candidate(init).await?;
+                    }
+                }
+                In::TrackPublished(t) => {
+                    if let Some(track) = t.track {
+                        lock(&published).insert(t.cid, track.sid);
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            eprintln!("signal: {e:#}");
+        }
+    }
+}
+
+/// Sends the clip on `track` in real time, looping, and logs each packet's send time.
+async fn send_media(
+    cid: String,
+    kind: proto::TrackType,
+    track: Arc<TrackLocalStaticRTP>,
+    clips: Arc<Clips>,
+    (published, shared): (Arc<Mutex<HashMap<String, String>>>, Arc<Shared>),
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let video = kind == proto::TrackType::Video;
+    let (frames, period, clock_rate, payloader): (
+        &[Bytes],
+        Duration,
+        u32,
+        Box<dyn webrtc::rtp::packetizer::Payloader + Send + Sync>,
+    ) = if video {
+        (&clips.video, clips.frame, 90_000, Box::<webrtc::rtp::codecs::vp8::Vp8Payloader>::default())
+    } else {
+        (&clips.audio, Duration::from_millis(20), 48_000, Box::<webrtc::rtp::codecs::opus::OpusPayloader>::default())
+    };
+    let mut packetizer = webrtc::rtp::packetizer::new_packetizer(
+        1200,
+        0, // the track rewrites payload type and SSRC per binding
+        0,
+        payloader,
+        Box::new(webrtc::rtp::sequence::new_random_sequencer()),
+        clock_rate,
+    );
+    let samples = u32::try_from((period.as_secs_f64() * f64::from(clock_rate)).round() as u64).unwrap_or(0);
+    let log = Arc::new(SendLog((0..65_536).map(|_| AtomicU64::new(0)).collect()));
+    let mut registered = false;
+    let mut tick = tokio::time::interval(period);
+    for frame in frames.iter().cycle() {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if !registered {
+            if let Some(sid) = lock(&published).get(&cid).cloned() {
+                shared.sent.write().unwrap_or_else(|e| e.into_inner()).insert(sid, Arc::clone(&log));
+                registered = true;
+            }
+        }
+        let Ok(packets) = packetizer.packetize(frame, samples) else { continue };
+        for pkt in packets {
+            let now = shared.now_ns();
+            log.0[usize::from(pkt.header.sequence_number)].store(now + 1, Ordering::Relaxed);
+            if track.write_rtp(&pkt).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn read_track(track: Arc<TrackRemote>, shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let stats =
+        Arc::new(Mutex::new(TrackStats { clock_rate: track.codec().capability.clock_rate, ..Default::default() }));
+    lock(&shared.received).push(Arc::clone(&stats));
+    let sid = track.id();
+    if std::env::var_os("LOADTEST_DEBUG").is_some() {
+        eprintln!("track {sid}: on_track ssrc {} kind {}", track.ssrc(), track.kind());
+    }
+    let mut log: Option<Arc<SendLog>> = None;
+    loop {
+        let read = tokio::select! {
+            r = track.read_rtp() => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let Ok((pkt, _)) = read else {
+            if std::env::var_os("LOADTEST_DEBUG").is_some() {
+                eprintln!("track {sid}: read ended: {:?}", read.err());
+            }
+            return;
+        };
+        if !shared.measuring.load(Ordering::Relaxed) {
+            continue;
+        }
+        let now = shared.now_ns();
+        if log.is_none() {
+            log = shared.sent.read().unwrap_or_else(|e| e.into_inner()).get(&sid).cloned();
+        }
+        let delay_us = log.as_ref().and_then(|l| {
+            let sent = l.0[usize::from(pkt.header.sequence_number)].load(Ordering::Relaxed);
+            (sent > 0 && now + 1 >= sent).then(|| u32::try_from((now + 1 - sent) / 1000).unwrap_or(u32::MAX))
+        });
+        let len = pkt.payload.len() + 12;
+        lock(&stats).on_packet(
+            pkt.header.sequence_number,
+            pkt.header.timestamp,
+            pkt.header.marker,
+            len,
+            Duration::from_nanos(now),
+            delay_us,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_and_frames_are_counted_across_a_sequence_wrap() {
+        let mut t = TrackStats { clock_rate: 90_000, ..Default::default() };
+        let mut at = Duration::ZERO;
+        for (i, seq) in [65_533u16, 65_534, 65_535, 1, 2].into_iter().enumerate() {
+            at += Duration::from_millis(33);
+            t.on_packet(seq, i as u32 * 2970, true, 100, at, Some(1000)); // 33 ms at 90 kHz
+        }
+        assert_eq!((t.packets, t.expected(), t.frames), (5, 6, 5), "0 is missing; five frames");
+        assert!(t.jitter < 1.0, "evenly spaced packets have no jitter: {}", t.jitter);
+    }
+}
