@@ -14,10 +14,10 @@
 //! seconds and RSS are read from `/proc` around the run. `LOADTEST_DEBUG=1`
 //! prints each received track's start, end and counts.
 //!
-//! Known problem: when a publisher sends video and audio, subscribers often
-//! receive only one of the two in time (a track's `on_track` comes seconds late,
-//! or its reader ends with `ErrBufferClosed` after a renegotiation). One video
-//! track to many subscribers, and audio-only rooms, measure cleanly.
+//! Known problem: with a publisher sending video and audio to two subscribers,
+//! about one received track per run ends early in the load tester's own webrtc-rs
+//! peer (`read_rtp` gives `ErrBufferClosed` mid-run, so that track counts no
+//! packets). One video track to many subscribers measures cleanly.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -429,7 +429,10 @@ impl Participant {
         subscriber.on_track(Box::new(move |track: Arc<TrackRemote>, _, _| {
             let shared = Arc::clone(&stats_shared);
             let stop = stop_reading.clone();
-            Box::pin(async move { read_track(track, shared, stop).await })
+            // webrtc-rs awaits this handler before it reports the next track, so
+            // the reading runs on its own task.
+            tokio::spawn(read_track(track, shared, stop));
+            Box::pin(async {})
         }));
         let published: Arc<Mutex<HashMap<String, String>>> = Arc::default();
         let p = Self {
