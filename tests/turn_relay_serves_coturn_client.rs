@@ -65,9 +65,10 @@ async fn coturn_client_relays_over_udp_tcp_and_tls() {
     let region = stack.regions[0].clone();
     let run = |extra: &'static [&'static str], port: u16| {
         tokio::task::spawn_blocking(move || {
-            let mut args: Vec<&str> = extra.to_vec();
-            args.extend(LOAD);
+            // `extra` comes last, so its `-l` overrides LOAD's (the client keeps the last value).
+            let mut args: Vec<&str> = LOAD.to_vec();
             args.extend(["-z", "5"]);
+            args.extend(extra);
             uclient(&args, port)
         })
     };
@@ -76,30 +77,11 @@ async fn coturn_client_relays_over_udp_tcp_and_tls() {
     assert_relayed(&run(&["-t", "-S"], region.turn_tls_addr.port()).await.unwrap(), "TLS");
     // Payloads of 1400 bytes (a full-size RTP packet) pass whole, on channels and
     // in Send indications (-s).
-    let big = |extra: &'static [&'static str], port: u16| {
-        tokio::task::spawn_blocking(move || {
-            let mut args: Vec<&str> = extra.to_vec();
-            args.extend([
-                "-u",
-                "alice",
-                "-W",
-                TURN_SECRET,
-                "-y",
-                "-c",
-                "-m",
-                "4",
-                "-n",
-                "100",
-                "-l",
-                "1400",
-                "-z",
-                "5",
-            ]);
-            uclient(&args, port)
-        })
-    };
-    assert_relayed(&big(&[], region.turn_addr.port()).await.unwrap(), "UDP, 1400-byte payloads");
-    assert_relayed(&big(&["-s"], region.turn_addr.port()).await.unwrap(), "UDP, 1400-byte Send indications");
+    assert_relayed(&run(&["-l", "1400"], region.turn_addr.port()).await.unwrap(), "UDP, 1400-byte payloads");
+    assert_relayed(
+        &run(&["-s", "-l", "1400"], region.turn_addr.port()).await.unwrap(),
+        "UDP, 1400-byte Send indications",
+    );
     // DONT-FRAGMENT in the Allocate (-g): accepted (the crate alone answers 420).
     assert_relayed(&run(&["-g"], region.turn_addr.port()).await.unwrap(), "UDP, DONT-FRAGMENT");
     // Send indications instead of channels (-s), over TCP.

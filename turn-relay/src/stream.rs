@@ -15,7 +15,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -51,7 +50,6 @@ pub struct StreamConn {
     inbound: tokio::sync::Mutex<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
     clients: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>,
     closed: watch::Sender<bool>,
-    dropped: Arc<AtomicUsize>,
     ended: Mutex<Option<mpsc::Receiver<SocketAddr>>>,
 }
 
@@ -71,7 +69,6 @@ impl StreamConn {
             inbound: tokio::sync::Mutex::new(inbound_rx),
             clients,
             closed,
-            dropped: Arc::default(),
             ended: Mutex::new(Some(ended_rx)),
         })
     }
@@ -86,16 +83,6 @@ impl StreamConn {
     pub fn shutdown(&self) {
         let _ = self.closed.send(true);
         lock(&self.clients).clear();
-    }
-
-    /// Open connections.
-    pub fn connections(&self) -> usize {
-        lock(&self.clients).len()
-    }
-
-    /// Messages to clients dropped because their queue was full.
-    pub fn dropped(&self) -> usize {
-        self.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -271,7 +258,7 @@ impl Conn for StreamConn {
         match queue {
             Some(queue) => {
                 if queue.try_send(framed(buf)).is_err() {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::trace!(%target, "TURN stream client's queue full; message dropped");
                 }
             }
             None => tracing::trace!(%target, "TURN stream client gone; message dropped"),
