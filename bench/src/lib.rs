@@ -1,4 +1,7 @@
 //! Meridian's measuring instruments: the load tester ([`loadtest`]) that the
-//! `meridian-loadtest` binary runs. The other benchmarks live in `meridian-bench`.
+//! `meridian-loadtest` binary runs.
+//! The other benchmarks live in `meridian-bench`; [`floor`] is the forwarding
+//! floor it measures.
 
+pub mod floor;
 pub mod loadtest;

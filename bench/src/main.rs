@@ -9,6 +9,8 @@
 //!   opens N of them (through a gateway started with `serve-gateway --node`, or
 //!   straight to the node) and holds them, so the gateway's memory per proxied
 //!   connection and its join rate can be read off.
+//! - `floor`: SRTP-protect and send one packet in a tight loop
+//!   ([`meridian_bench::floor`]), the per-packet limit an SFU works against.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -79,6 +81,21 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         hold: u64,
     },
+    /// SRTP-protect and send RTP packets in a tight loop; medians of `runs`, in
+    /// nanoseconds of CPU per packet.
+    Floor {
+        /// `gcm` (AEAD_AES_128_GCM) or `ctr` (AES_CM_128_HMAC_SHA1_80).
+        #[arg(long, default_value = "gcm")]
+        profile: String,
+        /// RTP payload bytes.
+        #[arg(long, default_value_t = 1200)]
+        size: usize,
+        /// Packets per run.
+        #[arg(long, default_value_t = 200_000)]
+        packets: u32,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Serve a bare hyper handler answering 200 `success` on `addr`.
     ServeBare {
         #[arg(long, default_value = "127.0.0.1:7991")]
@@ -96,6 +113,27 @@ struct Location {
     latitude: f64,
     longitude: f64,
     accuracy_radius: u16,
+}
+
+fn floor(profile: &str, size: usize, packets: u32, runs: usize) -> anyhow::Result<()> {
+    let mut all = Vec::new();
+    for _ in 0..runs.max(1) {
+        all.push(meridian_bench::floor::measure(profile, size, packets)?);
+    }
+    let median = |f: fn(&meridian_bench::floor::Floor) -> f64| {
+        let mut v: Vec<f64> = all.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "{profile} {size} B payload, {packets} packets x {} runs, median CPU ns per packet: protect {:.0}, send {:.0}, \
+         protect+send {:.0}",
+        all.len(),
+        median(|f| f.protect_ns),
+        median(|f| f.send_ns),
+        median(|f| f.protect_and_send_ns),
+    );
+    Ok(())
 }
 
 fn route_bench(networks: u32, regions: u32, decisions: u32, runs: usize, explain: bool) -> anyhow::Result<()> {
@@ -292,6 +330,7 @@ fn main() -> anyhow::Result<()> {
         Command::Hold { url, connections, concurrency, hold: secs } => {
             tokio::runtime::Runtime::new()?.block_on(hold(url, connections, concurrency, secs))
         }
+        Command::Floor { profile, size, packets, runs } => floor(&profile, size, packets, runs),
         Command::ServeBare { addr } => tokio::runtime::Runtime::new()?.block_on(serve_bare(addr)),
     }
 }
