@@ -1,7 +1,5 @@
 //! The load tester runs a tiny livestream end to end against `meridian dev`: one
-//! publisher sending an ffmpeg-made VP8 clip, two subscribers. (With audio as
-//! well, subscribers often get only one of the two tracks in time; see
-//! `meridian_bench::loadtest`.)
+//! publisher sending an ffmpeg-made VP8 clip and Opus audio, two subscribers.
 //! It checks the instrument, not the SFU's speed (no timing is asserted).
 
 mod common;
@@ -10,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use meridian_bench::loadtest::{run, Config};
+use meridian_bench::loadtest::{run, Config, Target};
 
 /// Makes 3-second 320x240 clips with `bench/clips.sh` (Debian's ffmpeg).
 fn clips() -> PathBuf {
@@ -30,6 +28,7 @@ async fn a_tiny_livestream_is_measured_end_to_end() {
     let dir = clips();
     let stack = common::stack().await;
     let report = run(Config {
+        target: Target::LiveKit,
         url: format!("ws://{}", stack.gateway_addr),
         api_key: common::KEY.into(),
         api_secret: common::SECRET.into(),
@@ -38,13 +37,15 @@ async fn a_tiny_livestream_is_measured_end_to_end() {
         rooms: 1,
         duration: Duration::from_secs(3),
         video: Some(dir.join("video.ivf")),
-        audio: None,
+        audio: Some(dir.join("audio.ogg")),
         sfu_pid: Some(std::process::id()),
     })
     .await
     .expect("the load test runs");
     assert_eq!(report.participants, 3);
-    assert_eq!(report.tracks_received, 2, "each subscriber receives the video: {report:?}");
+    assert_eq!(report.tracks_expected, 4);
+    assert_eq!(report.tracks_received, 4, "each subscriber receives the video and the audio: {report:?}");
+    assert_eq!(report.tracks_stalled, 0, "every track flows until the end: {report:?}");
     assert!(report.packets > 100, "{report:?}");
     assert!(report.frames > 30, "video frames arrive: {report:?}");
     assert!(report.loss_percent < 5.0, "{report:?}");

@@ -1,23 +1,23 @@
 //! The load tester: participants that join rooms through a LiveKit-protocol URL
-//! (Meridian's gateway, or a node), publish real encoded media from files, and
-//! measure what they receive, after LiveKit's `lk load-test`.
+//! (Meridian's gateway, or a node) or Janus's VideoRoom ([`crate::janus`]),
+//! publish real encoded media from files, and measure what they receive, after
+//! LiveKit's `lk load-test`.
 //!
 //! Each participant speaks LiveKit's signal protocol (dual peer connection, as
 //! livekit-client does) over `ws(s)://HOST/rtc` with `webrtc` peers. Publishers
-//! send VP8 frames read from an IVF file and Opus packets read from an Ogg file
-//! (made with `ffmpeg`, `bench/clips.sh`), looped, packetised here so that the
-//! send time of every RTP sequence number is known. Every participant subscribes
-//! to everything (the SFU's auto-subscribe) and counts, per received track:
-//! packets, bytes, frames (marker bits), loss (sequence gaps), interarrival jitter
-//! (RFC 3550 §6.4.1), and the forwarding delay (send and receive time of the same
-//! sequence number on this process's clock). With `sfu_pid`, the SFU process's CPU
-//! seconds and RSS are read from `/proc` around the run. `LOADTEST_DEBUG=1`
-//! prints each received track's start, end and counts.
+//! send VP8 frames from an IVF file or H.264 frames from an Annex B stream, and
+//! Opus packets from an Ogg file (made with `ffmpeg`, `bench/clips.sh`), looped,
+//! packetised here so that the send time of every RTP sequence number is known.
+//! Every participant subscribes to everything (the SFU's auto-subscribe) and
+//! counts, per received track: packets, bytes, frames (marker bits), loss
+//! (sequence gaps), interarrival jitter (RFC 3550 §6.4.1), and the forwarding
+//! delay (send and receive time of the same packet on this process's clock).
+//! With `sfu_pid`, the SFU process's CPU seconds and RSS are read from `/proc`
+//! around the run. `LOADTEST_DEBUG=1` prints each received track's start, end
+//! and counts.
 //!
-//! Known problem: with a publisher sending video and audio to two subscribers,
-//! about one received track per run ends early in the load tester's own webrtc-rs
-//! peer (`read_rtp` gives `ErrBufferClosed` mid-run, so that track counts no
-//! packets). One video track to many subscribers measures cleanly.
+//! Loss counts sequence gaps, plus, for a track that got less than half of what
+//! its publisher sent while measuring (a stalled track), everything it missed.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,7 +35,7 @@ use prost::Message as _;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as Frame;
-use webrtc::api::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use webrtc::api::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit};
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::signaling_state::RTCSignalingState;
@@ -46,10 +46,22 @@ use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::TrackLocalWriter;
 use webrtc::track::track_remote::TrackRemote;
 
+/// The SFU under load and the protocol spoken to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Target {
+    /// LiveKit's signal protocol (`/rtc`): Meridian's gateway or node, or a LiveKit server.
+    #[default]
+    LiveKit,
+    /// Janus's VideoRoom plugin over its WebSocket API (`janus-protocol`); see [`crate::janus`].
+    Janus,
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `ws://HOST:PORT` of the gateway (or a node).
+    /// The protocol of `url`.
+    pub target: Target,
+    /// `ws://HOST:PORT` of the gateway (or a node), or of Janus's WebSocket transport.
     pub url: String,
     /// API key and secret to mint join tokens with.
     pub api_key: String,
@@ -63,7 +75,8 @@ pub struct Config {
     pub rooms: usize,
     /// How long to measure, after everyone has joined.
     pub duration: Duration,
-    /// VP8 IVF file publishers send (looped); `None` for audio only.
+    /// Video publishers send (looped): VP8 in IVF, or H.264 Annex B if the name
+    /// ends in `.h264`; `None` for audio only.
     pub video: Option<PathBuf>,
     /// Ogg Opus file (20 ms pages) publishers send (looped); `None` for no audio.
     pub audio: Option<PathBuf>,
@@ -76,8 +89,14 @@ pub struct Config {
 pub struct Report {
     /// Participants that joined.
     pub participants: usize,
+    /// Tracks every participant should receive (everyone subscribes to every
+    /// other publisher's tracks), summed.
+    pub tracks_expected: usize,
     /// Tracks received, summed over participants.
     pub tracks_received: usize,
+    /// Of those, tracks that got less than half of what their publisher sent
+    /// while measuring; their missing packets count in `loss_percent`.
+    pub tracks_stalled: usize,
     /// RTP packets received by all participants during the measurement.
     pub packets: u64,
     /// Of those, per second.
@@ -104,12 +123,40 @@ pub struct Report {
     pub sfu_cpu_us_per_packet: Option<f64>,
 }
 
-/// Send times by sequence number, nanoseconds since [`Shared::epoch`] plus one
-/// (0: not sent).
-struct SendLog(Vec<AtomicU64>);
+/// What a publisher sent on one track.
+pub(crate) struct SendLog {
+    /// Send times by sequence number, nanoseconds since [`Shared::epoch`] plus one
+    /// (0: not sent).
+    times: Vec<AtomicU64>,
+    /// Sequence number by payload fingerprint (the latest packet with that payload).
+    /// A receiver learns from it how the SFU shifted the sequence numbers: Janus
+    /// rewrites them, Meridian keeps them.
+    fingerprints: Mutex<HashMap<u64, u16>>,
+    /// Packets sent while measuring.
+    measured: AtomicU64,
+}
 
-struct Shared {
+impl SendLog {
+    fn new() -> Self {
+        Self {
+            times: (0..65_536).map(|_| AtomicU64::new(0)).collect(),
+            fingerprints: Mutex::default(),
+            measured: AtomicU64::new(0),
+        }
+    }
+}
+
+fn fingerprint(payload: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    payload.hash(&mut h);
+    h.finish()
+}
+
+/// State shared by every participant of a run.
+pub(crate) struct Shared {
     epoch: Instant,
+    /// Send logs by source key: the track SID (LiveKit) or `janus:FEED:KIND`.
     sent: RwLock<HashMap<String, Arc<SendLog>>>,
     received: Mutex<Vec<Arc<Mutex<TrackStats>>>>,
     measuring: std::sync::atomic::AtomicBool,
@@ -122,8 +169,10 @@ impl Shared {
 }
 
 #[derive(Default)]
-struct TrackStats {
+pub(crate) struct TrackStats {
     clock_rate: u32,
+    /// The send log's key (see [`Shared::sent`]).
+    source: String,
     packets: u64,
     bytes: u64,
     frames: u64,
@@ -182,16 +231,78 @@ impl TrackStats {
     }
 }
 
+/// The video codec of a clip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VideoCodec {
+    /// VP8 from an IVF file.
+    Vp8,
+    /// H.264 from an Annex B byte stream (constrained baseline, one slice per frame).
+    H264,
+}
+
+impl VideoCodec {
+    /// MIME type, clock rate and SDP `fmtp` line to publish with.
+    pub(crate) fn capability(self) -> RTCRtpCodecCapability {
+        match self {
+            Self::Vp8 => {
+                RTCRtpCodecCapability { mime_type: MIME_TYPE_VP8.into(), clock_rate: 90_000, ..Default::default() }
+            }
+            Self::H264 => RTCRtpCodecCapability {
+                mime_type: MIME_TYPE_H264.into(),
+                clock_rate: 90_000,
+                sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f".into(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// The codec's name in LiveKit's `SimulcastCodec.codec` and Janus's `videocodec`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Vp8 => "vp8",
+            Self::H264 => "h264",
+        }
+    }
+}
+
 /// Media read from the clip files.
-struct Clips {
-    video: Vec<Bytes>,
+pub(crate) struct Clips {
+    pub(crate) video: Vec<Bytes>,
+    pub(crate) video_codec: VideoCodec,
     frame: Duration,
-    audio: Vec<Bytes>,
+    pub(crate) audio: Vec<Bytes>,
+}
+
+/// Splits an H.264 Annex B stream into frames: each frame is its NAL units (SPS,
+/// PPS, SEI...) up to and including its slice, with start codes, as the RTP
+/// payloader takes them.
+fn h264_frames(path: &std::path::Path) -> anyhow::Result<Vec<Bytes>> {
+    use webrtc::media::io::h264_reader::{H264Reader, NalUnitType};
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut reader = H264Reader::new(std::io::BufReader::new(file), 1 << 20);
+    let (mut frames, mut frame) = (Vec::new(), bytes::BytesMut::new());
+    while let Ok(nal) = reader.next_nal() {
+        frame.extend_from_slice(&[0, 0, 0, 1]);
+        frame.extend_from_slice(&nal.data);
+        if matches!(nal.unit_type, NalUnitType::CodedSliceIdr | NalUnitType::CodedSliceNonIdr) {
+            frames.push(frame.split().freeze());
+        }
+    }
+    Ok(frames)
 }
 
 fn read_clips(cfg: &Config) -> anyhow::Result<Clips> {
-    let mut clips = Clips { video: Vec::new(), frame: Duration::from_millis(33), audio: Vec::new() };
-    if let Some(path) = &cfg.video {
+    let mut clips =
+        Clips { video: Vec::new(), video_codec: VideoCodec::Vp8, frame: Duration::from_millis(33), audio: Vec::new() };
+    if let Some(path) = cfg.video.as_ref().filter(|p| p.extension().is_some_and(|e| e == "h264" || e == "264")) {
+        // A raw byte stream has no timing: bench/clips.sh makes it at 30 fps.
+        clips.video = h264_frames(path)?;
+        clips.video_codec = VideoCodec::H264;
+        clips.frame = Duration::from_secs_f64(1.0 / 30.0);
+        if clips.video.is_empty() {
+            bail!("{}: no H.264 frames", path.display());
+        }
+    } else if let Some(path) = &cfg.video {
         let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let (mut reader, header) = webrtc::media::io::ivf_reader::IVFReader::new(std::io::BufReader::new(file))
             .with_context(|| format!("{} is not an IVF file", path.display()))?;
@@ -226,14 +337,21 @@ fn read_clips(cfg: &Config) -> anyhow::Result<Clips> {
     Ok(clips)
 }
 
+/// Opus at 48 kHz, stereo as SDP writes it (RFC 7587).
+pub(crate) fn opus_capability() -> RTCRtpCodecCapability {
+    RTCRtpCodecCapability { mime_type: MIME_TYPE_OPUS.into(), clock_rate: 48_000, channels: 2, ..Default::default() }
+}
+
 /// Runs the load and returns the figures.
 ///
 /// Errors: unreadable clips, a participant that cannot join within 20 s.
 pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     let clips = Arc::new(read_clips(&cfg)?);
-    let authority = TokenAuthority::new(&cfg.api_key, &cfg.api_secret);
-    let loopback = cfg.url.contains("://127.") || cfg.url.contains("://localhost") || cfg.url.contains("://[::1]");
-    let engine = Arc::new(Engine::new(&IceConfig { include_loopback: loopback, loopback_only: loopback })?);
+    // Janus never gathers on loopback interfaces (bench/loadtest.sh gives it a veth
+    // address in the run's own namespace), so its peers gather where it does.
+    let loopback = cfg.target == Target::LiveKit
+        && (cfg.url.contains("://127.") || cfg.url.contains("://localhost") || cfg.url.contains("://[::1]"));
+    let engine = Arc::new(Engine::client(&IceConfig { include_loopback: loopback, loopback_only: loopback })?);
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
         sent: RwLock::default(),
@@ -241,41 +359,23 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
         measuring: Default::default(),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut joined = Vec::new();
-    for room in 0..cfg.rooms {
-        for i in 0..cfg.publishers + cfg.subscribers {
-            let publisher = i < cfg.publishers;
-            let identity = format!("{}-{room}-{i}", if publisher { "pub" } else { "sub" });
-            let token = authority
-                .mint(&MintRequest {
-                    room: format!("load-{room}"),
-                    identity: identity.clone(),
-                    name: String::new(),
-                    metadata: String::new(),
-                    ttl: Duration::from_secs(3600),
-                    grants: Grants::default(),
-                })?
-                .jwt;
-            let url = format!("{}/rtc?access_token={token}&auto_subscribe=1&sdk=rust&protocol=16", cfg.url);
-            let p = tokio::time::timeout(
-                Duration::from_secs(20),
-                Participant::join(&url, Arc::clone(&engine), Arc::clone(&shared), stop_rx.clone()),
-            )
-            .await
-            .with_context(|| format!("{identity} did not join within 20 s"))??;
-            if publisher {
-                p.publish(&clips, stop_rx.clone()).await.with_context(|| format!("{identity} publishing"))?;
-            }
-            joined.push(p);
+    let joined = match cfg.target {
+        Target::LiveKit => {
+            join_livekit(&cfg, &clips, &engine, &shared, &stop_rx).await?.into_iter().map(Peer::LiveKit).collect()
         }
-    }
+        Target::Janus => crate::janus::join_rooms(&cfg, &clips, &engine, &shared, &stop_rx)
+            .await?
+            .into_iter()
+            .map(Peer::Janus)
+            .collect::<Vec<_>>(),
+    };
     // Let negotiation settle and keyframes arrive before measuring.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let tracks: Vec<_> = lock(&shared.received).clone();
     for t in tracks {
         let mut t = lock(&t);
-        let clock_rate = t.clock_rate;
-        *t = TrackStats { clock_rate, ..TrackStats::default() };
+        let (clock_rate, source) = (t.clock_rate, std::mem::take(&mut t.source));
+        *t = TrackStats { clock_rate, source, ..TrackStats::default() };
     }
     shared.measuring.store(true, Ordering::Relaxed);
     let cpu_before = cfg.sfu_pid.and_then(cpu_seconds);
@@ -292,21 +392,29 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     let mut delays: Vec<u32> = Vec::new();
     let mut jitters: Vec<f64> = Vec::new();
     let debug = std::env::var_os("LOADTEST_DEBUG").is_some();
+    let mut stalled = 0;
+    let sent = shared.sent.read().unwrap_or_else(|e| e.into_inner()).clone();
     for t in &tracks {
         let t = lock(t);
+        // Sequence gaps cannot show a track that stopped (or never started): the
+        // publisher's own count can. Under half of it is a stalled track, and what
+        // it missed counts as lost.
+        let sent = sent.get(&t.source).map(|l| l.measured.load(Ordering::Relaxed)).unwrap_or(0);
+        let mut track_expected = t.expected();
+        if t.packets * 2 < sent {
+            stalled += 1;
+            track_expected = track_expected.max(sent);
+        }
         if debug {
             eprintln!(
-                "track: clock {} packets {} expected {} frames {}",
-                t.clock_rate,
-                t.packets,
-                t.expected(),
-                t.frames
+                "track {}: clock {} packets {} expected {track_expected} sent {sent} frames {}",
+                t.source, t.clock_rate, t.packets, t.frames
             );
         }
         packets += t.packets;
         bytes += t.bytes;
         frames += t.frames;
-        expected += t.expected();
+        expected += track_expected;
         delays.extend_from_slice(&t.delays_us);
         if t.packets > 1 {
             jitters.push(t.jitter / f64::from(t.clock_rate.max(1)) * 1000.0);
@@ -318,11 +426,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     let delays_ms: Vec<f64> = delays.iter().map(|d| f64::from(*d) / 1000.0).collect();
     let cpu = cpu_before.zip(cpu_after).map(|(b, a)| a - b);
     for p in joined {
-        p.close().await;
+        match p {
+            Peer::LiveKit(p) => p.close().await,
+            Peer::Janus(p) => p.close().await,
+        }
     }
     Ok(Report {
         participants: cfg.rooms * (cfg.publishers + cfg.subscribers),
+        tracks_expected: {
+            let per_publisher = usize::from(!clips.video.is_empty()) + usize::from(!clips.audio.is_empty());
+            let p = cfg.publishers;
+            cfg.rooms * per_publisher * (p * p.saturating_sub(1) + cfg.subscribers * p)
+        },
         tracks_received: tracks.len(),
+        tracks_stalled: stalled,
         packets,
         packets_per_second: packets as f64 / elapsed,
         bytes,
@@ -342,7 +459,54 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     })
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// A joined participant of either target.
+enum Peer {
+    LiveKit(Participant),
+    Janus(crate::janus::JanusParticipant),
+}
+
+/// Joins every room's publishers (who then publish) and subscribers through
+/// LiveKit's signal protocol; the SFU subscribes everyone to everything.
+async fn join_livekit(
+    cfg: &Config,
+    clips: &Arc<Clips>,
+    engine: &Arc<Engine>,
+    shared: &Arc<Shared>,
+    stop_rx: &tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Vec<Participant>> {
+    let authority = TokenAuthority::new(&cfg.api_key, &cfg.api_secret);
+    let mut joined = Vec::new();
+    for room in 0..cfg.rooms {
+        for i in 0..cfg.publishers + cfg.subscribers {
+            let publisher = i < cfg.publishers;
+            let identity = format!("{}-{room}-{i}", if publisher { "pub" } else { "sub" });
+            let token = authority
+                .mint(&MintRequest {
+                    room: format!("load-{room}"),
+                    identity: identity.clone(),
+                    name: String::new(),
+                    metadata: String::new(),
+                    ttl: Duration::from_secs(3600),
+                    grants: Grants::default(),
+                })?
+                .jwt;
+            let url = format!("{}/rtc?access_token={token}&auto_subscribe=1&sdk=rust&protocol=16", cfg.url);
+            let p = tokio::time::timeout(
+                Duration::from_secs(20),
+                Participant::join(&url, Arc::clone(engine), Arc::clone(shared), stop_rx.clone()),
+            )
+            .await
+            .with_context(|| format!("{identity} did not join within 20 s"))??;
+            if publisher {
+                p.publish(clips, stop_rx.clone()).await.with_context(|| format!("{identity} publishing"))?;
+            }
+            joined.push(p);
+        }
+    }
+    Ok(joined)
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -431,7 +595,7 @@ impl Participant {
             let stop = stop_reading.clone();
             // webrtc-rs awaits this handler before it reports the next track, so
             // the reading runs on its own task.
-            tokio::spawn(read_track(track, shared, stop));
+            tokio::spawn(read_track(Arc::clone(&track), track.id(), shared, stop));
             Box::pin(async {})
         }));
         let published: Arc<Mutex<HashMap<String, String>>> = Arc::default();
@@ -446,34 +610,39 @@ impl Participant {
         Ok(p)
     }
 
-    /// Adds a VP8 and an Opus track (as the clips allow) one at a time, as
-    /// livekit-client does: announce (AddTrackRequest), offer, wait for the
-    /// answer, then the next; each starts sending once answered.
+    /// Adds a video track (VP8 or H.264, as the clip is) and an Opus track (as
+    /// the clips allow) one at a time, as livekit-client does: announce
+    /// (AddTrackRequest, naming the video codec), offer, wait for the answer,
+    /// then the next; each starts sending once answered.
     async fn publish(&self, clips: &Arc<Clips>, stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
         let mut tracks = Vec::new();
         if !clips.video.is_empty() {
-            tracks.push((MIME_TYPE_VP8, 90_000, proto::TrackType::Video, proto::TrackSource::Camera));
+            tracks.push((clips.video_codec.capability(), proto::TrackType::Video, proto::TrackSource::Camera));
         }
         if !clips.audio.is_empty() {
-            tracks.push((MIME_TYPE_OPUS, 48_000, proto::TrackType::Audio, proto::TrackSource::Microphone));
+            tracks.push((opus_capability(), proto::TrackType::Audio, proto::TrackSource::Microphone));
         }
-        for (offer_id, (mime, clock_rate, kind, source)) in (1u32..).zip(tracks) {
+        for (offer_id, (codec, kind, source)) in (1u32..).zip(tracks) {
             let cid = format!("{}-{}", kind.as_str_name().to_lowercase(), rand::random::<u32>());
-            let codec = RTCRtpCodecCapability {
-                mime_type: mime.to_owned(),
-                clock_rate,
-                channels: if kind == proto::TrackType::Audio { 2 } else { 0 },
-                ..Default::default()
-            };
+            let video = kind == proto::TrackType::Video;
             let track = Arc::new(TrackLocalStaticRTP::new(codec, cid.clone(), "loadtest".into()));
             self.publisher.add_track(Arc::clone(&track) as _).await?;
             let _ = self.out.send(proto::signal_request::Message::AddTrack(proto::AddTrackRequest {
                 cid: cid.clone(),
                 name: cid.clone(),
                 r#type: kind as i32,
-                width: if kind == proto::TrackType::Video { 1280 } else { 0 },
-                height: if kind == proto::TrackType::Video { 720 } else { 0 },
+                width: if video { 1280 } else { 0 },
+                height: if video { 720 } else { 0 },
                 source: source as i32,
+                simulcast_codecs: if video {
+                    vec![proto::SimulcastCodec {
+                        codec: clips.video_codec.name().into(),
+                        cid: cid.clone(),
+                        ..Default::default()
+                    }]
+                } else {
+                    Vec::new()
+                },
                 ..Default::default()
             }));
             let offer = self.publisher.create_offer(None).await?;
@@ -535,12 +704,13 @@ async fn signal_loop(
                     }
                 }
                 In::Offer(o) => {
-                    subscriber.set_remote_description(RTCSessionDescription::offer(o.sdp)?).await?;
+                    subscriber.set_remote_description(RTCSessionDescription::offer(o.sdp.clone())?).await?;
                     for init in pending[1].drain(..) {
                         subscriber.add_ice_candidate(init).await?;
                     }
                     let answer = subscriber.create_answer(None).await?;
                     subscriber.set_local_description(answer.clone()).await?;
+                    await_receivers(&subscriber, &o.sdp).await;
                     let _ = out.send(proto::signal_request::Message::Answer(proto::SessionDescription {
                         r#type: "answer".into(),
                         sdp: answer.sdp,
@@ -575,8 +745,34 @@ async fn signal_loop(
     }
 }
 
+/// Waits until the receivers for every SSRC that `offer` declares have started,
+/// at most 2 s. webrtc-rs starts them on its operations queue after
+/// `set_local_description` returns; if the SFU's media arrives first (it sends
+/// once it has the answer), the stream is taken as undeclared and the track's
+/// reads end with `ErrBufferClosed`. (Meridian's SFU waits the same way before
+/// answering a publisher; browsers have no such gap.)
+async fn await_receivers(pc: &RTCPeerConnection, offer: &str) {
+    let mut declared: Vec<u32> =
+        offer.lines().filter_map(|l| l.strip_prefix("a=ssrc:")?.split(' ').next()?.parse().ok()).collect();
+    declared.sort_unstable();
+    declared.dedup();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let mut started = Vec::new();
+        for t in pc.get_transceivers().await {
+            for track in t.receiver().await.tracks().await {
+                started.push(track.ssrc());
+            }
+        }
+        if declared.iter().all(|s| started.contains(s)) || Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// Sends the clip on `track` in real time, looping, and logs each packet's send time.
-async fn send_media(
+pub(crate) async fn send_media(
     cid: String,
     kind: proto::TrackType,
     track: Arc<TrackLocalStaticRTP>,
@@ -590,7 +786,9 @@ async fn send_media(
         Duration,
         u32,
         Box<dyn webrtc::rtp::packetizer::Payloader + Send + Sync>,
-    ) = if video {
+    ) = if video && clips.video_codec == VideoCodec::H264 {
+        (&clips.video, clips.frame, 90_000, Box::<webrtc::rtp::codecs::h264::H264Payloader>::default())
+    } else if video {
         (&clips.video, clips.frame, 90_000, Box::<webrtc::rtp::codecs::vp8::Vp8Payloader>::default())
     } else {
         (&clips.audio, Duration::from_millis(20), 48_000, Box::<webrtc::rtp::codecs::opus::OpusPayloader>::default())
@@ -604,7 +802,7 @@ async fn send_media(
         clock_rate,
     );
     let samples = u32::try_from((period.as_secs_f64() * f64::from(clock_rate)).round() as u64).unwrap_or(0);
-    let log = Arc::new(SendLog((0..65_536).map(|_| AtomicU64::new(0)).collect()));
+    let log = Arc::new(SendLog::new());
     let mut registered = false;
     let mut tick = tokio::time::interval(period);
     for frame in frames.iter().cycle() {
@@ -621,7 +819,11 @@ async fn send_media(
         let Ok(packets) = packetizer.packetize(frame, samples) else { continue };
         for pkt in packets {
             let now = shared.now_ns();
-            log.0[usize::from(pkt.header.sequence_number)].store(now + 1, Ordering::Relaxed);
+            log.times[usize::from(pkt.header.sequence_number)].store(now + 1, Ordering::Relaxed);
+            lock(&log.fingerprints).insert(fingerprint(&pkt.payload), pkt.header.sequence_number);
+            if shared.measuring.load(Ordering::Relaxed) {
+                log.measured.fetch_add(1, Ordering::Relaxed);
+            }
             if track.write_rtp(&pkt).await.is_err() {
                 return;
             }
@@ -629,46 +831,85 @@ async fn send_media(
     }
 }
 
-async fn read_track(track: Arc<TrackRemote>, shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let stats =
-        Arc::new(Mutex::new(TrackStats { clock_rate: track.codec().capability.clock_rate, ..Default::default() }));
+/// Reads one received track until the run stops. `source` names the send log of
+/// the publisher's track (see [`Shared::sent`]).
+pub(crate) async fn read_track(
+    track: Arc<TrackRemote>,
+    source: String,
+    shared: Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let stats = Arc::new(Mutex::new(TrackStats {
+        clock_rate: track.codec().capability.clock_rate,
+        source: source.clone(),
+        ..Default::default()
+    }));
     lock(&shared.received).push(Arc::clone(&stats));
-    let sid = track.id();
-    if std::env::var_os("LOADTEST_DEBUG").is_some() {
-        eprintln!("track {sid}: on_track ssrc {} kind {}", track.ssrc(), track.kind());
+    let debug = std::env::var_os("LOADTEST_DEBUG").is_some();
+    if debug {
+        eprintln!("track {source}: on_track ssrc {} kind {}", track.ssrc(), track.kind());
     }
     let mut log: Option<Arc<SendLog>> = None;
+    let mut offset = SeqOffset::default();
     loop {
         let read = tokio::select! {
             r = track.read_rtp() => r,
             _ = stop.wait_for(|s| *s) => return,
         };
         let Ok((pkt, _)) = read else {
-            if std::env::var_os("LOADTEST_DEBUG").is_some() {
-                eprintln!("track {sid}: read ended: {:?}", read.err());
+            if debug {
+                eprintln!("track {source}: read ended: {:?}", read.err());
             }
             return;
         };
+        let now = shared.now_ns();
+        if log.is_none() {
+            log = shared.sent.read().unwrap_or_else(|e| e.into_inner()).get(&source).cloned();
+        }
+        let seq = pkt.header.sequence_number;
+        if let Some(l) = log.as_ref().filter(|_| offset.learned.is_none()) {
+            let sent = lock(&l.fingerprints).get(&fingerprint(&pkt.payload)).copied();
+            offset.observe(sent, seq);
+            if debug && offset.learned.is_some() {
+                eprintln!("track {source}: sequence offset {:?}", offset.learned);
+            }
+        }
         if !shared.measuring.load(Ordering::Relaxed) {
             continue;
         }
-        let now = shared.now_ns();
-        if log.is_none() {
-            log = shared.sent.read().unwrap_or_else(|e| e.into_inner()).get(&sid).cloned();
-        }
-        let delay_us = log.as_ref().and_then(|l| {
-            let sent = l.0[usize::from(pkt.header.sequence_number)].load(Ordering::Relaxed);
+        let delay_us = log.as_ref().zip(offset.learned).and_then(|(l, off)| {
+            let sent = l.times[usize::from(seq.wrapping_add(off))].load(Ordering::Relaxed);
             (sent > 0 && now + 1 >= sent).then(|| u32::try_from((now + 1 - sent) / 1000).unwrap_or(u32::MAX))
         });
         let len = pkt.payload.len() + 12;
-        lock(&stats).on_packet(
-            pkt.header.sequence_number,
-            pkt.header.timestamp,
-            pkt.header.marker,
-            len,
-            Duration::from_nanos(now),
-            delay_us,
-        );
+        lock(&stats).on_packet(seq, pkt.header.timestamp, pkt.header.marker, len, Duration::from_nanos(now), delay_us);
+    }
+}
+
+/// Learns the constant shift between a publisher's sequence numbers and those
+/// received: the sent sequence number of a payload (by fingerprint) minus the
+/// received one, taken once three packets in a row agree (a repeated payload,
+/// such as steady audio, gives disagreeing guesses and is skipped).
+#[derive(Default)]
+struct SeqOffset {
+    guess: Option<u16>,
+    agreeing: u8,
+    learned: Option<u16>,
+}
+
+impl SeqOffset {
+    fn observe(&mut self, sent: Option<u16>, received: u16) {
+        let Some(sent) = sent else { return };
+        let guess = sent.wrapping_sub(received);
+        if self.guess == Some(guess) {
+            self.agreeing += 1;
+            if self.agreeing >= 3 {
+                self.learned = Some(guess);
+            }
+        } else {
+            self.guess = Some(guess);
+            self.agreeing = 1;
+        }
     }
 }
 
@@ -686,5 +927,25 @@ mod tests {
         }
         assert_eq!((t.packets, t.expected(), t.frames), (5, 6, 5), "0 is missing; five frames");
         assert!(t.jitter < 1.0, "evenly spaced packets have no jitter: {}", t.jitter);
+    }
+
+    #[test]
+    fn sequence_offset_is_learned_from_three_agreeing_packets() {
+        let mut o = SeqOffset::default();
+        // Janus-style rewrite: received = sent - 999. A repeated payload first
+        // points at the wrong packet, then three true matches agree.
+        o.observe(Some(5000), 4001);
+        o.observe(Some(5000), 4002);
+        o.observe(None, 4003);
+        assert_eq!(o.learned, None, "disagreeing guesses teach nothing");
+        for received in [4004u16, 4005, 4006] {
+            o.observe(Some(received.wrapping_add(999)), received);
+        }
+        assert_eq!(o.learned, Some(999));
+        let mut wrap = SeqOffset::default();
+        for received in [10u16, 11, 12] {
+            wrap.observe(Some(received.wrapping_sub(20)), received);
+        }
+        assert_eq!(wrap.learned.map(|o| 12u16.wrapping_add(o)), Some(65_528), "offsets wrap like sequence numbers");
     }
 }

@@ -6,17 +6,22 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use meridian_bench::loadtest::{run, Config};
+use meridian_bench::loadtest::{run, Config, Target};
 
 #[derive(Parser)]
 #[command(about = "Load a LiveKit-protocol SFU with real media and measure what arrives")]
 struct Args {
-    /// `ws://HOST:PORT` of the gateway (or a node).
+    /// `ws://HOST:PORT` of the gateway (or a node), or of Janus's WebSocket transport.
     #[arg(long)]
     url: String,
-    #[arg(long, env = "MERIDIAN_API_KEY")]
+    /// The protocol of `--url`: `livekit` (Meridian, LiveKit) or `janus` (Janus 1.x VideoRoom).
+    #[arg(long, default_value = "livekit", value_parser = ["livekit", "janus"])]
+    target: String,
+    /// API key to mint LiveKit join tokens with (not used with Janus).
+    #[arg(long, env = "MERIDIAN_API_KEY", default_value = "")]
     api_key: String,
-    #[arg(long, env = "MERIDIAN_API_SECRET", hide_env_values = true)]
+    /// API secret to mint LiveKit join tokens with.
+    #[arg(long, env = "MERIDIAN_API_SECRET", hide_env_values = true, default_value = "")]
     api_secret: String,
     /// Publishers per room.
     #[arg(long, default_value_t = 1)]
@@ -30,7 +35,8 @@ struct Args {
     /// Seconds to measure once everyone has joined.
     #[arg(long, default_value_t = 10)]
     duration: u64,
-    /// VP8 IVF clip publishers send (`bench/clips.sh` makes one); omit for audio only.
+    /// Video clip publishers send, looped: VP8 in IVF, or H.264 Annex B (`.h264`);
+    /// `bench/clips.sh` makes both, at the bitrate it is given. Omit for audio only.
     #[arg(long)]
     video: Option<PathBuf>,
     /// Ogg Opus clip (20 ms pages) publishers send; omit for no audio.
@@ -51,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("publishers need --video and/or --audio");
     }
     let report = run(Config {
+        target: if a.target == "janus" { Target::Janus } else { Target::LiveKit },
         url: a.url,
         api_key: a.api_key,
         api_secret: a.api_secret,
@@ -65,10 +72,12 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let opt = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
     println!(
-        "participants {} tracks {} packets/s {:.0} loss {:.2}% delay p50 {:.2} ms p99 {:.2} ms jitter p50 {:.2} ms \
+        "participants {} tracks {}/{} stalled {} packets/s {:.0} loss {:.2}% delay p50 {:.2} ms p99 {:.2} ms jitter p50 {:.2} ms \
          p99 {:.2} ms frames {} sfu_cpu_s {} sfu_rss_mib {} sfu_cpu_us/packet {}",
         report.participants,
         report.tracks_received,
+        report.tracks_expected,
+        report.tracks_stalled,
         report.packets_per_second,
         report.loss_percent,
         report.delay_p50_ms,
