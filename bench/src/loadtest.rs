@@ -745,30 +745,16 @@ async fn signal_loop(
     }
 }
 
-/// Waits until the receivers for every SSRC that `offer` declares have started,
-/// at most 2 s. webrtc-rs starts them on its operations queue after
-/// `set_local_description` returns; if the SFU's media arrives first (it sends
-/// once it has the answer), the stream is taken as undeclared and the track's
-/// reads end with `ErrBufferClosed`. (Meridian's SFU waits the same way before
-/// answering a publisher; browsers have no such gap.)
+/// Waits (at most 2 s) until the receivers for every SSRC the SFU's `offer`
+/// declares have started, so the answer goes out only then: the SFU sends media
+/// once it has the answer, and media that comes first leaves the track reading
+/// nothing (`ErrBufferClosed`). Browsers have no such gap.
 async fn await_receivers(pc: &RTCPeerConnection, offer: &str) {
     let mut declared: Vec<u32> =
         offer.lines().filter_map(|l| l.strip_prefix("a=ssrc:")?.split(' ').next()?.parse().ok()).collect();
     declared.sort_unstable();
     declared.dedup();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let mut started = Vec::new();
-        for t in pc.get_transceivers().await {
-            for track in t.receiver().await.tracks().await {
-                started.push(track.ssrc());
-            }
-        }
-        if declared.iter().all(|s| started.contains(s)) || Instant::now() >= deadline {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let _ = meridian_sfu::engine::await_receivers(pc, &declared, Duration::from_secs(2)).await;
 }
 
 /// Sends the clip on `track` in real time, looping, and logs each packet's send time.

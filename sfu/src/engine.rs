@@ -7,6 +7,7 @@
 //! reports and TWCC feedback (the crate's defaults).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use webrtc::api::interceptor_registry::register_default_interceptors;
 use webrtc::api::media_engine::MediaEngine;
@@ -104,5 +105,32 @@ impl Engine {
     /// A new peer connection with no ICE servers (the SFU is reachable directly).
     pub async fn peer_connection(&self) -> Result<Arc<RTCPeerConnection>, EngineError> {
         Ok(Arc::new(self.api.new_peer_connection(RTCConfiguration::default()).await?))
+    }
+}
+
+/// Waits until `pc` has started a receiver for each of `ssrcs`, polling every
+/// 2 ms, at most `wait`. webrtc-rs starts receivers on its operations queue after
+/// `set_local_description` returns; RTP that arrives before then is taken for an
+/// undeclared stream, so whoever answers an offer that sends media waits here
+/// before sending the answer (the node for publishers, the load tester for the
+/// SFU's offers).
+///
+/// Errors: the SSRCs whose receivers had started when `wait` ran out.
+pub async fn await_receivers(pc: &RTCPeerConnection, ssrcs: &[u32], wait: Duration) -> Result<(), Vec<u32>> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let mut started = Vec::new();
+        for t in pc.get_transceivers().await {
+            for track in t.receiver().await.tracks().await {
+                started.push(track.ssrc());
+            }
+        }
+        if ssrcs.iter().all(|s| started.contains(s)) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(started);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }

@@ -417,22 +417,8 @@ impl Participant {
     /// it has our answer, so the answer waits for the receivers.
     async fn await_receivers(&self, sections: &[sdp::MediaSection]) {
         let declared: Vec<u32> = sections.iter().filter(|s| s.sending).filter_map(|s| s.first_ssrc).collect();
-        let deadline = Instant::now() + RECEIVER_START_WAIT;
-        loop {
-            let mut started = Vec::new();
-            for t in self.publisher.get_transceivers().await {
-                for track in t.receiver().await.tracks().await {
-                    started.push(track.ssrc());
-                }
-            }
-            if declared.iter().all(|s| started.contains(s)) {
-                return;
-            }
-            if Instant::now() >= deadline {
-                tracing::warn!(participant = %self.sid, ?declared, ?started, "receivers not started in time");
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        if let Err(started) = crate::engine::await_receivers(&self.publisher, &declared, RECEIVER_START_WAIT).await {
+            tracing::warn!(participant = %self.sid, ?declared, ?started, "receivers not started in time");
         }
     }
 

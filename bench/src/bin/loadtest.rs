@@ -1,6 +1,8 @@
-//! `meridian-loadtest`: joins rooms through a LiveKit-protocol URL with publishers
-//! sending real VP8/Opus media from files and reports what the participants
-//! received (see `meridian_bench::loadtest` and `bench/loadtest.sh`).
+//! `meridian-loadtest`: joins rooms through a LiveKit-protocol URL (or Janus's
+//! VideoRoom) with publishers sending real VP8 or H.264 and Opus media from files
+//! and reports what the participants received (see `meridian_bench::loadtest` and
+//! `bench/loadtest.sh`). Without a file, `--video`/`--audio` use clips that
+//! `bench/clips.sh` makes with ffmpeg at `--video-bitrate`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,12 +37,20 @@ struct Args {
     /// Seconds to measure once everyone has joined.
     #[arg(long, default_value_t = 10)]
     duration: u64,
-    /// Video clip publishers send, looped: VP8 in IVF, or H.264 Annex B (`.h264`);
-    /// `bench/clips.sh` makes both, at the bitrate it is given. Omit for audio only.
-    #[arg(long)]
+    /// Publish video: this clip, looped (VP8 in IVF, or H.264 Annex B `.h264`), or
+    /// with no value a 720p clip made by `bench/clips.sh` at `--video-bitrate` in
+    /// `--codec`. Omit for audio only.
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
     video: Option<PathBuf>,
-    /// Ogg Opus clip (20 ms pages) publishers send; omit for no audio.
+    /// Bitrate of the made clip, kbit/s (implies `--video`).
     #[arg(long)]
+    video_bitrate: Option<u32>,
+    /// Codec of the made clip: `vp8` or `h264`.
+    #[arg(long, default_value = "vp8", value_parser = ["vp8", "h264"])]
+    codec: String,
+    /// Publish Opus audio: this Ogg file (20 ms pages), or with no value the clip
+    /// made by `bench/clips.sh`. Omit for no audio.
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
     audio: Option<PathBuf>,
     /// PID of the SFU process, for its CPU seconds and RSS.
     #[arg(long)]
@@ -52,9 +62,30 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let a = Args::parse();
+    let mut a = Args::parse();
+    if a.video.is_none() && a.video_bitrate.is_some() {
+        a.video = Some(PathBuf::new());
+    }
     if a.video.is_none() && a.audio.is_none() && a.publishers > 0 {
         anyhow::bail!("publishers need --video and/or --audio");
+    }
+    let made = |name: &str| -> anyhow::Result<PathBuf> {
+        let kbps = a.video_bitrate.unwrap_or(1500);
+        let dir = std::env::temp_dir().join(format!("meridian-clips-{kbps}"));
+        let status = std::process::Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/clips.sh"))
+            .arg(&dir)
+            .args(["10", "1280x720", &kbps.to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "bench/clips.sh could not make the clips (it needs ffmpeg)");
+        Ok(dir.join(name))
+    };
+    let empty = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| p.as_os_str().is_empty());
+    if empty(&a.video) {
+        a.video = Some(made(if a.codec == "h264" { "video.h264" } else { "video.ivf" })?);
+    }
+    if empty(&a.audio) {
+        a.audio = Some(made("audio.ogg")?);
     }
     let report = run(Config {
         target: if a.target == "janus" { Target::Janus } else { Target::LiveKit },
