@@ -1,8 +1,9 @@
 //! The load tester runs a tiny livestream end to end against `meridian dev`: one
 //! publisher sending an ffmpeg-made VP8 clip, two subscribers. Video only: with
-//! Opus as well, this debug, in-process run sometimes fails in the load tester's
-//! publisher (webrtc-rs: "RTPSender created with no codecs" on the second offer)
-//! or misses one track; release runs of bench/loadtest.sh with both are clean.
+//! Opus as well, about one run in six of this debug, in-process test has one
+//! subscriber whose video never fires `on_track` (the symptom of the failover
+//! flake, not yet explained); release runs of bench/loadtest.sh with both were
+//! clean.
 //! It checks the instrument, not the SFU's speed (no timing is asserted).
 
 mod common;

@@ -38,7 +38,6 @@ use tokio_tungstenite::tungstenite::Message as Frame;
 use webrtc::api::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit};
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
-use webrtc::peer_connection::signaling_state::RTCSignalingState;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtp::packetizer::Packetizer;
 use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
@@ -534,6 +533,9 @@ struct Participant {
     publisher: Arc<RTCPeerConnection>,
     subscriber: Arc<RTCPeerConnection>,
     published: Arc<Mutex<HashMap<String, String>>>,
+    /// Answers to the publisher's offers fully applied (`set_remote_description`
+    /// returned), counted by the signal loop.
+    answers: tokio::sync::watch::Receiver<u32>,
     shared: Arc<Shared>,
 }
 
@@ -599,14 +601,16 @@ impl Participant {
             Box::pin(async {})
         }));
         let published: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+        let (answered, answers) = tokio::sync::watch::channel(0);
         let p = Self {
             out: out.clone(),
             publisher: Arc::clone(&publisher),
             subscriber: Arc::clone(&subscriber),
             published: Arc::clone(&published),
+            answers,
             shared,
         };
-        tokio::spawn(signal_loop(stream, out, publisher, subscriber, published, stop));
+        tokio::spawn(signal_loop(stream, out, (publisher, subscriber), published, answered, stop));
         Ok(p)
     }
 
@@ -653,12 +657,14 @@ impl Participant {
                 id: offer_id,
                 ..Default::default()
             }));
-            let answered = async {
-                while self.publisher.signaling_state() != RTCSignalingState::Stable {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            };
-            tokio::time::timeout(Duration::from_secs(10), answered).await.context("no answer within 10 s")?;
+            // Not the signaling state: webrtc-rs reports `stable` before it has
+            // taken the answer's codecs, and an offer made in between has a
+            // section with none ("RTPSender created with no codecs").
+            let mut answers = self.answers.clone();
+            tokio::time::timeout(Duration::from_secs(10), answers.wait_for(|n| *n >= offer_id))
+                .await
+                .context("no answer within 10 s")?
+                .context("signal connection closed")?;
             let clips = Arc::clone(clips);
             let published = Arc::clone(&self.published);
             let shared = Arc::clone(&self.shared);
@@ -680,9 +686,9 @@ async fn signal_loop(
         tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     >,
     out: Out,
-    publisher: Arc<RTCPeerConnection>,
-    subscriber: Arc<RTCPeerConnection>,
+    (publisher, subscriber): (Arc<RTCPeerConnection>, Arc<RTCPeerConnection>),
     published: Arc<Mutex<HashMap<String, String>>>,
+    answered: tokio::sync::watch::Sender<u32>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     // Trickled candidates that came before the description, [publisher, subscriber].
@@ -699,6 +705,7 @@ async fn signal_loop(
             match m {
                 In::Answer(a) => {
                     publisher.set_remote_description(RTCSessionDescription::answer(a.sdp)?).await?;
+                    answered.send_modify(|n| *n += 1);
                     for init in pending[0].drain(..) {
                         publisher.add_ice_candidate(init).await?;
                     }
