@@ -118,12 +118,13 @@ impl Session {
         }
         let what = format!("{} {}", body["janus"], body["body"]["request"]);
         let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(transaction, tx);
+        lock(&self.pending).insert(transaction.clone(), tx);
         self.out.send(body).map_err(|_| anyhow::anyhow!("{what}: connection closed"))?;
-        let answer = tokio::time::timeout(ANSWER_WAIT, rx)
-            .await
-            .with_context(|| format!("{what}: no answer within {ANSWER_WAIT:?}"))?
-            .with_context(|| format!("{what}: connection closed"))?;
+        let Ok(answer) = tokio::time::timeout(ANSWER_WAIT, rx).await else {
+            lock(&self.pending).remove(&transaction);
+            bail!("{what}: no answer within {ANSWER_WAIT:?}");
+        };
+        let answer = answer.with_context(|| format!("{what}: connection closed"))?;
         if answer["janus"] == "error" {
             bail!("{what}: {}", answer["error"]);
         }
@@ -217,7 +218,7 @@ impl JanusParticipant {
         // Send logs are keyed as subscribers will know them: feed and kind.
         let published: Arc<Mutex<HashMap<String, String>>> = Arc::default();
         for (cid, kind, track) in sending {
-            lock(&published).insert(cid.clone(), source_key(feed, kind_name(kind)));
+            lock(&published).insert(cid.clone(), source_key(feed, &kind.as_str_name().to_lowercase()));
             let (clips, published, shared, stop) =
                 (Arc::clone(clips), Arc::clone(&published), Arc::clone(shared), stop.clone());
             tokio::spawn(async move { send_media(cid, kind, track, clips, (published, shared), stop).await });
@@ -273,14 +274,6 @@ impl JanusParticipant {
 
 fn source_key(feed: u64, kind: &str) -> String {
     format!("janus:{feed}:{kind}")
-}
-
-fn kind_name(kind: proto::TrackType) -> &'static str {
-    if kind == proto::TrackType::Video {
-        "video"
-    } else {
-        "audio"
-    }
 }
 
 /// Sets `description` as local and returns it once ICE gathering is complete, so
