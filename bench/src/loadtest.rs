@@ -757,10 +757,10 @@ async fn signal_loop(
 /// once it has the answer, and media that comes first leaves the track reading
 /// nothing (`ErrBufferClosed`). Browsers have no such gap.
 async fn await_receivers(pc: &RTCPeerConnection, offer: &str) {
-    let mut declared: Vec<u32> =
-        offer.lines().filter_map(|l| l.strip_prefix("a=ssrc:")?.split(' ').next()?.parse().ok()).collect();
-    declared.sort_unstable();
-    declared.dedup();
+    let declared: Vec<_> = meridian_sfu::sdp::media_sections(offer)
+        .iter()
+        .flat_map(meridian_sfu::sdp::MediaSection::declared_streams)
+        .collect();
     let _ = meridian_sfu::engine::await_receivers(pc, &declared, Duration::from_secs(2)).await;
 }
 

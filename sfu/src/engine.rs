@@ -108,28 +108,58 @@ impl Engine {
     }
 }
 
-/// Waits until `pc` has started a receiver for each of `ssrcs`, polling every
+/// A media stream a remote description declares, whose receiver webrtc-rs must
+/// have started before the stream's first packet arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeclaredStream {
+    /// A stream declared by `a=ssrc:` (RFC 5576 §4.1).
+    Ssrc(u32),
+    /// A simulcast layer declared by `a=rid:<rid> send` in media section `mid`
+    /// (RFC 8851 §4); its SSRC is learned from its first packet's RID header
+    /// extension.
+    Rid {
+        /// The section's `a=mid:`.
+        mid: String,
+        /// The layer's RID (`q`, `h`, `f` from livekit-client).
+        rid: String,
+    },
+}
+
+/// Waits until `pc` has started a receiver for each of `streams`, polling every
 /// 2 ms, at most `wait`. webrtc-rs starts receivers on its operations queue after
-/// `set_local_description` returns; RTP that arrives before then is taken for an
-/// undeclared stream, so whoever answers an offer that sends media waits here
-/// before sending the answer (the node for publishers, the load tester for the
-/// SFU's offers).
+/// `set_local_description` returns. RTP that arrives before then is lost for good:
+/// an SSRC stream is taken for an undeclared one, and a RID layer fails its
+/// simulcast probe (`ErrRTPReceiverForRIDTrackStreamNotFound`); either way
+/// `on_track` never fires for it. So whoever answers an offer that sends media
+/// waits here before sending the answer (the node for publishers, the load tester
+/// for the SFU's offers).
 ///
-/// Errors: the SSRCs whose receivers had started when `wait` ran out.
-pub async fn await_receivers(pc: &RTCPeerConnection, ssrcs: &[u32], wait: Duration) -> Result<(), Vec<u32>> {
+/// Errors: the streams whose receivers had not started when `wait` ran out.
+pub async fn await_receivers(
+    pc: &RTCPeerConnection,
+    streams: &[DeclaredStream],
+    wait: Duration,
+) -> Result<(), Vec<DeclaredStream>> {
     let deadline = Instant::now() + wait;
     loop {
         let mut started = Vec::new();
         for t in pc.get_transceivers().await {
+            let mid = t.mid().map(|m| m.to_string()).unwrap_or_default();
             for track in t.receiver().await.tracks().await {
-                started.push(track.ssrc());
+                let rid = track.rid();
+                if rid.is_empty() {
+                    started.push(DeclaredStream::Ssrc(track.ssrc()));
+                } else {
+                    started.push(DeclaredStream::Rid { mid: mid.clone(), rid: rid.to_string() });
+                }
             }
         }
-        if ssrcs.iter().all(|s| started.contains(s)) {
+        let missing: Vec<DeclaredStream> = streams.iter().filter(|s| !started.contains(s)).cloned().collect();
+        if missing.is_empty() {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(started);
+            return Err(missing);
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }

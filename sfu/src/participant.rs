@@ -118,7 +118,11 @@ pub struct Participant {
     /// AddTrackRequests answered but whose media has not arrived.
     pending_tracks: Mutex<Vec<PendingTrack>>,
     published: Arc<Mutex<Vec<Arc<PublishedTrack>>>>,
-    down_tracks: Mutex<HashMap<String, Arc<RTCRtpSender>>>,
+    /// Down-tracks by track sid. An async lock, held across adding or removing
+    /// the sender, so that two concurrent subscriptions to one track (the room
+    /// announcing a new track while this participant's join subscribes to what is
+    /// published) add one down-track, not two.
+    down_tracks: tokio::sync::Mutex<HashMap<String, Arc<RTCRtpSender>>>,
     /// The `sfu.join` span; milestones (`sfu.ice_connected`, `sfu.first_rtp_forwarded`) are its children.
     trace: tracing::Span,
     /// Data channels this node opens on the subscriber PC, by kind, that carry
@@ -200,7 +204,7 @@ impl Participant {
             negotiation: tokio::sync::Mutex::new(Negotiation::default()),
             pending_tracks: Mutex::new(Vec::new()),
             published: Arc::new(Mutex::new(Vec::new())),
-            down_tracks: Mutex::new(HashMap::new()),
+            down_tracks: tokio::sync::Mutex::new(HashMap::new()),
             trace,
             sub_data: [reliable, lossy],
         });
@@ -353,7 +357,10 @@ impl Participant {
     /// Handles the client's publisher offer: answer it, echoing its id. Returns the
     /// sids of published tracks whose media sections the offer no longer sends on
     /// (livekit-client unpublishes by renegotiating, with no message of its own).
-    pub async fn handle_offer(&self, offer: proto::SessionDescription) -> Result<Vec<String>, ParticipantError> {
+    pub async fn handle_offer(
+        self: &Arc<Self>,
+        offer: proto::SessionDescription,
+    ) -> Result<Vec<String>, ParticipantError> {
         let sections = sdp::media_sections(&offer.sdp);
         tracing::info!(participant = %self.sid, id = offer.id, ?sections, "publisher offer");
         let preferred = self.requested_codecs(&sections);
@@ -368,7 +375,7 @@ impl Participant {
         self.publisher.set_local_description(answer.clone()).await?;
         self.await_receivers(&sections).await;
         let sdp = self.publisher.local_description().await.map(|d| d.sdp).unwrap_or(answer.sdp);
-        self.watch_media_arrival(&sections, &sdp, offer.id);
+        self.watch_media_arrival(&sections, offer.id);
         self.send(Out::Answer(proto::SessionDescription {
             r#type: "answer".into(),
             sdp,
@@ -380,45 +387,40 @@ impl Participant {
         Ok(published.iter().filter(|t| silent.contains(&t.mid().as_str())).map(|t| t.sid.clone()).collect())
     }
 
-    /// Warns when a section the offer sends on has produced no published track
-    /// [`MEDIA_ARRIVAL_WAIT`] after the answer: `on_track` never fired, so the
-    /// track reaches nobody. A diagnostic for a rare failure seen after failover
-    /// (a republished video track that never arrives); the warning carries what the
-    /// answer said about those sections.
-    fn watch_media_arrival(&self, sections: &[sdp::MediaSection], answer: &str, offer_id: u32) {
-        let expected: Vec<String> =
-            sections.iter().filter(|s| s.sending && s.track_id.is_some()).filter_map(|s| s.mid.clone()).collect();
+    /// Warns when a section the offer sends on still has its AddTrackRequest
+    /// pending [`MEDIA_ARRIVAL_WAIT`] after the answer: `on_track` never fired, so
+    /// the track reaches nobody. A diagnostic for a failure seen after failover (a
+    /// republished video track that never arrived); the warning carries the
+    /// sections' mids and cids.
+    fn watch_media_arrival(self: &Arc<Self>, sections: &[sdp::MediaSection], offer_id: u32) {
+        let expected: Vec<(String, String)> =
+            sections.iter().filter(|s| s.sending).filter_map(|s| Some((s.mid.clone()?, s.track_id.clone()?))).collect();
         if expected.is_empty() {
             return;
         }
-        let answered: Vec<(Option<String>, bool)> =
-            sdp::media_sections(answer).into_iter().map(|s| (s.mid, s.sending)).collect();
-        let published = Arc::downgrade(&self.published);
-        let sid = self.sid.clone();
+        let me = Arc::downgrade(self);
         tokio::spawn(async move {
             tokio::time::sleep(MEDIA_ARRIVAL_WAIT).await;
-            let Some(published) = published.upgrade() else { return };
-            let have: Vec<String> = lock(&published).iter().map(|t| t.mid()).collect();
-            let missing: Vec<&String> = expected.iter().filter(|m| !have.contains(m)).collect();
+            let Some(me) = me.upgrade() else { return };
+            let pending = lock(&me.pending_tracks);
+            let missing: Vec<&(String, String)> =
+                expected.iter().filter(|(_, cid)| pending.iter().any(|p| &p.cid == cid)).collect();
             if !missing.is_empty() {
-                let in_answer: Vec<_> =
-                    answered.iter().filter(|(mid, _)| mid.as_ref().is_some_and(|m| missing.contains(&m))).collect();
-                tracing::warn!(participant = %sid, offer_id, ?missing, ?in_answer,
-                    "no track from these published sections: on_track has not fired");
+                tracing::warn!(participant = %me.sid, offer_id, ?missing, "no track from these published sections (mid, cid): on_track has not fired");
             }
         });
     }
 
-    /// Waits until webrtc-rs has started a receiver for every SSRC the offer
-    /// declares, at most [`RECEIVER_START_WAIT`]. webrtc-rs starts receivers on its
-    /// operations queue after `set_local_description` returns; media that arrives
-    /// before then is taken for an undeclared stream, fails simulcast probing (it
-    /// has no rid), and never fires `on_track`. The browser sends media as soon as
-    /// it has our answer, so the answer waits for the receivers.
+    /// Waits until webrtc-rs has started a receiver for every stream the offer
+    /// sends (each SSRC, and each simulcast RID), at most [`RECEIVER_START_WAIT`].
+    /// Media that arrives before its receiver has started never fires `on_track`
+    /// (see [`crate::engine::await_receivers`]). The browser sends media as soon
+    /// as it has our answer, on a connected PC within one round trip, so the
+    /// answer waits for the receivers.
     async fn await_receivers(&self, sections: &[sdp::MediaSection]) {
-        let declared: Vec<u32> = sections.iter().filter(|s| s.sending).filter_map(|s| s.first_ssrc).collect();
-        if let Err(started) = crate::engine::await_receivers(&self.publisher, &declared, RECEIVER_START_WAIT).await {
-            tracing::warn!(participant = %self.sid, ?declared, ?started, "receivers not started in time");
+        let declared: Vec<_> = sections.iter().flat_map(sdp::MediaSection::declared_streams).collect();
+        if let Err(missing) = crate::engine::await_receivers(&self.publisher, &declared, RECEIVER_START_WAIT).await {
+            tracing::warn!(participant = %self.sid, ?missing, "receivers not started in time");
         }
     }
 
@@ -621,12 +623,15 @@ impl Participant {
 
     /// Adds a down-track for `track` to the subscriber PC and offers it.
     pub async fn subscribe(&self, track: &Arc<PublishedTrack>) -> Result<(), ParticipantError> {
-        if self.is_closed.load(Ordering::Relaxed) || lock(&self.down_tracks).contains_key(&track.sid) {
-            return Ok(());
+        {
+            let mut down_tracks = self.down_tracks.lock().await;
+            if self.is_closed.load(Ordering::Relaxed) || down_tracks.contains_key(&track.sid) {
+                return Ok(());
+            }
+            let sender = self.subscriber.add_track(track.local_track()).await?;
+            forward::spawn_down_track_rtcp(Arc::clone(&sender), Arc::downgrade(track));
+            down_tracks.insert(track.sid.clone(), sender);
         }
-        let sender = self.subscriber.add_track(track.local_track()).await?;
-        forward::spawn_down_track_rtcp(Arc::clone(&sender), Arc::downgrade(track));
-        lock(&self.down_tracks).insert(track.sid.clone(), sender);
         self.negotiate().await?;
         track.request_keyframe(Instant::now()).await;
         Ok(())
@@ -634,11 +639,14 @@ impl Participant {
 
     /// Removes the down-track of `track_sid`, if any, and offers the change.
     pub async fn unsubscribe(&self, track_sid: &str) -> Result<(), ParticipantError> {
-        let Some(sender) = lock(&self.down_tracks).remove(track_sid) else { return Ok(()) };
-        if self.is_closed.load(Ordering::Relaxed) {
-            return Ok(());
+        {
+            let mut down_tracks = self.down_tracks.lock().await;
+            let Some(sender) = down_tracks.remove(track_sid) else { return Ok(()) };
+            if self.is_closed.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            self.subscriber.remove_track(&sender).await?;
         }
-        self.subscriber.remove_track(&sender).await?;
         self.negotiate().await
     }
 

@@ -1,7 +1,10 @@
 //! What the SFU reads from a client's SDP beyond what webrtc-rs exposes: per media
 //! section, its mid, its msid track id (livekit-client's `cid`), whether it sends,
-//! and its first declared SSRC. A line scanner, not a parser: it reads only these
-//! attributes (RFC 8866 §5.14 media sections, RFC 8830 msid, RFC 5576 ssrc).
+//! its first declared SSRC and its simulcast RIDs. A line scanner, not a parser: it
+//! reads only these attributes (RFC 8866 §5.14 media sections, RFC 8830 msid,
+//! RFC 5576 ssrc, RFC 8851 rid).
+
+use crate::engine::DeclaredStream;
 
 /// One `m=` section of an SDP.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -14,6 +17,25 @@ pub struct MediaSection {
     pub sending: bool,
     /// The first `a=ssrc:` of the section (the primary SSRC; RTX follows it).
     pub first_ssrc: Option<u32>,
+    /// RIDs the offerer sends (`a=rid:<rid> send`): its simulcast layers, whose
+    /// SSRCs are not declared (livekit-client's `q`, `h`, `f`).
+    pub rids: Vec<String>,
+}
+
+impl MediaSection {
+    /// The streams a sending section declares: its RID layers when it has any,
+    /// else its primary SSRC. Empty for a section that does not send.
+    pub fn declared_streams(&self) -> Vec<DeclaredStream> {
+        if !self.sending {
+            return Vec::new();
+        }
+        match (&self.mid, self.rids.is_empty()) {
+            (Some(mid), false) => {
+                self.rids.iter().map(|rid| DeclaredStream::Rid { mid: mid.clone(), rid: rid.clone() }).collect()
+            }
+            _ => self.first_ssrc.map(DeclaredStream::Ssrc).into_iter().collect(),
+        }
+    }
 }
 
 /// The media sections of `sdp`, in order.
@@ -31,6 +53,11 @@ pub fn media_sections(sdp: &str) -> Vec<MediaSection> {
             section.track_id = msid.split(' ').nth(1).map(str::to_owned);
         } else if line == "a=inactive" || line == "a=recvonly" {
             section.sending = false;
+        } else if let Some(rid) = line.strip_prefix("a=rid:") {
+            let mut words = rid.split(' ');
+            if let (Some(id), Some("send")) = (words.next(), words.next()) {
+                section.rids.push(id.to_owned());
+            }
         } else if let Some(ssrc) = line.strip_prefix("a=ssrc:") {
             if section.first_ssrc.is_none() {
                 section.first_ssrc = ssrc.split(' ').next().and_then(|n| n.parse().ok());
@@ -61,7 +88,8 @@ mod tests {
                 mid: Some("1".into()),
                 track_id: Some("mic-cid".into()),
                 sending: true,
-                first_ssrc: Some(1111)
+                first_ssrc: Some(1111),
+                rids: vec![],
             }
         );
         assert_eq!(
@@ -70,10 +98,21 @@ mod tests {
                 mid: Some("2".into()),
                 track_id: Some("cam-cid".into()),
                 sending: false,
-                first_ssrc: Some(2222)
+                first_ssrc: Some(2222),
+                rids: vec![],
             }
         );
+        assert_eq!(s[1].declared_streams(), vec![DeclaredStream::Ssrc(1111)]);
+        assert!(s[2].declared_streams().is_empty(), "an inactive section declares nothing");
         assert!(media_sections("").is_empty());
+        let simulcast = "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\na=msid:- cam\r\n\
+                         a=rid:q send\r\na=rid:h send\r\na=rid:x recv\r\na=simulcast:send q;~h\r\n";
+        let s = media_sections(simulcast);
+        assert_eq!(s[0].rids, ["q", "h"], "send RIDs, paused ones too; recv RIDs are not the offerer's");
+        assert_eq!(
+            s[0].declared_streams(),
+            ["q", "h"].map(|rid| DeclaredStream::Rid { mid: "1".into(), rid: rid.into() })
+        );
         assert!(media_sections("garbage\r\na=mid:x").is_empty(), "attributes before any m= line are ignored");
     }
 }

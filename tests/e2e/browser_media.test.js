@@ -49,6 +49,25 @@ test('two browsers exchange video and audio through the gateway', async () => {
   await b.context.close();
 });
 
+// A camera published on a connected PC sends media within a round trip of our
+// answer, racing webrtc-rs starting the receivers of its simulcast layers; a layer
+// that lost the race never fired on_track (engine::await_receivers). Unpublishing
+// also reuses the subscriber's transceiver for the next down-track.
+test('a camera republished mid-call reaches the other side every time', async () => {
+  const { a, b } = await twoParticipants('e2e-republish');
+  for (let round = 1; round <= 5; round++) {
+    const trackSid = await b.page.evaluate(() => window.meridian.republishCamera());
+    try {
+      await waitForMedia(a.page, 'bob', { videoTrackSid: trackSid, timeoutMs: 15_000 });
+    } catch (e) {
+      e.message = `round ${round}, ${trackSid}: ${e.message}\n--- server:\n` + server.logs.join('').split('\n').slice(-40).join('\n');
+      throw e;
+    }
+  }
+  await a.context.close();
+  await b.context.close();
+});
+
 test('H.264 video is forwarded too', async () => {
   const { a, b, atA } = await twoParticipants('e2e-h264', {}, { publishDefaults: { videoCodec: 'h264' } });
   assert.equal(atA.now.video.mimeType, 'video/H264', 'the subscriber decodes H.264');

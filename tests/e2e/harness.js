@@ -90,13 +90,14 @@ export async function join(browser, server, token, connectOptions = {}, roomOpti
 
 export const sleep = ms => new Promise(r => setTimeout(r, ms));
 
-/** Polls `page`'s stats until it decodes video (growing) and receives audio from `identity`. */
-export async function waitForMedia(page, identity, { timeoutMs = 30_000 } = {}) {
+/** Polls `page`'s stats until it decodes video (growing) and receives audio from
+ * `identity`; with `videoTrackSid`, video of that track only. */
+export async function waitForMedia(page, identity, { timeoutMs = 30_000, videoTrackSid } = {}) {
   const deadline = Date.now() + timeoutMs;
   let first = null, last = null;
   while (Date.now() < deadline) {
     last = await page.evaluate(() => window.meridian.stats());
-    const video = last.video.find(v => v.identity === identity && v.framesDecoded > 0);
+    const video = last.video.find(v => v.identity === identity && v.framesDecoded > 0 && (!videoTrackSid || v.trackSid === videoTrackSid));
     const audio = last.audio.find(a => a.identity === identity && a.packetsReceived > 0);
     if (video && audio) {
       if (!first) first = { video, audio };
