@@ -3,7 +3,8 @@
 //!
 //! Codecs: Opus, VP8, VP9, H.264 (the crate's defaults). Header extensions for
 //! simulcast (`sdes:mid`, `rtp-stream-id`, `repaired-rtp-stream-id`) so rid-based
-//! layers from `livekit-client` are demultiplexed. Interceptors: NACK, RTCP
+//! layers from `livekit-client` are demultiplexed, on the PCs that receive media
+//! only (see [`Engine::subscriber_peer_connection`]). Interceptors: NACK, RTCP
 //! reports and TWCC feedback (the crate's defaults).
 
 use std::sync::Arc;
@@ -47,7 +48,10 @@ pub enum EngineError {
 
 /// The node's WebRTC API.
 pub struct Engine {
+    /// For PCs that receive media: simulcast header extensions registered.
     api: API,
+    /// For PCs that only send down-tracks: no `sdes:mid` extension.
+    sending_api: API,
 }
 
 impl Engine {
@@ -66,11 +70,15 @@ impl Engine {
     }
 
     fn build(ice: &IceConfig, sfu_srtp: bool) -> Result<Self, EngineError> {
+        Ok(Self { api: Self::api(ice, sfu_srtp, true)?, sending_api: Self::api(ice, sfu_srtp, false)? })
+    }
+
+    fn api(ice: &IceConfig, sfu_srtp: bool, simulcast_extensions: bool) -> Result<API, EngineError> {
         let mut media = MediaEngine::default();
         media.register_default_codecs()?;
-        for uri in SIMULCAST_EXTENSIONS {
+        for uri in SIMULCAST_EXTENSIONS.iter().filter(|_| simulcast_extensions) {
             media.register_header_extension(
-                RTCRtpHeaderExtensionCapability { uri: uri.to_owned() },
+                RTCRtpHeaderExtensionCapability { uri: (*uri).to_owned() },
                 RTPCodecType::Video,
                 None,
             )?;
@@ -94,17 +102,30 @@ impl Engine {
         if sfu_srtp {
             settings.set_srtp_protection_profiles(vec![SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80]);
         }
-        let api = APIBuilder::new()
+        Ok(APIBuilder::new()
             .with_media_engine(media)
             .with_interceptor_registry(registry)
             .with_setting_engine(settings)
-            .build();
-        Ok(Self { api })
+            .build())
     }
 
-    /// A new peer connection with no ICE servers (the SFU is reachable directly).
+    /// A new peer connection with no ICE servers (the SFU is reachable directly),
+    /// able to receive rid simulcast: a participant's publisher PC, or any PC of
+    /// the load tester.
     pub async fn peer_connection(&self) -> Result<Arc<RTCPeerConnection>, EngineError> {
         Ok(Arc::new(self.api.new_peer_connection(RTCConfiguration::default()).await?))
+    }
+
+    /// A new peer connection for a participant's subscriber PC, which sends
+    /// down-tracks and receives no media. It negotiates no `sdes:mid` extension:
+    /// webrtc-rs 0.17's `TrackLocalStaticRTP` writes the extensions of each of its
+    /// bindings into one shared packet, so the second subscriber of a track got the
+    /// first one's `sdes:mid` under an id that means something else on its own PC
+    /// (seen as transport-cc with one byte: its receiver failed and `on_track`
+    /// never fired). Down-tracks are declared by SSRC, so receivers need no MID
+    /// to demultiplex them (RFC 8843 §9.2).
+    pub async fn subscriber_peer_connection(&self) -> Result<Arc<RTCPeerConnection>, EngineError> {
+        Ok(Arc::new(self.sending_api.new_peer_connection(RTCConfiguration::default()).await?))
     }
 }
 

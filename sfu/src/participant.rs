@@ -178,7 +178,7 @@ impl Participant {
         trace: tracing::Span,
     ) -> Result<Arc<Self>, crate::engine::EngineError> {
         let publisher = room.engine().peer_connection().await?;
-        let subscriber = room.engine().peer_connection().await?;
+        let subscriber = room.engine().subscriber_peer_connection().await?;
         let reliable = subscriber.create_data_channel(DataKind::Reliable.label(), None).await?;
         let lossy = subscriber
             .create_data_channel(

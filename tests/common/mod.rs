@@ -24,7 +24,18 @@ pub async fn stack() -> DevStack {
 
 /// A stack on ephemeral ports, on Postgres when `database_url` is given.
 pub async fn stack_with(database_url: Option<String>) -> DevStack {
+    init_logs();
     meridian::start_dev(DevOptions { database_url, ..options() }).await.expect("dev stack starts")
+}
+
+/// Sends the stack's logs to the test's captured output, which cargo prints for a
+/// failing test only. `RUST_LOG` overrides the filter (default: info, with the
+/// webrtc crates' chatter at warn).
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,webrtc=warn,webrtc_ice=warn,webrtc_dtls=error,dtls=error,turn=warn")
+    });
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }
 
 /// Options for a stack on ephemeral loopback ports with [`KEY`]/[`SECRET`].
