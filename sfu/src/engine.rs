@@ -123,7 +123,7 @@ impl Engine {
     /// first one's `sdes:mid` under an id that means something else on its own PC
     /// (seen as transport-cc with one byte: its receiver failed and `on_track`
     /// never fired). Down-tracks are declared by SSRC, so receivers need no MID
-    /// to demultiplex them (RFC 8843 §9.2).
+    /// to demultiplex them (RFC 9143 §9.2).
     pub async fn subscriber_peer_connection(&self) -> Result<Arc<RTCPeerConnection>, EngineError> {
         Ok(Arc::new(self.sending_api.new_peer_connection(RTCConfiguration::default()).await?))
     }
