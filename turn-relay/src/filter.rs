@@ -301,6 +301,9 @@ pub struct GateConn {
     inner: Arc<dyn Conn + Send + Sync>,
     gate: Arc<Gate>,
     local: SocketAddr,
+    /// `inner`'s bound address, read once: the crate asks for it on every
+    /// ChannelData message, and each ask was a `getsockname` system call.
+    bound: Option<SocketAddr>,
     queue: Mutex<VecDeque<Signed>>,
     server_nonce: Mutex<Option<(String, Instant)>>,
     /// A nonce fetch is out and unanswered.
@@ -308,6 +311,8 @@ pub struct GateConn {
     /// CreatePermission success answers to swallow, by client and transaction.
     swallow: Mutex<HashMap<(SocketAddr, [u8; 12]), usize>>,
     closed: Option<tokio::sync::Mutex<mpsc::Receiver<SocketAddr>>>,
+    /// The channel data path, on the UDP listener (see [`GateConn::with_channels`]).
+    channels: Option<Arc<crate::fastpath::Channels>>,
 }
 
 impl GateConn {
@@ -317,17 +322,26 @@ impl GateConn {
         gate: Arc<Gate>,
         closed: Option<mpsc::Receiver<SocketAddr>>,
     ) -> Self {
-        let local = inner.local_addr().unwrap_or(FETCH_SRC);
+        let bound = inner.local_addr().ok();
         Self {
             inner,
             gate,
-            local,
+            local: bound.unwrap_or(FETCH_SRC),
+            bound,
             queue: Mutex::default(),
             server_nonce: Mutex::default(),
             fetching: Default::default(),
             swallow: Mutex::default(),
             closed: closed.map(tokio::sync::Mutex::new),
+            channels: None,
         }
+    }
+
+    /// Serves bound channels' data on this listener through `channels` instead
+    /// of the crate (UDP listeners only: stream clients need padded framing).
+    pub fn with_channels(mut self, channels: Arc<crate::fastpath::Channels>) -> Self {
+        self.channels = Some(channels);
+        self
     }
 
     fn judge(&self, packet: &[u8], src: SocketAddr) -> Verdict {
@@ -417,6 +431,9 @@ impl GateConn {
         }
 
         let client = (self.local, src);
+        if let (METHOD_CHANNEL_BIND, Some(channels)) = (m.typ.method, &self.channels) {
+            channels.bind_requested(client, m);
+        }
         if m.typ.method == METHOD_ALLOCATE {
             let mut a = lock(&gate.allocations);
             if !a.owner.contains_key(&client) {
@@ -562,6 +579,9 @@ impl GateConn {
         let success = packet[1] & 0x10 == 0;
         let method = packet[1] & 0x0f;
         let Ok(txid) = <[u8; 12]>::try_from(&packet[8..20]) else { return true };
+        if let Some(channels) = &self.channels {
+            channels.answered(&self.inner, (self.local, target), method, success, packet);
+        }
         match method {
             0x03 => {
                 let mut a = lock(&self.gate.allocations);
@@ -664,6 +684,11 @@ impl Conn for GateConn {
                 }
             };
             let (n, src) = received?;
+            if let Some(channels) = &self.channels {
+                if channels.client_data(self.local, src, &buf[..n]).await {
+                    continue;
+                }
+            }
             match self.judge(&buf[..n], src) {
                 Verdict::Pass => return Ok((n, src)),
                 Verdict::Drop => {}
@@ -689,7 +714,10 @@ impl Conn for GateConn {
     }
 
     fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
-        self.inner.local_addr()
+        match self.bound {
+            Some(addr) => Ok(addr),
+            None => self.inner.local_addr(),
+        }
     }
 
     fn remote_addr(&self) -> Option<SocketAddr> {

@@ -10,6 +10,7 @@
 //! [`TurnRelay::close`].
 
 pub mod credentials;
+pub mod fastpath;
 pub mod filter;
 pub mod metrics;
 pub mod policy;
@@ -117,6 +118,7 @@ pub struct TurnRelay {
     tls_addr: Option<SocketAddr>,
     streams: Vec<Arc<stream::StreamConn>>,
     gate: Arc<filter::Gate>,
+    channels: Arc<fastpath::Channels>,
 }
 
 impl TurnRelay {
@@ -150,14 +152,22 @@ impl TurnRelay {
             total_quota: config.total_quota,
             ..filter::GateConfig::new(config.peer_policy.clone(), config.secret.clone(), config.realm.clone())
         });
+        let channels = fastpath::Channels::new(CHANNEL_BIND_LIFETIME);
         let mut ended: Vec<Option<tokio::sync::mpsc::Receiver<SocketAddr>>> = vec![None];
         ended.extend(streams.iter().map(|s| s.ended_connections()));
         let conn_configs = listeners
             .into_iter()
             .zip(ended)
             .map(|(listener, ended)| ConnConfig {
-                conn: Arc::new(filter::GateConn::new(listener, Arc::clone(&gate), ended)),
+                conn: Arc::new(match ended {
+                    // The UDP listener (the only one without stream endings).
+                    None => {
+                        filter::GateConn::new(listener, Arc::clone(&gate), None).with_channels(Arc::clone(&channels))
+                    }
+                    ended => filter::GateConn::new(listener, Arc::clone(&gate), ended),
+                }),
                 relay_addr_generator: Box::new(relay::CappedRelays {
+                    channels: Arc::clone(&channels),
                     inner: RelayAddressGeneratorStatic {
                         relay_address: config.relay_ip,
                         address: config.relay_ip.to_string(),
@@ -171,10 +181,11 @@ impl TurnRelay {
         // closed connection); the gate's quota counts follow.
         let (closed_tx, mut closed_rx) = tokio::sync::mpsc::channel::<turn::allocation::AllocationInfo>(1024);
         tokio::spawn({
-            let gate = Arc::clone(&gate);
+            let (gate, channels) = (Arc::clone(&gate), Arc::clone(&channels));
             async move {
                 while let Some(info) = closed_rx.recv().await {
                     gate.release(info.five_tuple.dst_addr, info.five_tuple.src_addr);
+                    channels.forget(info.five_tuple.dst_addr, info.five_tuple.src_addr);
                 }
             }
         });
@@ -187,7 +198,7 @@ impl TurnRelay {
         })
         .await?;
         tracing::info!(udp = %local_addr, tcp = ?tcp_addr, tls = ?tls_addr, relay_ip = %config.relay_ip, "TURN relay listening");
-        Ok(Self { server: Arc::new(server), local_addr, tcp_addr, tls_addr, streams, gate })
+        Ok(Self { server: Arc::new(server), local_addr, tcp_addr, tls_addr, streams, gate, channels })
     }
 
     /// The bound UDP address (useful when configured with port 0).
@@ -199,6 +210,11 @@ impl TurnRelay {
     /// rate-limited requests, tracked sources, counted allocations).
     pub fn gate_stats(&self) -> filter::GateStats {
         self.gate.stats()
+    }
+
+    /// What the channel data path has carried (UDP clients' bound channels).
+    pub fn channel_stats(&self) -> fastpath::ChannelStats {
+        self.channels.stats()
     }
 
     /// The bound TCP address, if TCP is on.

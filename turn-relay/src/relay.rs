@@ -1,7 +1,9 @@
 //! Relayed transport addresses with a bandwidth cap: the `turn` crate's static
 //! generator binds each allocation's UDP socket; this wraps the socket so that
 //! traffic over `bytes_per_second` in either direction is dropped, as a
-//! congested link would drop it (coturn's `max-bps`).
+//! congested link would drop it (coturn's `max-bps`), and so that data from a
+//! peer bound to a channel goes to the client by the channel data path
+//! ([`crate::fastpath`]) rather than back to the crate.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -12,12 +14,16 @@ use turn::relay::relay_static::RelayAddressGeneratorStatic;
 use turn::relay::RelayAddressGenerator;
 use webrtc_util::conn::Conn;
 
+use crate::fastpath::Channels;
+
 /// The static generator, with each relayed socket capped.
 pub struct CappedRelays {
     /// Binds the sockets.
     pub inner: RelayAddressGeneratorStatic,
     /// Cap per direction per allocation in bytes per second; 0 for none.
     pub bytes_per_second: u64,
+    /// The channel data path, which learns of each relayed socket.
+    pub channels: Arc<Channels>,
 }
 
 #[async_trait]
@@ -32,12 +38,13 @@ impl RelayAddressGenerator for CappedRelays {
         requested_port: u16,
     ) -> Result<(Arc<dyn Conn + Send + Sync>, SocketAddr), turn::Error> {
         let (conn, addr) = self.inner.allocate_conn(use_ipv4, requested_port).await?;
-        if self.bytes_per_second == 0 {
-            return Ok((conn, addr));
-        }
         let rate = self.bytes_per_second as f64;
         let bucket = || Mutex::new(Bucket { tokens: rate, last: Instant::now() });
-        Ok((Arc::new(CappedConn { inner: conn, rate, to_peer: bucket(), from_peer: bucket() }), addr))
+        let cap = (self.bytes_per_second > 0).then(|| Cap { rate, to_peer: bucket(), from_peer: bucket() });
+        let conn: Arc<dyn Conn + Send + Sync> =
+            Arc::new(RelayedConn { inner: conn, cap, relayed: addr, channels: Arc::clone(&self.channels) });
+        self.channels.add_relay(addr, &conn);
+        Ok((conn, addr))
     }
 }
 
@@ -59,19 +66,29 @@ impl Bucket {
     }
 }
 
-struct CappedConn {
-    inner: Arc<dyn Conn + Send + Sync>,
+/// A bandwidth cap in each direction.
+struct Cap {
     rate: f64,
     to_peer: Mutex<Bucket>,
     from_peer: Mutex<Bucket>,
 }
 
-fn take(bucket: &Mutex<Bucket>, bytes: usize, rate: f64) -> bool {
-    bucket.lock().unwrap_or_else(|e| e.into_inner()).take(bytes, rate, Instant::now())
+/// An allocation's relayed socket as the crate sees it.
+struct RelayedConn {
+    inner: Arc<dyn Conn + Send + Sync>,
+    cap: Option<Cap>,
+    relayed: SocketAddr,
+    channels: Arc<Channels>,
+}
+
+/// Takes `bytes` from the cap's `bucket`; always `true` without a cap.
+fn take(cap: &Option<Cap>, bucket: impl Fn(&Cap) -> &Mutex<Bucket>, bytes: usize) -> bool {
+    let Some(cap) = cap else { return true };
+    bucket(cap).lock().unwrap_or_else(|e| e.into_inner()).take(bytes, cap.rate, Instant::now())
 }
 
 #[async_trait]
-impl Conn for CappedConn {
+impl Conn for RelayedConn {
     async fn connect(&self, addr: SocketAddr) -> webrtc_util::Result<()> {
         self.inner.connect(addr).await
     }
@@ -83,7 +100,10 @@ impl Conn for CappedConn {
     async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
         loop {
             let (n, from) = self.inner.recv_from(buf).await?;
-            if take(&self.from_peer, n, self.rate) {
+            if !take(&self.cap, |c| &c.from_peer, n) {
+                continue;
+            }
+            if !self.channels.peer_data(self.relayed, from, &buf[..n]).await {
                 return Ok((n, from));
             }
         }
@@ -94,7 +114,7 @@ impl Conn for CappedConn {
     }
 
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
-        if !take(&self.to_peer, buf.len(), self.rate) {
+        if !take(&self.cap, |c| &c.to_peer, buf.len()) {
             return Ok(buf.len()); // dropped, as by a full link
         }
         self.inner.send_to(buf, target).await

@@ -1,8 +1,9 @@
 //! The gate in front of the `turn` crate's server, end to end over real sockets:
 //! quotas (486), requests the crate got wrong (several peers in one
 //! CreatePermission, LIFETIME over the maximum, DONT-FRAGMENT), a flood of
-//! unauthenticated requests from many sources, and a TCP connection's allocation
-//! ending with the connection.
+//! unauthenticated requests from many sources, a TCP connection's allocation
+//! ending with the connection, and channel data carried by the relay's own data
+//! path until the allocation goes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,11 +17,12 @@ use stun::error_code::ErrorCodeAttribute;
 use stun::integrity::MessageIntegrity;
 use stun::message::{
     Getter, Message, MessageType, Setter, CLASS_INDICATION, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE, METHOD_ALLOCATE,
-    METHOD_CREATE_PERMISSION, METHOD_DATA,
+    METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_DATA, METHOD_REFRESH,
 };
 use stun::textattrs::TextAttribute;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use turn::proto::channum::ChannelNumber;
 use turn::proto::data::Data;
 use turn::proto::lifetime::Lifetime;
 use turn::proto::peeraddr::PeerAddress;
@@ -292,5 +294,48 @@ async fn an_allocation_over_tcp_ends_with_its_connection() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(left, 0, "closing the connection deletes its allocation (RFC 8656 §3.1)");
+    relay.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn channel_data_takes_the_relays_own_path_until_the_allocation_goes() {
+    let relay = relay(8).await;
+    let mut c = Raw::udp(relay.local_addr(), "alice").await;
+    let relay_addr = relayed(&c.allocate(&[]).await);
+    let peer = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let peer_addr = PeerAddress { ip: peer.local_addr().unwrap().ip(), port: peer.local_addr().unwrap().port() };
+    let bound = c.request(METHOD_CHANNEL_BIND, &[&ChannelNumber(0x4000), &peer_addr]).await;
+    assert_eq!(bound.typ.class, CLASS_SUCCESS_RESPONSE, "{:?}", error_code(&bound));
+    let Transport::Udp(socket, server) = &c.t else { unreachable!() };
+
+    // Client to peer: a ChannelData message (RFC 8656 §12.4) arrives as its payload.
+    socket.send_to(&[0x40, 0x00, 0x00, 0x05, b'h', b'e', b'l', b'l', b'o', 0, 0, 0], *server).await.unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert_eq!((&buf[..n], from), (&b"hello"[..], relay_addr), "the payload, from the relayed address");
+
+    // Peer to client: the datagram comes back as ChannelData on the bound channel.
+    peer.send_to(b"hi back", relay_addr).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf[..4], &[0x40, 0x00, 0x00, 0x07], "channel 0x4000, 7 bytes");
+    assert_eq!(&buf[4..n], b"hi back");
+    let stats = relay.channel_stats();
+    assert_eq!((stats.bindings, stats.to_peer_messages, stats.to_client_messages), (1, 1, 1), "{stats:?}");
+
+    // Deleting the allocation (Refresh with LIFETIME 0) ends the binding here too.
+    let refresh = c.request(METHOD_REFRESH, &[&Lifetime(Duration::ZERO)]).await;
+    assert_eq!(refresh.typ.class, CLASS_SUCCESS_RESPONSE, "{:?}", error_code(&refresh));
+    for _ in 0..50 {
+        if relay.channel_stats().bindings == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(relay.channel_stats().bindings, 0, "the binding went with the allocation");
+    let Transport::Udp(socket, server) = &c.t else { unreachable!() };
+    socket.send_to(&[0x40, 0x00, 0x00, 0x05, b'a', b'g', b'a', b'i', b'n', 0, 0, 0], *server).await.unwrap();
+    let late = tokio::time::timeout(Duration::from_millis(500), peer.recv_from(&mut buf)).await;
+    assert!(late.is_err(), "nothing is relayed for a deleted allocation");
+    assert_eq!(relay.channel_stats().to_peer_messages, 1);
     relay.close().await.unwrap();
 }
