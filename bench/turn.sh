@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # TURN relay benchmark (docs/benchmarks.md): Meridian's relay (`meridian turn`,
 # release build) and coturn (Debian's turnserver) on this machine, loaded in turn
-# by the same coturn client, `turnutils_uclient`, client to client through the
-# relay (-y) over channels, UDP.
+# by the same coturn client, `turnutils_uclient`, over channels, UDP.
 #
 # Loads (override with LOADS="name:flags;..."):
-#   light  -m 50  -n 5000 -l 1200 -z 1   50 clients, 1 message/ms each, 1200 bytes
-#   heavy  -m 100 -n 3000 -l 1200 -z 1   100 clients
+#   light  -y -m 50  -n 5000 -l 1200 -z 1   50 clients, 1 message/ms each, 1200 bytes,
+#                                           client to client through the relay
+#   heavy  -y -m 100 -n 3000 -l 1200 -z 1   100 clients, client to client
+#   peer   -m 50 -n 5000 -l 1200 -z 1 -e 127.0.0.1 -r 34800
+#                                           50 clients to an echoing peer outside
+#                                           the relay (coturn's turnutils_peer)
+# Client to client, both allocations are on the relay; Meridian passes bound
+# channels' data from one client to the other directly (a hairpin, see
+# turn-relay/src/fastpath.rs), coturn through its relayed sockets. The peer load
+# crosses the relayed sockets on both servers.
 # For each run: messages the clients got back, messages per second over the
 # client's own transmit time (whole seconds, as it prints them), loss, the server's CPU seconds
 # (utime+stime from /proc), CPU microseconds per message received, and the
@@ -22,13 +29,17 @@ command -v turnserver >/dev/null && command -v turnutils_uclient >/dev/null || {
 cargo build --release --bin meridian
 BIN=target/release/meridian
 RUNS=${RUNS:-3}
-LOADS=${LOADS:-"light:-m 50 -n 5000 -l 1200 -z 1;heavy:-m 100 -n 3000 -l 1200 -z 1"}
+PEER_PORT=34800
+LOADS=${LOADS:-"light:-y -m 50 -n 5000 -l 1200 -z 1;heavy:-y -m 100 -n 3000 -l 1200 -z 1;peer:-m 50 -n 5000 -l 1200 -z 1 -e 127.0.0.1 -r $PEER_PORT"}
 SECRET=bench-turn-secret
 OURS_PORT=34780
 COTURN_PORT=34790
 WORK=$(mktemp -d)
 SERVER=
-trap '[ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; rm -rf "$WORK"' EXIT
+# The echoing peer for the peer load, on the client's core.
+taskset -c 1 turnutils_peer -L 127.0.0.1 -p "$PEER_PORT" >/dev/null 2>&1 &
+PEER=$!
+trap '[ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; kill "$PEER" 2>/dev/null; rm -rf "$WORK"' EXIT
 
 start_ours() {
   RUST_LOG=warn taskset -c 0 "$BIN" turn --turn-listen "127.0.0.1:$OURS_PORT" --turn-relay-ip 127.0.0.1 \
@@ -58,7 +69,7 @@ run_one() {
   sleep 1
   local before; before=$(cpu_ticks "$SERVER")
   # shellcheck disable=SC2086
-  taskset -c 1 timeout 300 turnutils_uclient -u bench -W "$SECRET" -y -c $flags -p "$PORT" 127.0.0.1 >"$WORK/client.log" 2>&1 || true
+  taskset -c 1 timeout 300 turnutils_uclient -u bench -W "$SECRET" -c $flags -p "$PORT" 127.0.0.1 >"$WORK/client.log" 2>&1 || true
   local after; after=$(cpu_ticks "$SERVER")
   local rss; rss=$(peak_rss_kb "$SERVER")
   kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=

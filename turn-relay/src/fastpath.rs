@@ -7,7 +7,11 @@
 //! Once a channel is bound, this path carries its data instead: the gate's UDP
 //! listener sends a client's ChannelData payload straight from the allocation's
 //! relayed socket, and each relayed socket wraps data from a bound peer in a
-//! ChannelData header and sends it straight to the client.
+//! ChannelData header and sends it straight to the client. When the peer is
+//! another allocation's relayed address on this relay, bound back to a channel
+//! (two clients behind restrictive NATs calling each other through one relay),
+//! the data goes from one client to the other without crossing the relayed
+//! sockets at all (a hairpin), with both allocations' caps charged.
 //!
 //! The crate stays the authority. The tables here only mirror what it
 //! answered: an Allocate success gives the relayed address of a client's
@@ -42,11 +46,13 @@ const SWEEP_AT: usize = 4096;
 
 struct ToPeer {
     relay: DynConn,
+    relayed: SocketAddr,
     peer: SocketAddr,
     expires: Instant,
 }
 
 struct ToClient {
+    relay: DynConn,
     listener: DynConn,
     client: SocketAddr,
     channel: u16,
@@ -72,6 +78,7 @@ pub struct Channels {
     lifetime: Duration,
     to_peer_messages: AtomicU64,
     to_client_messages: AtomicU64,
+    hairpinned_messages: AtomicU64,
 }
 
 /// What the channel data path has carried since the relay started.
@@ -83,6 +90,9 @@ pub struct ChannelStats {
     pub to_peer_messages: u64,
     /// Datagrams from bound peers it sent to their clients as ChannelData.
     pub to_client_messages: u64,
+    /// ChannelData messages it passed from one client to another whose
+    /// allocations are bound to each other here (the relayed sockets skipped).
+    pub hairpinned_messages: u64,
 }
 
 fn lock(m: &Mutex<Tables>) -> std::sync::MutexGuard<'_, Tables> {
@@ -99,6 +109,7 @@ impl Channels {
             lifetime,
             to_peer_messages: AtomicU64::new(0),
             to_client_messages: AtomicU64::new(0),
+            hairpinned_messages: AtomicU64::new(0),
         })
     }
 
@@ -108,6 +119,7 @@ impl Channels {
             bindings: lock(&self.tables).to_peer.len(),
             to_peer_messages: self.to_peer_messages.load(Ordering::Relaxed),
             to_client_messages: self.to_client_messages.load(Ordering::Relaxed),
+            hairpinned_messages: self.hairpinned_messages.load(Ordering::Relaxed),
         }
     }
 
@@ -164,9 +176,11 @@ impl Channels {
             t.to_client.retain(|_, e| e.expires > now);
         }
         let expires = now + self.lifetime;
-        t.to_peer.insert((client, channel), ToPeer { relay, peer, expires });
-        t.to_client
-            .insert((relayed, peer), ToClient { listener: Arc::clone(listener), client: client.1, channel, expires });
+        t.to_peer.insert((client, channel), ToPeer { relay: Arc::clone(&relay), relayed, peer, expires });
+        t.to_client.insert(
+            (relayed, peer),
+            ToClient { relay, listener: Arc::clone(listener), client: client.1, channel, expires },
+        );
     }
 
     /// Forgets `client`'s allocation and channels (the crate closed it).
@@ -180,18 +194,24 @@ impl Channels {
         }
     }
 
-    /// Where `client`'s data on `channel` goes: the relayed socket and the peer.
-    fn to_peer(&self, client: Client, channel: u16, now: Instant) -> Option<(DynConn, SocketAddr)> {
+    /// Where `client`'s data on `channel` goes: the relayed socket (and its
+    /// address) and the peer.
+    fn to_peer(&self, client: Client, channel: u16, now: Instant) -> Option<(DynConn, SocketAddr, SocketAddr)> {
         let t = lock(&self.tables);
         let e = t.to_peer.get(&(client, channel)).filter(|e| e.expires > now)?;
-        Some((Arc::clone(&e.relay), e.peer))
+        Some((Arc::clone(&e.relay), e.relayed, e.peer))
     }
 
-    /// Where data from `peer` to `relayed` goes: the listener, the client and the channel.
-    fn to_client(&self, relayed: SocketAddr, peer: SocketAddr, now: Instant) -> Option<(DynConn, SocketAddr, u16)> {
+    /// Where data from `peer` to `relayed` goes.
+    fn to_client(&self, relayed: SocketAddr, peer: SocketAddr, now: Instant) -> Option<Delivery> {
         let t = lock(&self.tables);
         let e = t.to_client.get(&(relayed, peer)).filter(|e| e.expires > now)?;
-        Some((Arc::clone(&e.listener), e.client, e.channel))
+        Some(Delivery {
+            relay: Arc::clone(&e.relay),
+            listener: Arc::clone(&e.listener),
+            client: e.client,
+            channel: e.channel,
+        })
     }
 
     /// Relays `packet`, received on `listener_addr` from `client`, if it is
@@ -200,7 +220,17 @@ impl Channels {
     /// ChannelData, malformed, or no binding here).
     pub(crate) async fn client_data(&self, listener_addr: SocketAddr, client: SocketAddr, packet: &[u8]) -> bool {
         let Some((channel, payload)) = channel_data(packet) else { return false };
-        let Some((relay, peer)) = self.to_peer((listener_addr, client), channel, Instant::now()) else { return false };
+        let now = Instant::now();
+        let Some((relay, relayed, peer)) = self.to_peer((listener_addr, client), channel, now) else { return false };
+        if let Some(other) = self.to_client(peer, relayed, now) {
+            // A hairpin: the peer is another allocation here, bound back to us.
+            let n = payload.len();
+            if crate::relay::charge(&relay, true, n) && crate::relay::charge(&other.relay, false, n) {
+                self.hairpinned_messages.fetch_add(1, Ordering::Relaxed);
+                other.deliver(payload, relayed).await;
+            }
+            return true;
+        }
         self.to_peer_messages.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = relay.send_to(payload, peer).await {
             tracing::debug!(%client, %peer, error = %e, "channel data not relayed to the peer");
@@ -212,18 +242,34 @@ impl Channels {
     /// if that peer is bound to a channel: sends it to the client as ChannelData
     /// and returns `true`. `false` leaves it to the crate.
     pub(crate) async fn peer_data(&self, relayed: SocketAddr, peer: SocketAddr, payload: &[u8]) -> bool {
-        let Some((listener, client, channel)) = self.to_client(relayed, peer, Instant::now()) else { return false };
-        let Ok(len) = u16::try_from(payload.len()) else { return false };
+        let Some(to) = self.to_client(relayed, peer, Instant::now()) else { return false };
+        self.to_client_messages.fetch_add(1, Ordering::Relaxed);
+        to.deliver(payload, peer).await;
+        true
+    }
+}
+
+/// A client's end of a channel binding.
+struct Delivery {
+    /// The allocation's relayed socket (for its cap).
+    relay: DynConn,
+    listener: DynConn,
+    client: SocketAddr,
+    channel: u16,
+}
+
+impl Delivery {
+    /// Sends `payload` from `peer` to the client as ChannelData on the channel.
+    async fn deliver(&self, payload: &[u8], peer: SocketAddr) {
+        let Ok(len) = u16::try_from(payload.len()) else { return };
         // Over UDP, ChannelData needs no padding (RFC 8656 §12.5).
         let mut out = Vec::with_capacity(4 + payload.len());
-        out.extend_from_slice(&channel.to_be_bytes());
+        out.extend_from_slice(&self.channel.to_be_bytes());
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(payload);
-        self.to_client_messages.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = listener.send_to(&out, client).await {
-            tracing::debug!(%client, %peer, error = %e, "channel data not relayed to the client");
+        if let Err(e) = self.listener.send_to(&out, self.client).await {
+            tracing::debug!(client = %self.client, %peer, error = %e, "channel data not relayed to the client");
         }
-        true
     }
 }
 
@@ -274,8 +320,8 @@ mod tests {
             t.allocations.insert(client, relayed);
             channels.bound(&mut t, &listener, client, 0x4000, peer, now);
         }
-        assert_eq!(channels.to_peer(client, 0x4000, now).map(|(_, p)| p), Some(peer));
-        assert_eq!(channels.to_client(relayed, peer, now).map(|(_, c, n)| (c, n)), Some((client.1, 0x4000)));
+        assert_eq!(channels.to_peer(client, 0x4000, now).map(|(_, r, p)| (r, p)), Some((relayed, peer)));
+        assert_eq!(channels.to_client(relayed, peer, now).map(|d| (d.client, d.channel)), Some((client.1, 0x4000)));
         assert!(channels.to_peer(client, 0x4001, now).is_none(), "an unbound channel");
         let later = now + Duration::from_secs(601);
         assert!(channels.to_peer(client, 0x4000, later).is_none(), "expired");

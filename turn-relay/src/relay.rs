@@ -81,6 +81,18 @@ struct RelayedConn {
     channels: Arc<Channels>,
 }
 
+/// Charges `bytes` to the cap of the relayed socket `conn` made by
+/// [`CappedRelays`], towards the peer or from it; `false` when over the cap
+/// (the data is dropped). Always `true` for other conns or without a cap.
+pub(crate) fn charge(conn: &Arc<dyn Conn + Send + Sync>, to_peer: bool, bytes: usize) -> bool {
+    let Some(relayed) = conn.as_any().downcast_ref::<RelayedConn>() else { return true };
+    if to_peer {
+        take(&relayed.cap, |c| &c.to_peer, bytes)
+    } else {
+        take(&relayed.cap, |c| &c.from_peer, bytes)
+    }
+}
+
 /// Takes `bytes` from the cap's `bucket`; always `true` without a cap.
 fn take(cap: &Option<Cap>, bucket: impl Fn(&Cap) -> &Mutex<Bucket>, bytes: usize) -> bool {
     let Some(cap) = cap else { return true };

@@ -339,3 +339,24 @@ async fn channel_data_takes_the_relays_own_path_until_the_allocation_goes() {
     assert_eq!(relay.channel_stats().to_peer_messages, 1);
     relay.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn two_clients_bound_to_each_other_are_hairpinned() {
+    let relay = relay(8).await;
+    let mut a = Raw::udp(relay.local_addr(), "alice").await;
+    let mut b = Raw::udp(relay.local_addr(), "bob").await;
+    let (ra, rb) = (relayed(&a.allocate(&[]).await), relayed(&b.allocate(&[]).await));
+    let at = |r: SocketAddr| PeerAddress { ip: r.ip(), port: r.port() };
+    for (c, channel, peer) in [(&mut a, 0x4001, at(rb)), (&mut b, 0x6b00, at(ra))] {
+        let bound = c.request(METHOD_CHANNEL_BIND, &[&ChannelNumber(channel), &peer]).await;
+        assert_eq!(bound.typ.class, CLASS_SUCCESS_RESPONSE, "{:?}", error_code(&bound));
+    }
+    let (Transport::Udp(sa, server), Transport::Udp(sb, _)) = (&a.t, &b.t) else { unreachable!() };
+    sa.send_to(&[0x40, 0x01, 0x00, 0x03, b'a', b'-', b'b', 0], *server).await.unwrap();
+    let mut buf = [0u8; 2048];
+    let n = tokio::time::timeout(Duration::from_secs(5), sb.recv(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf[..n], &[0x6b, 0x00, 0x00, 0x03, b'a', b'-', b'b'], "bob hears alice on his channel to her");
+    let stats = relay.channel_stats();
+    assert_eq!((stats.hairpinned_messages, stats.to_peer_messages), (1, 0), "{stats:?}");
+    relay.close().await.unwrap();
+}
