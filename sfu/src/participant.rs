@@ -375,7 +375,7 @@ impl Participant {
         self.publisher.set_local_description(answer.clone()).await?;
         self.await_receivers(&sections).await;
         let sdp = self.publisher.local_description().await.map(|d| d.sdp).unwrap_or(answer.sdp);
-        self.watch_media_arrival(&sections, offer.id);
+        self.watch_media_arrival(&sections, &sdp, offer.id);
         self.send(Out::Answer(proto::SessionDescription {
             r#type: "answer".into(),
             sdp,
@@ -392,22 +392,37 @@ impl Participant {
     /// the track reaches nobody. A diagnostic for a failure seen after failover (a
     /// republished video track that never arrived); the warning carries the
     /// sections' mids and cids.
-    fn watch_media_arrival(self: &Arc<Self>, sections: &[sdp::MediaSection], offer_id: u32) {
+    fn watch_media_arrival(self: &Arc<Self>, sections: &[sdp::MediaSection], answer: &str, offer_id: u32) {
         let expected: Vec<(String, String)> =
             sections.iter().filter(|s| s.sending).filter_map(|s| Some((s.mid.clone()?, s.track_id.clone()?))).collect();
         if expected.is_empty() {
             return;
         }
+        let answer = answer.to_owned();
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
             tokio::time::sleep(MEDIA_ARRIVAL_WAIT).await;
             let Some(me) = me.upgrade() else { return };
-            let pending = lock(&me.pending_tracks);
-            let missing: Vec<&(String, String)> =
-                expected.iter().filter(|(_, cid)| pending.iter().any(|p| &p.cid == cid)).collect();
-            if !missing.is_empty() {
-                tracing::warn!(participant = %me.sid, offer_id, ?missing, "no track from these published sections (mid, cid): on_track has not fired");
+            let missing: Vec<(String, String)> = {
+                let pending = lock(&me.pending_tracks);
+                expected.into_iter().filter(|(_, cid)| pending.iter().any(|p| &p.cid == cid)).collect()
+            };
+            if missing.is_empty() {
+                return;
             }
+            // What webrtc-rs holds for those sections, and what our answer said of them.
+            let mut receivers = Vec::new();
+            for t in me.publisher.get_transceivers().await {
+                let mid = t.mid().map(|m| m.to_string()).unwrap_or_default();
+                if missing.iter().any(|(m, _)| *m == mid) {
+                    let tracks: Vec<(String, u32)> =
+                        t.receiver().await.tracks().await.iter().map(|r| (r.rid().to_string(), r.ssrc())).collect();
+                    receivers.push((mid, t.direction().to_string(), tracks));
+                }
+            }
+            let answered = sdp::section_lines(&answer, |mid| missing.iter().any(|(m, _)| m == mid));
+            tracing::warn!(participant = %me.sid, offer_id, ?missing, ?receivers, ?answered,
+                "no track from these published sections (mid, cid): on_track has not fired");
         });
     }
 

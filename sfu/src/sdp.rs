@@ -67,6 +67,36 @@ pub fn media_sections(sdp: &str) -> Vec<MediaSection> {
     sections
 }
 
+/// The direction, `a=rid`, `a=simulcast` and `a=extmap` lines of the media
+/// sections of `sdp` whose mid `wanted` picks, for diagnostics.
+pub fn section_lines(sdp: &str, wanted: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut section: Vec<&str> = Vec::new();
+    let mut flush = |section: &mut Vec<&str>| {
+        let mid = section.iter().find_map(|l| l.strip_prefix("a=mid:"));
+        if mid.is_some_and(&wanted) {
+            out.extend(section.iter().map(|l| l.to_string()));
+        }
+        section.clear();
+    };
+    for line in sdp.lines().map(str::trim_end) {
+        if line.starts_with("m=") {
+            flush(&mut section);
+        }
+        let keep = line.starts_with("m=")
+            || line.starts_with("a=mid:")
+            || line.starts_with("a=rid:")
+            || line.starts_with("a=simulcast:")
+            || line.starts_with("a=extmap:")
+            || ["a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive"].contains(&line);
+        if keep {
+            section.push(line);
+        }
+    }
+    flush(&mut section);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +134,11 @@ mod tests {
         );
         assert_eq!(s[1].declared_streams(), vec![DeclaredStream::Ssrc(1111)]);
         assert!(s[2].declared_streams().is_empty(), "an inactive section declares nothing");
+        assert_eq!(
+            section_lines(sdp, |mid| mid == "2"),
+            ["m=video 9 UDP/TLS/RTP/SAVPF 96 97", "a=mid:2", "a=inactive"],
+            "only the picked section's lines of interest"
+        );
         assert!(media_sections("").is_empty());
         let simulcast = "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\na=msid:- cam\r\n\
                          a=rid:q send\r\na=rid:h send\r\na=rid:x recv\r\na=simulcast:send q;~h\r\n";

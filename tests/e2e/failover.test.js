@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { launchBrowser, sdkToken, join, waitForMedia, startPostgres, startRole, API_KEY, API_SECRET } from './harness.js';
 
-let pg, gateway, eu, us, browser;
+let pg, gateway, eu, us, browsers;
 const GATEWAY = 7900;
 const env = () => ({ DATABASE_URL: pg.url, MERIDIAN_API_KEY: API_KEY, MERIDIAN_API_SECRET: API_SECRET });
 
@@ -19,10 +19,13 @@ before(async () => {
   us = await startRole('failover-sfu-us', sfu('us-west', 7902), env(), 'SFU node up');
   gateway = await startRole('failover-gateway', ['gateway', '--gateway-listen', `127.0.0.1:${GATEWAY}`, '--gateway-plain-http', 'true',
     '--gateway-default-region', 'eu-west', '--gateway-client-js', '../../web/node_modules/livekit-client/dist/livekit-client.umd.js'], env(), 'gateway up');
-  browser = await launchBrowser();
+  // One browser each: on a full reconnect livekit-client restarts the camera,
+  // and two pages of one browser restarting Chromium's one fake capture device
+  // at once now and then left a camera that sent nothing.
+  browsers = [await launchBrowser(), await launchBrowser()];
 });
 after(async () => {
-  await browser?.close();
+  for (const b of browsers ?? []) await b.close();
   for (const p of [gateway, eu, us]) await p?.stop();
   await pg?.stop();
 });
@@ -31,17 +34,27 @@ const server = { url: `http://127.0.0.1:${GATEWAY}`, wsUrl: `ws://127.0.0.1:${GA
 const region = page => page.evaluate(() => window.meridian.room().engine.latestJoinResponse.serverInfo.region);
 
 test('when the node hosting a call dies, both participants recover on the other region', async () => {
-  const a = await join(browser, server, await sdkToken('failover', 'alice'));
-  const b = await join(browser, server, await sdkToken('failover', 'bob'));
+  const a = await join(browsers[0], server, await sdkToken('failover', 'alice'));
+  const b = await join(browsers[1], server, await sdkToken('failover', 'bob'));
   await waitForMedia(a.page, 'bob');
   await waitForMedia(b.page, 'alice');
   assert.equal(await region(a.page), 'eu-west');
 
   const killedAt = Date.now();
   eu.kill('SIGKILL');
+  // Media counted from the old node can still grow for a moment after the kill,
+  // so media is awaited only once each client is back, on the other region.
+  const recovered = async (page, from) => {
+    await page.waitForFunction(() => window.meridian.room()?.engine?.latestJoinResponse?.serverInfo?.region === 'us-west'
+      && window.meridian.room().state === 'connected', null, { timeout: 45_000, polling: 100 });
+    return waitForMedia(page, from, { timeoutMs: 45_000 });
+  };
   try {
-    await Promise.all([waitForMedia(a.page, 'bob', { timeoutMs: 45_000 }), waitForMedia(b.page, 'alice', { timeoutMs: 45_000 })]);
+    await Promise.all([recovered(a.page, 'bob'), recovered(b.page, 'alice')]);
   } catch (e) {
+    for (const [who, p] of [['alice', a], ['bob', b]]) {
+      e.message += `\n--- ${who} sends: ` + JSON.stringify(await p.page.evaluate(() => window.meridian.outbound()).catch(err => String(err)));
+    }
     e.message += '\n--- alice console:\n' + a.consoleLines.slice(-40).join('\n') + '\n--- bob console:\n' + b.consoleLines.slice(-40).join('\n');
     throw e;
   }
