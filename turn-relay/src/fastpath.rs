@@ -144,10 +144,16 @@ impl Channels {
         t.pending.insert((client, request.transaction_id.0), (number.0, SocketAddr::new(peer.ip, peer.port)));
     }
 
-    /// The crate's answer to `client`'s request `txid` (method and outcome read
-    /// from the header), sent through `listener`. `response` is the whole message.
-    pub(crate) fn answered(&self, listener: &DynConn, client: Client, method: u8, success: bool, response: &[u8]) {
-        let Ok(txid) = <[u8; 12]>::try_from(&response[8..20]) else { return };
+    /// The crate's answer to `client`'s request `txid` (method and outcome as
+    /// the gate read them from the header), sent through `listener`. `response`
+    /// is the whole message.
+    pub(crate) fn answered(
+        &self,
+        listener: &DynConn,
+        client: Client,
+        (method, success, txid): (u8, bool, [u8; 12]),
+        response: &[u8],
+    ) {
         match (method, success) {
             (0x03, true) => {
                 let mut m = Message::new();

@@ -580,7 +580,7 @@ impl GateConn {
         let method = packet[1] & 0x0f;
         let Ok(txid) = <[u8; 12]>::try_from(&packet[8..20]) else { return true };
         if let Some(channels) = &self.channels {
-            channels.answered(&self.inner, (self.local, target), method, success, packet);
+            channels.answered(&self.inner, (self.local, target), (method, success, txid), packet);
         }
         match method {
             0x03 => {
