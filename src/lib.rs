@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use meridian_auth::turn_rest::DEFAULT_CREDENTIAL_TTL;
 use meridian_auth::TokenAuthority;
 use meridian_gateway::metrics::GatewayMetrics;
 use meridian_gateway::tls::ReloadableTls;
@@ -26,9 +27,7 @@ use meridian_sfu::registry::LoadSampler;
 use meridian_sfu::{Sfu, SfuConfig, TurnAdvert};
 use meridian_turn::metrics::TurnMetrics;
 use meridian_turn::policy::PeerPolicy;
-use meridian_turn::{
-    TlsListen, TurnConfig, TurnRelay, DEFAULT_CREDENTIAL_TTL, DEFAULT_REALM, DEFAULT_RECV_BUFFER_BYTES,
-};
+use meridian_turn::{TlsListen, TurnConfig, TurnRelay, DEFAULT_REALM, DEFAULT_RECV_BUFFER_BYTES};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use meridian_auth::turn_rest::DEFAULT_CREDENTIAL_TTL;
 use meridian_auth::TokenAuthority;
 use meridian_gateway::metrics::GatewayMetrics;
 use meridian_gateway::tls::ReloadableTls;
@@ -18,7 +19,7 @@ use meridian_sfu::metrics::SfuMetrics;
 use meridian_sfu::registry::LoadSampler;
 use meridian_sfu::{Sfu, SfuConfig, TurnAdvert};
 use meridian_turn::metrics::TurnMetrics;
-use meridian_turn::{TlsListen, TurnRelay, DEFAULT_CREDENTIAL_TTL};
+use meridian_turn::{TlsListen, TurnRelay};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use tokio::sync::watch;

@@ -14,6 +14,11 @@
 //!   key and secret, or LiveKit's `Authorization: Bearer <JWT>`).
 //!
 //! Expiry and not-before are checked with a 60 s leeway, as LiveKit's server does.
+//!
+//! [`turn_rest`] holds the other credential Meridian hands out: TURN REST API
+//! username/password pairs, minted by the SFU per join and checked by the relay.
+
+pub mod turn_rest;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +26,14 @@ use base64::prelude::{Engine, BASE64_STANDARD};
 use jsonwebtoken::errors::ErrorKind;
 use livekit_api::access_token::{AccessToken, AccessTokenError, Claims, TokenVerifier, VideoGrants};
 use sha1::{Digest, Sha1};
+
+/// The time `secs` seconds after the Unix epoch, or `None` when `SystemTime`
+/// cannot hold it (over `i64::MAX` seconds on Linux). Every time read off the wire
+/// (JWT `exp`/`nbf`, TURN usernames and nonces) goes through this:
+/// `UNIX_EPOCH + Duration::from_secs(secs)` panics on such values.
+pub fn unix_time(secs: u64) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+}
 
 /// Default token lifetime: 6 hours, as LiveKit's SDKs mint them.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(6 * 3600);
@@ -237,8 +250,8 @@ impl TokenAuthority {
         let claims = Claims::from_unverified(&jwt).map_err(|e| TokenError::Malformed(e.to_string()))?;
         Ok(MintedToken {
             id: token_id(&jwt),
-            issued_at: UNIX_EPOCH + Duration::from_secs(claims.nbf as u64),
-            expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp as u64),
+            issued_at: claim_time(claims.nbf, "nbf")?,
+            expires_at: claim_time(claims.exp, "exp")?,
             jwt,
         })
     }
@@ -248,6 +261,7 @@ impl TokenAuthority {
     /// given, that the token is for that room.
     pub fn verify_join(&self, token: &str, room: Option<&str>) -> Result<VerifiedGrant, TokenError> {
         let claims = self.verify(token)?;
+        let expires_at = claim_time(claims.exp, "exp")?;
         let video = &claims.video;
         if !video.room_join {
             return Err(TokenError::NoRoomJoin);
@@ -273,7 +287,7 @@ impl TokenAuthority {
             name: claims.name,
             metadata: claims.metadata,
             room: claims.video.room,
-            expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp as u64),
+            expires_at,
         })
     }
 
@@ -306,6 +320,13 @@ impl TokenAuthority {
         }
         self.verifier.verify(token).map_err(classify)
     }
+}
+
+/// A JWT time claim (seconds since the epoch) as a time, or
+/// [`TokenError::Malformed`] when it is out of range (a signed token can carry any
+/// number; `livekit-api` declares the claims `usize`).
+fn claim_time(secs: usize, claim: &str) -> Result<SystemTime, TokenError> {
+    u64::try_from(secs).ok().and_then(unix_time).ok_or_else(|| TokenError::Malformed(format!("{claim} out of range")))
 }
 
 /// Maps the verifier's error to our reason.
@@ -380,6 +401,32 @@ mod tests {
             Err(TokenError::Malformed(_))
         ));
         assert_eq!(TokenAuthority::new("devkey", "secret").verify_join("", None).unwrap_err(), TokenError::Missing);
+    }
+
+    /// A token signed with the right secret but with `exp` (or `nbf`) beyond what
+    /// `SystemTime` holds: refused as malformed, no panic.
+    #[test]
+    fn a_signed_token_with_an_expiry_past_the_end_of_time_is_malformed() {
+        let auth = TokenAuthority::new("devkey", "secret");
+        // livekit-api installs jsonwebtoken's HMAC provider on first use; signing
+        // by hand before that would pin jsonwebtoken's empty default for the process.
+        auth.mint(&req("demo", "alice")).unwrap();
+        for (exp, nbf) in [(u64::MAX, 0u64), (i64::MAX as u64 + 1, 0)] {
+            let claims = serde_json::json!({
+                "iss": "devkey", "sub": "alice", "exp": exp, "nbf": nbf,
+                "video": { "roomJoin": true, "room": "demo" },
+            });
+            let jwt = jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(b"secret"),
+            )
+            .unwrap();
+            assert!(matches!(auth.verify_join(&jwt, None), Err(TokenError::Malformed(_))), "exp {exp}");
+            assert_eq!(auth.check_api_auth(Some(&format!("Bearer {jwt}"))), Ok(()), "API auth reads no time");
+        }
+        assert_eq!(unix_time(u64::MAX), None);
+        assert_eq!(unix_time(1), UNIX_EPOCH.checked_add(Duration::from_secs(1)));
     }
 
     #[test]

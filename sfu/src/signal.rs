@@ -168,7 +168,7 @@ fn join_response(sfu: &Sfu, room: &Room, me: &Participant) -> proto::JoinRespons
         .turn
         .iter()
         .map(|turn| {
-            let c = meridian_turn::mint(&turn.secret, &me.identity, turn.ttl, SystemTime::now());
+            let c = meridian_auth::turn_rest::mint(&turn.secret, &me.identity, turn.ttl, SystemTime::now());
             proto::IceServer { urls: turn.urls.clone(), username: c.username, credential: c.password }
         })
         .collect();

@@ -240,7 +240,8 @@ impl Gate {
 
     /// A nonce for `ip` valid until `now + NONCE_LIFETIME`.
     fn nonce(&self, ip: IpAddr, now: SystemTime) -> String {
-        let expiry = (now + NONCE_LIFETIME).duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let expiry = now.checked_add(NONCE_LIFETIME).unwrap_or(now);
+        let expiry = expiry.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         format!("{expiry:016x}{}", self.nonce_mac(expiry, ip))
     }
 
@@ -256,7 +257,9 @@ impl Gate {
     fn nonce_ok(&self, nonce: &str, ip: IpAddr, now: SystemTime) -> bool {
         let Some((expiry, mac)) = nonce.get(..16).zip(nonce.get(16..)) else { return false };
         let Ok(expiry) = u64::from_str_radix(expiry, 16) else { return false };
-        UNIX_EPOCH + Duration::from_secs(expiry) >= now && self.nonce_mac(expiry, ip) == mac
+        // Checked: the expiry is the client's to choose, and `UNIX_EPOCH + Duration`
+        // panics past `i64::MAX` seconds (one datagram stopped the listener).
+        meridian_auth::unix_time(expiry).is_some_and(|at| at >= now) && self.nonce_mac(expiry, ip) == mac
     }
 }
 
@@ -403,7 +406,7 @@ impl GateConn {
         if !gate.nonce_ok(&nonce.text, src.ip(), now) {
             return Err(refuse(CODE_STALE_NONCE, "Stale Nonce", true));
         }
-        let password = match crate::credentials::verify(&gate.config.secret, &username.text, now) {
+        let password = match meridian_auth::turn_rest::verify(&gate.config.secret, &username.text, now) {
             Ok(p) if realm.text == gate.config.realm => p,
             Ok(_) => {
                 tracing::info!(username = %username.text, realm = %realm.text, "TURN request for another realm refused");
@@ -509,7 +512,7 @@ impl GateConn {
     /// A signed Refresh with lifetime 0 for `client`'s allocation, if it has one.
     fn release_request(&self, client: SocketAddr) -> Option<Signed> {
         let username = lock(&self.gate.allocations).owner.get(&(self.local, client)).cloned()?;
-        let password = crate::credentials::password_for(&self.gate.config.secret, &username);
+        let password = meridian_auth::turn_rest::password_for(&self.gate.config.secret, &username);
         let realm = self.gate.config.realm.clone();
         Some(Signed {
             typ: MessageType::new(METHOD_REFRESH, CLASS_REQUEST),
@@ -760,7 +763,7 @@ mod tests {
         nonce: Option<&str>,
         extra: &[(AttrType, Vec<u8>)],
     ) -> Message {
-        let creds = crate::credentials::mint(SECRET, "alice", Duration::from_secs(60), SystemTime::now());
+        let creds = meridian_auth::turn_rest::mint(SECRET, "alice", Duration::from_secs(60), SystemTime::now());
         let mut m = Message::new();
         let mut setters: Vec<Box<dyn Setter>> =
             vec![Box::new(TransactionId::new()), Box::new(MessageType::new(method, CLASS_REQUEST))];
@@ -819,6 +822,35 @@ mod tests {
         assert!(!g.nonce_ok(&nonce, "203.0.113.10".parse().unwrap(), SystemTime::now()), "bound to the client IP");
         assert!(!g.nonce_ok(&nonce, src.ip(), SystemTime::now() + 2 * NONCE_LIFETIME), "expires");
         assert!(!g.nonce_ok("0000000000000000ffff", src.ip(), SystemTime::now()), "forged");
+    }
+
+    /// The datagram that stopped a region's relay: an Allocate with some
+    /// MESSAGE-INTEGRITY and a NONCE whose expiry is past the end of `SystemTime`
+    /// (and, with a valid gate nonce, the same in the USERNAME). Both are refused.
+    #[tokio::test]
+    async fn a_nonce_or_username_expiry_past_the_end_of_time_is_refused_not_a_panic() {
+        let g = gate();
+        let c = conn(Arc::clone(&g));
+        let src: SocketAddr = SRC.parse().unwrap();
+        for nonce in ["ffffffffffffffff", "ffffffffffffffff0123456789abcdef0123", "8000000000000000"] {
+            assert!(!g.nonce_ok(nonce, src.ip(), SystemTime::now()), "{nonce}");
+            let m = request(METHOD_ALLOCATE, &[], Some(nonce), &[]);
+            assert_eq!(code_of(&answer(c.judge(&m.raw, src))), 438, "{nonce}");
+        }
+        let nonce = g.nonce(src.ip(), SystemTime::now());
+        let mut m = Message::new();
+        m.build(&[
+            Box::new(TransactionId::new()),
+            Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)),
+            Box::new(TextAttribute::new(ATTR_USERNAME, "18446744073709551615:x".into())),
+            Box::new(TextAttribute::new(ATTR_REALM, "meridian".into())),
+            Box::new(TextAttribute::new(ATTR_NONCE, nonce)),
+        ])
+        .unwrap();
+        MessageIntegrity::new_long_term_integrity("18446744073709551615:x".into(), "meridian".into(), "pw".into())
+            .add_to(&mut m)
+            .unwrap();
+        assert_eq!(code_of(&answer(c.judge(&m.raw, src))), 401);
     }
 
     #[tokio::test]

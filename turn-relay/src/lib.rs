@@ -1,7 +1,7 @@
 //! Meridian's TURN relay (RFC 8656), run beside each SFU node.
 //!
 //! The protocol engine is the `turn` crate's server; this crate owns what is
-//! Meridian's: the TURN REST API credential scheme ([`credentials`]), the peer
+//! Meridian's: checking TURN REST API credentials ([`meridian_auth::turn_rest`]), the peer
 //! filter ([`filter`], [`policy`]), the UDP listener with a large receive buffer,
 //! the TCP and TLS listeners ([`stream`]), and the relay's configuration.
 //!
@@ -9,7 +9,6 @@
 //! `turn` server, which reads requests on one task per listener until
 //! [`TurnRelay::close`].
 
-pub mod credentials;
 pub mod fastpath;
 pub mod filter;
 pub mod metrics;
@@ -27,7 +26,7 @@ use turn::server::config::{ConnConfig, ServerConfig};
 use turn::server::Server;
 use webrtc_util::conn::Conn;
 
-pub use credentials::{mint, TurnCredentials, DEFAULT_CREDENTIAL_TTL};
+use meridian_auth::turn_rest as credentials;
 
 /// Default TURN listening port (RFC 8656 §18, `turn:` over UDP).
 pub const DEFAULT_TURN_PORT: u16 = 3478;

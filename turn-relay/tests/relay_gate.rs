@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use meridian_auth::turn_rest::mint;
 use meridian_turn::policy::PeerPolicy;
-use meridian_turn::{mint, TurnConfig, TurnRelay};
+use meridian_turn::{TurnConfig, TurnRelay};
 use stun::agent::TransactionId;
 use stun::attributes::{ATTR_NONCE, ATTR_REALM, ATTR_USERNAME};
 use stun::error_code::ErrorCodeAttribute;

@@ -8,8 +8,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use meridian_auth::turn_rest::mint;
 use meridian_turn::policy::PeerPolicy;
-use meridian_turn::{mint, TurnConfig, TurnRelay};
+use meridian_turn::{TurnConfig, TurnRelay};
 use tokio::net::UdpSocket;
 use turn::client::{Client, ClientConfig};
 use webrtc_util::conn::Conn;
