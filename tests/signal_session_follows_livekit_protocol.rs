@@ -12,6 +12,7 @@ use livekit_protocol as proto;
 use livekit_protocol::participant_info::State;
 use livekit_protocol::signal_request::Message as In;
 use livekit_protocol::signal_response::Message as Out;
+use prost::Message as _;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
 #[tokio::test]
@@ -119,6 +120,55 @@ async fn a_malformed_frame_closes_only_its_own_connection() {
         send(ws, In::PingReq(proto::Ping { timestamp: 7, rtt: 0 })).await;
         let pong = recv_until(ws, |m| if let Out::PongResp(p) = m { Some(p) } else { None }).await;
         assert_eq!(pong.last_ping_timestamp, 7, "other connections carry on");
+    }
+    stack.shutdown().await;
+}
+
+/// Signal messages that would grow a participant's state without bound (candidates
+/// trickled before any offer, tracks announced and never sent, oversized fields)
+/// close that participant's connection; the room carries on.
+#[tokio::test]
+async fn floods_of_candidates_or_track_announcements_close_only_their_own_connection() {
+    let stack = stack().await;
+    let mut peer_in_room = connect(&stack, &api_token(&stack, "demo", "dave").await).await.unwrap();
+    join(&mut peer_in_room).await;
+    let candidate =
+        r#"{"candidate":"candidate:1 1 udp 2122260223 192.0.2.1 50000 typ host","sdpMid":"0","sdpMLineIndex":0}"#;
+    let trickle = |init: String| {
+        In::Trickle(proto::TrickleRequest {
+            candidate_init: init,
+            target: proto::SignalTarget::Publisher as i32,
+            ..Default::default()
+        })
+    };
+    let add_track = |i: usize, name: String| {
+        In::AddTrack(proto::AddTrackRequest {
+            cid: format!("cid-{i}"),
+            name,
+            r#type: proto::TrackType::Audio as i32,
+            ..Default::default()
+        })
+    };
+    let floods: [(&str, Vec<In>); 4] = [
+        ("candidates before an offer", (0..=256).map(|_| trickle(candidate.to_owned())).collect()),
+        ("an oversized candidate", vec![trickle(format!("{candidate:<5000}"))]),
+        ("tracks announced, never sent", (0..=64).map(|i| add_track(i, "mic".into())).collect()),
+        ("an oversized track name", vec![add_track(0, "x".repeat(5000))]),
+    ];
+    for (what, flood) in floods {
+        let mut bad = connect(&stack, &api_token(&stack, "demo", "mallory").await).await.unwrap();
+        join(&mut bad).await;
+        for m in flood {
+            if bad.send(Frame::Binary(proto::SignalRequest { message: Some(m) }.encode_to_vec().into())).await.is_err()
+            {
+                break; // closed under us: what we wanted
+            }
+        }
+        let closed = async { while recv(&mut bad).await.is_some() {} };
+        tokio::time::timeout(Duration::from_secs(10), closed).await.unwrap_or_else(|_| panic!("{what}: closed"));
+        send(&mut peer_in_room, In::PingReq(proto::Ping { timestamp: 7, rtt: 0 })).await;
+        let pong = recv_until(&mut peer_in_room, |m| if let Out::PongResp(p) = m { Some(p) } else { None }).await;
+        assert_eq!(pong.last_ping_timestamp, 7, "{what}: the room carries on");
     }
     stack.shutdown().await;
 }

@@ -200,6 +200,10 @@ pub(crate) struct RoutePlan {
     route: Option<route::Route>,
 }
 
+/// Longest a client may take to send a request's headers (hyper's default, set
+/// explicitly since it needs a timer).
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Longest a client may take over its TLS handshake.
 pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -211,8 +215,13 @@ where
         let gateway = Arc::clone(&gateway);
         async move { Ok::<_, std::convert::Infallible>(gateway.handle(peer, req).await) }
     });
-    let conn =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
+    // hyper's header-read timeout needs a timer; without one it was silently off and
+    // a client sending one header byte a minute held a connection slot for ever.
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     if let Err(e) = conn.await {
         tracing::debug!(%peer, error = %e, "connection ended with error");
     }

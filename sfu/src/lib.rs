@@ -16,6 +16,10 @@
 
 pub mod engine;
 pub mod forward;
+// Harnesses for the fuzz targets in fuzz/; only built with `--cfg fuzzing`.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod participant;
 pub mod registry;

@@ -61,6 +61,19 @@ impl Target {
     }
 }
 
+/// Media sections an offer may carry. Chromium puts one per transceiver; a
+/// meeting client has a handful, and each costs a receiver.
+pub const MAX_MEDIA_SECTIONS: usize = 256;
+/// Bytes of one trickled `candidate_init` JSON (a candidate line is ~200 bytes).
+pub const MAX_CANDIDATE_BYTES: usize = 4096;
+/// Candidates buffered per peer connection before its first description; they
+/// would otherwise grow without bound for a client that never offers.
+pub const MAX_BUFFERED_CANDIDATES: usize = 256;
+/// Tracks announced by `AddTrackRequest` whose media has not arrived yet.
+pub const MAX_PENDING_TRACKS: usize = 64;
+/// Bytes of an `AddTrackRequest`'s cid, name and stream together.
+pub const MAX_TRACK_TEXT_BYTES: usize = 4096;
+
 /// Errors while handling a participant's signal message. A client's error closes
 /// that participant's connection only.
 #[derive(Debug, thiserror::Error)]
@@ -337,7 +350,8 @@ impl Participant {
             tracks,
             joined_at: joined.as_secs() as i64,
             joined_at_ms: joined.as_millis() as i64,
-            version: self.version.fetch_add(1, Ordering::Relaxed) + 1,
+            // Wrapping, as `fetch_add` itself does: 2^32 updates away, not a panic.
+            version: self.version.fetch_add(1, Ordering::Relaxed).wrapping_add(1),
             permission: Some(proto::ParticipantPermission {
                 can_subscribe: self.grants.can_subscribe,
                 can_publish: self.grants.can_publish,
@@ -362,7 +376,14 @@ impl Participant {
         offer: proto::SessionDescription,
     ) -> Result<Vec<String>, ParticipantError> {
         let sections = sdp::media_sections(&offer.sdp);
-        tracing::info!(participant = %self.sid, id = offer.id, ?sections, "publisher offer");
+        if sections.len() > MAX_MEDIA_SECTIONS {
+            return Err(ParticipantError::BadRequest(format!(
+                "offer with {} media sections (at most {MAX_MEDIA_SECTIONS})",
+                sections.len()
+            )));
+        }
+        tracing::info!(participant = %self.sid, id = offer.id, sections = sections.len(), "publisher offer");
+        tracing::debug!(participant = %self.sid, id = offer.id, ?sections, "publisher offer's sections");
         let preferred = self.requested_codecs(&sections);
         let desc = RTCSessionDescription::offer(offer.sdp).map_err(|e| ParticipantError::BadRequest(e.to_string()))?;
         self.publisher
@@ -491,6 +512,12 @@ impl Participant {
     /// Handles a trickled ICE candidate (`TrickleRequest.candidate_init`, the JSON of
     /// `RTCIceCandidate.toJSON()`).
     pub async fn handle_trickle(&self, trickle: proto::TrickleRequest) -> Result<(), ParticipantError> {
+        if trickle.candidate_init.len() > MAX_CANDIDATE_BYTES {
+            return Err(ParticipantError::BadRequest(format!(
+                "candidateInit of {} bytes (at most {MAX_CANDIDATE_BYTES})",
+                trickle.candidate_init.len()
+            )));
+        }
         let init: RTCIceCandidateInit = serde_json::from_str(&trickle.candidate_init)
             .map_err(|e| ParticipantError::BadRequest(format!("candidateInit: {e}")))?;
         let (pc, buffer) = if trickle.target == proto::SignalTarget::Subscriber as i32 {
@@ -499,6 +526,11 @@ impl Participant {
             (&self.publisher, &self.publisher_candidates)
         };
         if let Some(buffered) = lock(buffer).as_mut() {
+            if buffered.len() >= MAX_BUFFERED_CANDIDATES {
+                return Err(ParticipantError::BadRequest(format!(
+                    "more than {MAX_BUFFERED_CANDIDATES} candidates before the first description"
+                )));
+            }
             buffered.push(init);
             return Ok(());
         }
@@ -534,6 +566,17 @@ impl Participant {
         }
         if req.cid.is_empty() {
             return Err(ParticipantError::BadRequest("AddTrackRequest without cid".into()));
+        }
+        let text = req.cid.len().saturating_add(req.name.len()).saturating_add(req.stream.len());
+        if text > MAX_TRACK_TEXT_BYTES {
+            return Err(ParticipantError::BadRequest(format!(
+                "AddTrackRequest cid, name and stream of {text} bytes (at most {MAX_TRACK_TEXT_BYTES})"
+            )));
+        }
+        if lock(&self.pending_tracks).len() >= MAX_PENDING_TRACKS {
+            return Err(ParticipantError::BadRequest(format!(
+                "more than {MAX_PENDING_TRACKS} tracks announced and not yet received"
+            )));
         }
         let info = proto::TrackInfo {
             sid: ids::new(ids::TRACK),

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use livekit_protocol as proto;
@@ -36,6 +36,9 @@ use crate::{Sfu, LIVEKIT_COMPAT_VERSION, PING_INTERVAL, PING_TIMEOUT, PROTOCOL_V
 
 /// Largest accepted signal frame: 1 MiB (an SDP with many tracks is ~100 KiB).
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
+/// Longest a connection may take over its WebSocket upgrade (request line,
+/// headers, token check); a connection that sends nothing held a slot for ever.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Socket = WebSocketStream<TcpStream>;
 
@@ -84,10 +87,15 @@ pub async fn run_session(sfu: Arc<Sfu>, stream: TcpStream, peer: SocketAddr) {
     let mut config = WebSocketConfig::default();
     config.max_message_size = Some(MAX_FRAME_BYTES);
     config.max_frame_size = Some(MAX_FRAME_BYTES);
-    let ws = match tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config)).await {
-        Ok(ws) => ws,
-        Err(e) => {
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config));
+    let ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
             tracing::info!(%peer, error = %e, "signal handshake refused or failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "signal handshake timed out");
             return;
         }
     };

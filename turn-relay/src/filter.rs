@@ -424,11 +424,15 @@ impl GateConn {
         }
 
         let peers: Vec<_> = m.attributes.0.iter().filter(|a| a.typ == ATTR_XOR_PEER_ADDRESS).collect();
-        if let Some(refused) = peers
-            .iter()
-            .filter_map(|a| xor_peer_ip(&a.value, &m.transaction_id.0))
-            .find(|ip| !gate.config.policy.allows(*ip))
-        {
+        // A peer address the gate cannot read is refused, not skipped: the crate
+        // reads short values as zero-padded (a 5-byte value is 0.0.0.0, which Linux
+        // delivers to the relay host itself), so skipping one bypassed the policy.
+        let Some(peer_ips) =
+            peers.iter().map(|a| xor_peer_ip(&a.value, &m.transaction_id.0)).collect::<Option<Vec<_>>>()
+        else {
+            return Err(refuse(CODE_BAD_REQUEST, "Bad Request: malformed XOR-PEER-ADDRESS", false));
+        };
+        if let Some(refused) = peer_ips.into_iter().find(|ip| !gate.config.policy.allows(*ip)) {
             tracing::info!(peer = %refused, method = %m.typ.method, "TURN peer refused by policy");
             return Err(refuse(CODE_FORBIDDEN, "Forbidden: peer address not allowed", false));
         }
@@ -629,17 +633,18 @@ fn error_response(request: &Message, code: ErrorCode, reason: &str, extra: Vec<B
     Some(reply.raw)
 }
 
-/// The IP of an XOR-PEER-ADDRESS value (RFC 8489 §14.2).
+/// The IP of an XOR-PEER-ADDRESS value (RFC 8489 §14.2), or `None` unless the
+/// value is exactly 8 (IPv4) or 20 (IPv6) bytes of a known family.
 fn xor_peer_ip(value: &[u8], transaction_id: &[u8; 12]) -> Option<IpAddr> {
     let family = *value.get(1)?;
     let cookie = MAGIC_COOKIE.to_be_bytes();
-    match family {
-        0x01 => {
+    match (family, value.len()) {
+        (0x01, 8) => {
             let raw: [u8; 4] = value.get(4..8)?.try_into().ok()?;
             let ip: Vec<u8> = raw.iter().zip(cookie).map(|(b, c)| b ^ c).collect();
             Some(IpAddr::V4(Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3])))
         }
-        0x02 => {
+        (0x02, 20) => {
             let raw: [u8; 16] = value.get(4..20)?.try_into().ok()?;
             let key: Vec<u8> = cookie.iter().chain(transaction_id.iter()).copied().collect();
             let mut ip = [0u8; 16];
@@ -867,6 +872,34 @@ mod tests {
             let m = request(METHOD_CHANNEL_BIND, &[peer], Some(&nonce), &[]);
             assert_eq!(code_of(&answer(c.judge(&m.raw, src))), 403, "{peer}");
         }
+    }
+
+    /// An XOR-PEER-ADDRESS shorter than its family's length was skipped by the
+    /// policy check while the crate read it zero-padded: `00 01 pp pp 21` is
+    /// 0.0.0.0, the relay host itself. Any unreadable peer address is now a 400.
+    #[tokio::test]
+    async fn a_short_or_odd_peer_address_is_a_bad_request_not_a_way_past_the_policy() {
+        let g = gate();
+        let c = conn(Arc::clone(&g));
+        let src: SocketAddr = SRC.parse().unwrap();
+        let nonce = g.nonce(src.ip(), SystemTime::now());
+        let bad: [&[u8]; 5] = [
+            &[0x00, 0x01, 0x13, 0x88, 0x21],
+            &[0x00, 0x01, 0x13, 0x88, 0x21, 0x12, 0xa4],
+            &[0x00, 0x02, 0, 1, 2],
+            &[],
+            &[0x00, 0x03, 0x13, 0x88, 1, 2, 3, 4],
+        ];
+        for method in [METHOD_CREATE_PERMISSION, METHOD_CHANNEL_BIND] {
+            for value in bad {
+                let m = request(method, &[], Some(&nonce), &[(ATTR_XOR_PEER_ADDRESS, value.to_vec())]);
+                assert_eq!(code_of(&answer(c.judge(&m.raw, src))), 400, "{method} {value:02x?}");
+            }
+            let m = request(method, &["203.0.113.7:5000"], Some(&nonce), &[(ATTR_XOR_PEER_ADDRESS, bad[0].to_vec())]);
+            assert_eq!(code_of(&answer(c.judge(&m.raw, src))), 400, "a good peer does not carry a bad one");
+        }
+        let ok = request(METHOD_CREATE_PERMISSION, &["203.0.113.7:5000"], Some(&nonce), &[]);
+        assert!(matches!(c.judge(&ok.raw, src), Verdict::Queue(_)), "a well-formed public peer still passes");
     }
 
     #[tokio::test]

@@ -11,6 +11,10 @@
 
 pub mod fastpath;
 pub mod filter;
+// Harnesses for the fuzz targets in fuzz/; only built with `--cfg fuzzing`.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod policy;
 pub mod relay;

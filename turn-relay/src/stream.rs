@@ -33,6 +33,12 @@ pub const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// default allocation lifetime (10 min), so a client that refreshes on time never
 /// hits it.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(11 * 60);
+/// Largest message taken off a stream, in bytes with its header: the `turn`
+/// crate's server reads into a 1500-byte buffer (its `INBOUND_MTU`), so a larger
+/// one could not be passed whole. A longer length field closes the connection
+/// before anything is allocated for it (it was up to 64 KiB per connection, held
+/// for as long as the sender stalled).
+pub const MAX_STREAM_MESSAGE: usize = 1500;
 /// STUN magic cookie (RFC 8489 §5).
 const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
 /// Messages queued towards one client before further ones are dropped.
@@ -198,6 +204,9 @@ async fn read_message<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<Vec
         0x40..=0x7f => (4 + length, 4 + length.div_ceil(4) * 4, false),
         _ => return Err(format!("not STUN or ChannelData (first bytes {header:02x?})")),
     };
+    if whole > MAX_STREAM_MESSAGE {
+        return Err(format!("message of {whole} bytes over the {MAX_STREAM_MESSAGE}-byte limit"));
+    }
     let mut message = vec![0u8; padded];
     message[..4].copy_from_slice(&header);
     if stun {
@@ -315,5 +324,19 @@ mod tests {
         assert!(read_message(&mut odd_stun).await.is_err());
         let mut client_hello = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03][..];
         assert!(read_message(&mut client_hello).await.is_err(), "no magic cookie");
+    }
+
+    /// A length field over what the server can take closes the connection at
+    /// once: no 64 KiB buffer is allocated and held waiting for a body.
+    #[tokio::test]
+    async fn a_length_over_the_server_buffer_is_refused_before_reading_the_body() {
+        let mut channel = &[0x40, 0x00, 0xff, 0xff][..];
+        let e = read_message(&mut channel).await.unwrap_err();
+        assert!(e.contains("over the 1500-byte limit"), "{e}");
+        let mut stun = &[0x00, 0x01, 0xff, 0xfc, 0x21, 0x12, 0xa4, 0x42][..];
+        assert!(read_message(&mut stun).await.is_err());
+        let mut biggest = vec![0x40, 0x00, 0x05, 0xd8];
+        biggest.resize(4 + 1496, 7);
+        assert_eq!(read_message(&mut &biggest[..]).await.unwrap().unwrap().len(), 1500, "1500 bytes still pass");
     }
 }

@@ -1,0 +1,186 @@
+//! Entry point for the `signal_frame` fuzz target in `fuzz/` (`fuzz/DECISION.md`);
+//! compiled only with `--cfg fuzzing`, which no normal build sets.
+//!
+//! [`SignalHarness::frame`] takes one binary WebSocket frame as the session loop
+//! does: `SignalRequest::decode`, then the dispatch of `signal::handle`
+//! against a real [`Participant`] in a real [`Room`] (two webrtc-rs peer
+//! connections that never connect). `handle` itself takes the session's
+//! WebSocket, so [`dispatch`] restates its match (keep the two in step); each arm
+//! calls what `handle` calls, except:
+//! - `Offer`: only the part of [`Participant::handle_offer`] before the peer
+//!   connection: [`sdp::media_sections`], [`sdp::MediaSection::declared_streams`],
+//!   [`sdp::section_lines`] and webrtc-rs' SDP parse (`RTCSessionDescription::offer`).
+//!   `set_remote_description`, the answer, ICE gathering (which binds sockets) and
+//!   the 500 ms receiver wait are left out.
+//! - `Answer`: [`Participant::handle_answer`] returns at once (no subscriber offer
+//!   is outstanding); webrtc-rs' SDP parse of the answer runs beside it.
+//! - `Trickle`: [`Participant::handle_trickle`] buffers the candidate (no remote
+//!   description); the candidate parse that `add_ice_candidate` would run on it
+//!   later (`unmarshal_candidate`) runs beside it.
+//! - `Ping`/`PingReq`: the pong is not sent.
+
+use std::sync::Arc;
+
+use livekit_protocol as proto;
+use livekit_protocol::signal_request::Message as In;
+use livekit_protocol::signal_response::Message as Out;
+use meridian_auth::{MintRequest, TokenAuthority, VerifiedGrant};
+use prost::Message as _;
+use tokio::sync::mpsc;
+use webrtc::ice::candidate::candidate_base::unmarshal_candidate;
+use webrtc::ice::candidate::Candidate;
+use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit};
+use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+
+use crate::engine::{Engine, IceConfig};
+use crate::participant::{Participant, ParticipantError, SIGNAL_QUEUE};
+use crate::room::{Room, RoomManager};
+use crate::sdp;
+
+/// Frames handled by one participant before it leaves and a fresh one joins: the
+/// participant keeps every AddTrackRequest and buffered candidate, so a long run
+/// would otherwise grow without bound.
+pub const FRAMES_PER_PARTICIPANT: usize = 10_000;
+
+/// What one frame led to.
+#[derive(Debug)]
+pub enum Handled {
+    /// Not a `SignalRequest`: the session closes (`End::Malformed`).
+    NotARequest,
+    /// Handled; the session goes on.
+    Continue,
+    /// `leave`: the session ends.
+    Left,
+    /// [`ParticipantError::BadRequest`]: the session closes.
+    BadRequest(String),
+    /// Another [`ParticipantError`]: logged, the session goes on.
+    Failed(String),
+}
+
+struct Session {
+    room: Arc<Room>,
+    me: Arc<Participant>,
+    signal: mpsc::Receiver<Out>,
+    frames: usize,
+}
+
+/// One participant's signal session without its WebSocket.
+pub struct SignalHarness {
+    runtime: tokio::runtime::Runtime,
+    rooms: RoomManager,
+    grant: VerifiedGrant,
+    session: Option<Session>,
+}
+
+impl SignalHarness {
+    /// A node with one room and one joined participant (publish, subscribe, data).
+    ///
+    /// Panics when the engine, the token or the join fail: the harness cannot run.
+    pub fn new() -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("fuzz harness: a current-thread runtime");
+        let engine = Engine::new(&IceConfig { include_loopback: true, loopback_only: true })
+            .expect("fuzz harness: the WebRTC engine");
+        let rooms = RoomManager::new(
+            Arc::new(engine),
+            Arc::new(meridian_schema::MemoryStore::new()),
+            "fuzz".into(),
+            "fuzz-node".into(),
+            crate::metrics::SfuMetrics::default().node("fuzz-node"),
+        );
+        let authority = TokenAuthority::new("devkey", "secret");
+        let token = authority
+            .mint(&MintRequest {
+                room: "fuzz".into(),
+                identity: "fuzzer".into(),
+                name: String::new(),
+                metadata: String::new(),
+                ttl: meridian_auth::MAX_TOKEN_TTL,
+                grants: Default::default(),
+            })
+            .expect("fuzz harness: a token");
+        let grant = authority.verify_join(&token.jwt, None).expect("fuzz harness: the token verifies");
+        Self { runtime, rooms, grant, session: None }
+    }
+
+    /// Handles one binary signal frame as the session loop does.
+    pub fn frame(&mut self, bytes: &[u8]) -> Handled {
+        let Ok(request) = proto::SignalRequest::decode(bytes) else { return Handled::NotARequest };
+        let session = match self.session.take() {
+            Some(s) if s.frames < FRAMES_PER_PARTICIPANT => s,
+            old => {
+                if let Some(old) = old {
+                    self.runtime.block_on(self.rooms.leave(&old.room, &old.me));
+                }
+                let (tx, signal) = mpsc::channel(SIGNAL_QUEUE);
+                let (room, me) = self
+                    .runtime
+                    .block_on(self.rooms.join(&self.grant, tx, tracing::Span::none()))
+                    .expect("fuzz harness: the join");
+                Session { room, me, signal, frames: 0 }
+            }
+        };
+        let mut session = session;
+        let result = self.runtime.block_on(dispatch(&session.room, &session.me, request));
+        // What the participant queued for the client (TrackPublished, …).
+        while session.signal.try_recv().is_ok() {}
+        session.frames += 1;
+        self.session = Some(session);
+        match result {
+            Ok(true) => Handled::Continue,
+            Ok(false) => Handled::Left,
+            Err(ParticipantError::BadRequest(why)) => Handled::BadRequest(why),
+            Err(e) => Handled::Failed(e.to_string()),
+        }
+    }
+}
+
+impl Default for SignalHarness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `signal::handle`'s match, with the exceptions in the module docs.
+pub async fn dispatch(
+    room: &Arc<Room>,
+    me: &Arc<Participant>,
+    request: proto::SignalRequest,
+) -> Result<bool, ParticipantError> {
+    let Some(message) = request.message else { return Ok(true) };
+    match message {
+        In::Offer(sd) => {
+            let sections = sdp::media_sections(&sd.sdp);
+            let _declared: Vec<_> = sections.iter().flat_map(sdp::MediaSection::declared_streams).collect();
+            let _lines = sdp::section_lines(&sd.sdp, |_| true);
+            RTCSessionDescription::offer(sd.sdp).map_err(|e| ParticipantError::BadRequest(e.to_string()))?;
+        }
+        In::Answer(sd) => {
+            let parsed = RTCSessionDescription::answer(sd.sdp.clone());
+            me.handle_answer(sd).await?;
+            parsed.map_err(|e| ParticipantError::BadRequest(e.to_string()))?;
+        }
+        In::Trickle(t) => {
+            let json = t.candidate_init.clone();
+            me.handle_trickle(t).await?;
+            // What `RTCPeerConnection::add_ice_candidate` does with it once applied.
+            if let Ok(init) = serde_json::from_str::<RTCIceCandidateInit>(&json) {
+                let value = init.candidate.strip_prefix("candidate:").unwrap_or(&init.candidate);
+                if !value.is_empty() {
+                    if let Ok(c) = unmarshal_candidate(value) {
+                        let c: Arc<dyn Candidate + Send + Sync> = Arc::new(c);
+                        let _ = RTCIceCandidate::from(&c);
+                    }
+                }
+            }
+        }
+        In::AddTrack(t) => me.handle_add_track(t)?,
+        In::Mute(m) => room.muted(me, &m),
+        In::Leave(_) => return Ok(false),
+        In::Ping(_) | In::PingReq(_) => {}
+        _ => {}
+    }
+    Ok(true)
+}
