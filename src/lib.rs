@@ -20,6 +20,7 @@ use meridian_gateway::metrics::GatewayMetrics;
 use meridian_gateway::tls::ReloadableTls;
 use meridian_gateway::{Gateway, GatewayConfig, Observability};
 use meridian_geo::{Locator, Position};
+use meridian_runtime::Health;
 use meridian_schema::{MemoryStore, PgStore, Store};
 use meridian_sfu::engine::IceConfig;
 use meridian_sfu::metrics::SfuMetrics;
@@ -187,9 +188,21 @@ pub struct DevStack {
     tasks: Vec<JoinHandle<()>>,
     relays: Vec<TurnRelay>,
     sfus: Vec<Arc<Sfu>>,
+    health: Health,
 }
 
 impl DevStack {
+    /// The process's health (what `/healthz` answers). `main` installs the panic
+    /// hook for it ([`meridian_runtime::panic::install_hook`]).
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Region `id`'s TURN relay.
+    pub fn relay(&self, id: &str) -> Option<&TurnRelay> {
+        self.regions.iter().position(|r| r.id == id).map(|at| &self.relays[at])
+    }
+
     /// Puts region `id`'s node into draining (no new rooms), as SIGTERM will.
     ///
     /// Errors: an unknown region, or a store that cannot be reached.
@@ -270,6 +283,10 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
     let mut running = Vec::new();
     let mut sfus = Vec::new();
     let mut registry = Registry::default();
+    // One health for the whole dev process: a dead listener of any region takes
+    // every region out, as one machine would be.
+    let health = Health::new();
+    health.register(&mut registry);
     let sfu_metrics = SfuMetrics::register(&mut registry);
     let turn_metrics = TurnMetrics::register(&mut registry);
     let (turn_cert, turn_key) = match &opts.turn_tls {
@@ -287,24 +304,27 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
         let offset = |port: u16| if port == 0 { 0 } else { port.saturating_add(i as u16) };
         let udp = SocketAddr::new(opts.bind, offset(opts.turn_port));
         let turn_tls = Arc::clone(&turn_tls);
-        let turn = TurnRelay::start(TurnConfig {
-            listen: udp,
-            relay_ip: opts.bind,
-            realm: DEFAULT_REALM.into(),
-            secret: opts.turn_secret.clone().into_bytes(),
-            recv_buffer_bytes: DEFAULT_RECV_BUFFER_BYTES,
-            peer_policy: PeerPolicy::new(allow_peers.clone(), opts.turn_deny_peers.clone()),
-            // Port 0 means "any" for UDP; TCP then takes whatever port it gets.
-            tcp_listen: Some(udp),
-            tls: Some(TlsListen {
-                listen: SocketAddr::new(opts.bind, offset(opts.turn_tls_port)),
-                acceptor: Arc::new(move || turn_tls.acceptor()),
-            }),
-            max_stream_connections: meridian_turn::stream::DEFAULT_MAX_STREAM_CONNECTIONS,
-            user_quota: meridian_turn::filter::DEFAULT_USER_QUOTA,
-            total_quota: meridian_turn::filter::DEFAULT_TOTAL_QUOTA,
-            bandwidth_cap: meridian_turn::DEFAULT_BANDWIDTH_CAP,
-        })
+        let turn = TurnRelay::start(
+            TurnConfig {
+                listen: udp,
+                relay_ip: opts.bind,
+                realm: DEFAULT_REALM.into(),
+                secret: opts.turn_secret.clone().into_bytes(),
+                recv_buffer_bytes: DEFAULT_RECV_BUFFER_BYTES,
+                peer_policy: PeerPolicy::new(allow_peers.clone(), opts.turn_deny_peers.clone()),
+                // Port 0 means "any" for UDP; TCP then takes whatever port it gets.
+                tcp_listen: Some(udp),
+                tls: Some(TlsListen {
+                    listen: SocketAddr::new(opts.bind, offset(opts.turn_tls_port)),
+                    acceptor: Arc::new(move || turn_tls.acceptor()),
+                }),
+                max_stream_connections: meridian_turn::stream::DEFAULT_MAX_STREAM_CONNECTIONS,
+                user_quota: meridian_turn::filter::DEFAULT_USER_QUOTA,
+                total_quota: meridian_turn::filter::DEFAULT_TOTAL_QUOTA,
+                bandwidth_cap: meridian_turn::DEFAULT_BANDWIDTH_CAP,
+            },
+            health.clone(),
+        )
         .await
         .with_context(|| format!("starting the TURN relay of region {}", region.id))?;
         let turn_addr = turn.local_addr();
@@ -344,7 +364,11 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
         )?;
         // Registered before the gateway opens, so the first join finds the node.
         sfu.heartbeat(&mut LoadSampler::default()).await.context("registering the SFU node")?;
-        tasks.push(tokio::spawn(meridian_sfu::registry::run_heartbeats(Arc::clone(&sfu), stopped(stop_rx.clone()))));
+        tasks.push(tokio::spawn(meridian_sfu::registry::run_heartbeats(
+            Arc::clone(&sfu),
+            health.clone(),
+            stopped(stop_rx.clone()),
+        )));
         tasks.push(tokio::spawn(meridian_sfu::serve(Arc::clone(&sfu), sfu_listener, stopped(stop_rx.clone()))));
         sfus.push(sfu);
         running.push(RunningRegion {
@@ -383,7 +407,11 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
         authority,
         Arc::clone(&store),
         locator,
-        Observability { metrics: GatewayMetrics::register(&mut registry), registry: Arc::new(registry) },
+        Observability {
+            metrics: GatewayMetrics::register(&mut registry),
+            registry: Arc::new(registry),
+            health: health.clone(),
+        },
     ));
 
     tasks.push(tokio::spawn(meridian_gateway::serve(gateway, gw_listener, stopped(stop_rx))));
@@ -398,5 +426,6 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
         tasks,
         relays,
         sfus,
+        health,
     })
 }

@@ -257,6 +257,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         trusted_proxies: args.trusted_proxies.clone(),
     })
     .await?;
+    meridian_runtime::panic::install_hook(stack.health().clone());
     let gw = stack.gateway_addr;
     println!("Meridian dev is up.");
     println!("  demo page and API  http://{gw}/");

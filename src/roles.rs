@@ -13,6 +13,7 @@ use meridian_gateway::metrics::GatewayMetrics;
 use meridian_gateway::tls::ReloadableTls;
 use meridian_gateway::{Gateway, GatewayConfig, Observability};
 use meridian_geo::Locator;
+use meridian_runtime::Health;
 use meridian_schema::{PgStore, Store};
 use meridian_sfu::engine::IceConfig;
 use meridian_sfu::metrics::SfuMetrics;
@@ -26,6 +27,15 @@ use tokio::sync::watch;
 
 use crate::config::{GatewayRole, SfuRole, TurnRole};
 
+/// The process's health, with its metrics in `registry` and the panic hook
+/// reporting to it. Each role runs once per process, so this is called once.
+fn process_health(registry: &mut Registry) -> Health {
+    let health = Health::new();
+    health.register(registry);
+    meridian_runtime::panic::install_hook(health.clone());
+    health
+}
+
 /// How often a draining node checks whether its rooms have emptied.
 const DRAIN_POLL: Duration = Duration::from_millis(500);
 
@@ -35,11 +45,12 @@ async fn postgres(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     Ok(Arc::new(store))
 }
 
-/// Serves the registry as Prometheus text at `GET /metrics` on `addr`, in the
+/// Serves the registry as Prometheus text at `GET /metrics`, and `health` at
+/// `GET /healthz` (200 `ok` or 503 naming what failed), on `addr`, in the
 /// background, for roles without an HTTP listener of their own.
 ///
 /// Errors: the port.
-pub async fn serve_metrics(addr: SocketAddr, registry: Arc<Registry>) -> anyhow::Result<()> {
+pub async fn serve_metrics(addr: SocketAddr, registry: Arc<Registry>, health: Health) -> anyhow::Result<()> {
     use http_body_util::Full;
     use hyper::body::Bytes;
     let listener =
@@ -49,12 +60,18 @@ pub async fn serve_metrics(addr: SocketAddr, registry: Arc<Registry>) -> anyhow:
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
             let registry = Arc::clone(&registry);
+            let health = health.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let registry = Arc::clone(&registry);
+                    let health = health.clone();
                     async move {
                         let mut body = String::new();
-                        let status = if req.uri().path() != "/metrics" {
+                        let status = if req.uri().path() == "/healthz" {
+                            let (status, text) = health.healthz();
+                            body = text;
+                            status
+                        } else if req.uri().path() != "/metrics" {
                             body.push_str("not found");
                             404
                         } else if prometheus_client::encoding::text::encode(&mut body, &registry).is_err() {
@@ -105,6 +122,7 @@ pub async fn run_gateway(
     }
     tracing::info!(listen = %role.listen, tls = tls.is_some(), public_url = %role.public_url, "gateway up");
     let mut registry = Registry::default();
+    let health = process_health(&mut registry);
     let gateway = Arc::new(Gateway::new(
         GatewayConfig {
             public_url: role.public_url,
@@ -118,7 +136,7 @@ pub async fn run_gateway(
         TokenAuthority::new(&api_key, &api_secret),
         store,
         locator,
-        Observability { metrics: GatewayMetrics::register(&mut registry), registry: Arc::new(registry) },
+        Observability { metrics: GatewayMetrics::register(&mut registry), registry: Arc::new(registry), health },
     ));
     meridian_gateway::serve(gateway, listener, shutdown).await;
     Ok(())
@@ -139,6 +157,7 @@ pub async fn run_sfu(
         .await
         .with_context(|| format!("binding sfu.listen {}", role.listen))?;
     let mut registry = Registry::default();
+    let health = process_health(&mut registry);
     let sfu_metrics = SfuMetrics::register(&mut registry);
     let sfu = Sfu::new(
         SfuConfig {
@@ -160,12 +179,13 @@ pub async fn run_sfu(
         &sfu_metrics,
     )?;
     if let Some(addr) = role.metrics_listen {
-        serve_metrics(addr, Arc::new(registry)).await?;
+        serve_metrics(addr, Arc::new(registry), health.clone()).await?;
     }
     sfu.heartbeat(&mut LoadSampler::default()).await.context("registering the node")?;
     tracing::info!(node = %role.node_id, region = %role.region, listen = %role.listen, advertise = %role.advertise, "SFU node up");
     let (stop, stop_rx) = watch::channel(false);
-    let heartbeats = tokio::spawn(meridian_sfu::registry::run_heartbeats(Arc::clone(&sfu), stopped(stop_rx.clone())));
+    let heartbeats =
+        tokio::spawn(meridian_sfu::registry::run_heartbeats(Arc::clone(&sfu), health, stopped(stop_rx.clone())));
     let serving = tokio::spawn(meridian_sfu::serve(Arc::clone(&sfu), listener, stopped(stop_rx)));
 
     shutdown.await;
@@ -193,12 +213,13 @@ pub async fn run_turn(role: TurnRole, shutdown: impl Future<Output = ()>) -> any
         reload_on_hangup(Arc::clone(&tls))?;
         config.tls = Some(TlsListen { listen: *listen, acceptor: Arc::new(move || tls.acceptor()) });
     }
-    let relay = TurnRelay::start(config).await.context("starting the TURN relay")?;
     let mut registry = Registry::default();
+    let health = process_health(&mut registry);
+    let relay = TurnRelay::start(config, health.clone()).await.context("starting the TURN relay")?;
     let metrics = TurnMetrics::register(&mut registry);
     relay.report(&metrics);
     if let Some(addr) = role.metrics_listen {
-        serve_metrics(addr, Arc::new(registry)).await?;
+        serve_metrics(addr, Arc::new(registry), health).await?;
     }
     tracing::info!(udp = %relay.local_addr(), tcp = ?relay.tcp_addr(), tls = ?relay.tls_addr(), "TURN relay up");
     shutdown.await;

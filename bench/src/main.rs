@@ -251,7 +251,11 @@ async fn serve_gateway(addr: SocketAddr, node: Option<SocketAddr>, max_connectio
         authority,
         Arc::clone(&store),
         Locator::none(),
-        Observability { metrics: GatewayMetrics::register(&mut registry), registry: Arc::new(registry) },
+        Observability {
+            metrics: GatewayMetrics::register(&mut registry),
+            registry: Arc::new(registry),
+            health: meridian_runtime::Health::new(),
+        },
     ));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("{}", token.jwt);

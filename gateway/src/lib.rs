@@ -14,7 +14,7 @@
 //! | `GET /rtc/validate` | LiveKit's token pre-check: 200, or 401/403 with the reason |
 //! | `GET /rtc` (WebSocket) | verify, geolocate, pick region and node, proxy the signal socket ([`proxy`]) |
 //! | `GET /rtc/v1`, `/rtc/v1/validate` | 404, so `livekit-client` falls back to the dual-PC `/rtc` path |
-//! | `GET /healthz` | 200 `ok` |
+//! | `GET /healthz` | 200 `ok`, or 503 naming the failed tasks once any has failed ([`meridian_runtime::Health`]) |
 //! | `GET /metrics` | Prometheus text format: the process's registry ([`metrics`]) |
 //!
 //! Run loop: [`serve`] accepts connections (bounded by
@@ -87,6 +87,8 @@ pub struct Observability {
     pub metrics: metrics::GatewayMetrics,
     /// The process's whole registry, rendered at `/metrics`.
     pub registry: Arc<prometheus_client::registry::Registry>,
+    /// The process's health, answered at `/healthz`.
+    pub health: meridian_runtime::Health,
 }
 
 impl Gateway {
@@ -118,7 +120,10 @@ impl Gateway {
         let response = match (req.method(), path.as_str()) {
             (&Method::GET, "/") | (&Method::GET, "/index.html") => http_util::html(include_str!("demo.html")),
             (&Method::GET, "/livekit-client.umd.js") => self.client_js().await,
-            (&Method::GET, "/healthz") => text(200, "ok"),
+            (&Method::GET, "/healthz") => {
+                let (status, body) = self.observe.health.healthz();
+                text(status, &body)
+            }
             (&Method::GET, "/metrics") => self.render_metrics(),
             (&Method::POST, "/v1/tokens") => api::mint_token(&self, req, false).await,
             (&Method::GET, "/v1/route") => api::explain_route(&self, &req).await,

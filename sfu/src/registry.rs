@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use meridian_runtime::Health;
 use meridian_schema::{NodeLoad, NodeRecord, StoreError};
 
 use crate::Sfu;
@@ -96,14 +97,27 @@ impl Sfu {
 
 /// Heartbeats every [`HEARTBEAT_INTERVAL`] until `shutdown` resolves, then removes
 /// the node's entry. A failed heartbeat is logged and retried at the next tick.
-pub async fn run_heartbeats(sfu: Arc<Sfu>, shutdown: impl Future<Output = ()>) {
+///
+/// When `health` fails (a listener or task of this process died), the node
+/// leaves the registry at once and heartbeats no more, so gateways stop routing
+/// to it; it then waits for `shutdown`.
+pub async fn run_heartbeats(sfu: Arc<Sfu>, health: Health, shutdown: impl Future<Output = ()>) {
     let mut sampler = LoadSampler::default();
     let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
+    let failed = health.failed();
+    tokio::pin!(failed);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = &mut failed => {
+                tracing::error!(node = %sfu.config.node_id, failures = ?health.failures(),
+                    "this process is failing: the node leaves the registry");
+                leave(&sfu).await;
+                shutdown.await;
+                return;
+            }
             _ = tick.tick() => {
                 if let Err(e) = sfu.heartbeat(&mut sampler).await {
                     tracing::warn!(node = %sfu.config.node_id, error = %e, "heartbeat failed");
@@ -111,6 +125,10 @@ pub async fn run_heartbeats(sfu: Arc<Sfu>, shutdown: impl Future<Output = ()>) {
             }
         }
     }
+    leave(&sfu).await;
+}
+
+async fn leave(sfu: &Sfu) {
     match sfu.store.remove_node(&sfu.config.node_id).await {
         Ok(_) => tracing::info!(node = %sfu.config.node_id, "left the registry"),
         Err(e) => tracing::warn!(node = %sfu.config.node_id, error = %e, "could not leave the registry"),

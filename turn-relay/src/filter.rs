@@ -316,6 +316,34 @@ pub struct GateConn {
     closed: Option<tokio::sync::Mutex<mpsc::Receiver<SocketAddr>>>,
     /// The channel data path, on the UDP listener (see [`GateConn::with_channels`]).
     channels: Option<Arc<crate::fastpath::Channels>>,
+    /// Who to tell when this listener stops serving (see [`GateConn::watched`]).
+    watch: Option<ListenerWatch>,
+    /// Test hook: the next read panics, uncontained.
+    #[cfg(any(test, feature = "test-hooks"))]
+    fault: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+/// A listener's name and the health its end is reported to.
+#[derive(Clone)]
+pub struct ListenerWatch {
+    /// e.g. `turn udp listener 0.0.0.0:3478`.
+    pub name: String,
+    /// The process's health.
+    pub health: meridian_runtime::Health,
+    /// Set when the relay closes: an end after that is expected.
+    pub closing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Reports a panic that unwinds out of a listener's read: the `turn` crate's read
+/// loop (which nobody awaits) ends with it.
+struct UnwindWatch<'a>(&'a ListenerWatch);
+
+impl Drop for UnwindWatch<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.health.task_ended(&self.0.name, "a panic unwound through its read; the read loop is gone");
+        }
+    }
 }
 
 impl GateConn {
@@ -337,6 +365,37 @@ impl GateConn {
             swallow: Mutex::default(),
             closed: closed.map(tokio::sync::Mutex::new),
             channels: None,
+            watch: None,
+            #[cfg(any(test, feature = "test-hooks"))]
+            fault: None,
+        }
+    }
+
+    /// Reports this listener's end to `watch.health`: a failed read (the crate's
+    /// read loop stops on the first) or a panic out of a read, unless the relay is
+    /// closing. Panics in the verdict on one datagram are contained to it.
+    pub fn watched(mut self, watch: ListenerWatch) -> Self {
+        self.watch = Some(watch);
+        self
+    }
+
+    /// The address this gate's listener is bound to.
+    pub fn listener_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub(crate) fn with_fault(mut self, fault: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.fault = Some(fault);
+        self
+    }
+
+    /// The verdict on one datagram; a panic in it drops that datagram only.
+    fn judge_contained(&self, packet: &[u8], src: SocketAddr) -> Verdict {
+        match &self.watch {
+            Some(w) => meridian_runtime::panic::contain(&w.health, &w.name, || self.judge(packet, src))
+                .unwrap_or(Verdict::Drop),
+            None => self.judge(packet, src),
         }
     }
 
@@ -657,17 +716,10 @@ fn xor_peer_ip(value: &[u8], transaction_id: &[u8; 12]) -> Option<IpAddr> {
     }
 }
 
-#[async_trait]
-impl Conn for GateConn {
-    async fn connect(&self, addr: SocketAddr) -> webrtc_util::Result<()> {
-        self.inner.connect(addr).await
-    }
-
-    async fn recv(&self, buf: &mut [u8]) -> webrtc_util::Result<usize> {
-        self.inner.recv(buf).await
-    }
-
-    async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
+impl GateConn {
+    /// The listener's next packet for the server, after the gate and the channel
+    /// data path have taken theirs.
+    async fn gated_recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
         loop {
             if let Some((packet, src)) = self.next_queued() {
                 if packet.len() <= buf.len() {
@@ -697,7 +749,11 @@ impl Conn for GateConn {
                     continue;
                 }
             }
-            match self.judge(&buf[..n], src) {
+            #[cfg(any(test, feature = "test-hooks"))]
+            if self.fault.as_ref().is_some_and(|f| f.swap(false, Ordering::SeqCst)) {
+                panic!("test hook: the listener's read loop breaks");
+            }
+            match self.judge_contained(&buf[..n], src) {
                 Verdict::Pass => return Ok((n, src)),
                 Verdict::Drop => {}
                 Verdict::Answer(answer) => {
@@ -708,6 +764,28 @@ impl Conn for GateConn {
                 Verdict::Queue(signed) => lock(&self.queue).extend(signed),
             }
         }
+    }
+}
+
+#[async_trait]
+impl Conn for GateConn {
+    async fn connect(&self, addr: SocketAddr) -> webrtc_util::Result<()> {
+        self.inner.connect(addr).await
+    }
+
+    async fn recv(&self, buf: &mut [u8]) -> webrtc_util::Result<usize> {
+        self.inner.recv(buf).await
+    }
+
+    async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
+        let _unwind = self.watch.as_ref().map(UnwindWatch);
+        let received = self.gated_recv_from(buf).await;
+        if let (Err(e), Some(w)) = (&received, &self.watch) {
+            if !w.closing.load(Ordering::SeqCst) {
+                w.health.task_ended(&w.name, &format!("read failed, which ends the server's read loop: {e}"));
+            }
+        }
+        received
     }
 
     async fn send(&self, buf: &[u8]) -> webrtc_util::Result<usize> {

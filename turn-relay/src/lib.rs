@@ -8,6 +8,12 @@
 //! Run loop: [`TurnRelay::start`] binds the listeners and hands each to the
 //! `turn` server, which reads requests on one task per listener until
 //! [`TurnRelay::close`].
+//!
+//! Those read loops are the crate's and nobody awaits them, so the gate reports
+//! on their behalf to the process's [`Health`]: a read that fails (which ends the
+//! loop) or a panic unwinding through the gate marks the process failed with the
+//! listener's name. A panic in the gate's verdict on one datagram is contained
+//! to that datagram ([`meridian_runtime::panic::contain`]).
 
 pub mod fastpath;
 pub mod filter;
@@ -24,6 +30,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use meridian_runtime::Health;
 use turn::auth::{generate_auth_key, AuthHandler};
 use turn::relay::relay_static::RelayAddressGeneratorStatic;
 use turn::server::config::{ConnConfig, ServerConfig};
@@ -122,14 +129,21 @@ pub struct TurnRelay {
     streams: Vec<Arc<stream::StreamConn>>,
     gate: Arc<filter::Gate>,
     channels: Arc<fastpath::Channels>,
+    /// Set by [`TurnRelay::close`]: listeners ending after it are expected.
+    closing: Arc<std::sync::atomic::AtomicBool>,
+    #[cfg(any(test, feature = "test-hooks"))]
+    udp_fault: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl TurnRelay {
     /// Binds the listener and starts serving allocations.
     ///
+    /// A listener that stops serving before [`close`](Self::close) marks `health`
+    /// failed.
+    ///
     /// Errors: [`TurnError::Bind`] when the port is taken, [`TurnError::Server`] when
     /// the `turn` crate rejects the setup.
-    pub async fn start(config: TurnConfig) -> Result<Self, TurnError> {
+    pub async fn start(config: TurnConfig, health: Health) -> Result<Self, TurnError> {
         let socket = bind_udp(config.listen, config.recv_buffer_bytes)
             .map_err(|source| TurnError::Bind { addr: config.listen, source })?;
         let local_addr = socket.local_addr().map_err(|source| TurnError::Bind { addr: config.listen, source })?;
@@ -158,6 +172,11 @@ impl TurnRelay {
         let channels = fastpath::Channels::new(CHANNEL_BIND_LIFETIME);
         let mut ended: Vec<Option<tokio::sync::mpsc::Receiver<SocketAddr>>> = vec![None];
         ended.extend(streams.iter().map(|s| s.ended_connections()));
+        let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watch =
+            |name: String| filter::ListenerWatch { name, health: health.clone(), closing: Arc::clone(&closing) };
+        #[cfg(any(test, feature = "test-hooks"))]
+        let udp_fault = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let conn_configs = listeners
             .into_iter()
             .zip(ended)
@@ -165,9 +184,18 @@ impl TurnRelay {
                 conn: Arc::new(match ended {
                     // The UDP listener (the only one without stream endings).
                     None => {
-                        filter::GateConn::new(listener, Arc::clone(&gate), None).with_channels(Arc::clone(&channels))
+                        let conn = filter::GateConn::new(listener, Arc::clone(&gate), None)
+                            .with_channels(Arc::clone(&channels))
+                            .watched(watch(format!("turn udp listener {local_addr}")));
+                        #[cfg(any(test, feature = "test-hooks"))]
+                        let conn = conn.with_fault(Arc::clone(&udp_fault));
+                        conn
                     }
-                    ended => filter::GateConn::new(listener, Arc::clone(&gate), ended),
+                    ended => {
+                        let conn = filter::GateConn::new(listener, Arc::clone(&gate), ended);
+                        let name = format!("turn stream listener {}", conn.listener_addr());
+                        conn.watched(watch(name))
+                    }
                 }),
                 relay_addr_generator: Box::new(relay::CappedRelays {
                     channels: Arc::clone(&channels),
@@ -201,7 +229,18 @@ impl TurnRelay {
         })
         .await?;
         tracing::info!(udp = %local_addr, tcp = ?tcp_addr, tls = ?tls_addr, relay_ip = %config.relay_ip, "TURN relay listening");
-        Ok(Self { server: Arc::new(server), local_addr, tcp_addr, tls_addr, streams, gate, channels })
+        Ok(Self {
+            server: Arc::new(server),
+            local_addr,
+            tcp_addr,
+            tls_addr,
+            streams,
+            gate,
+            channels,
+            closing,
+            #[cfg(any(test, feature = "test-hooks"))]
+            udp_fault,
+        })
     }
 
     /// The bound UDP address (useful when configured with port 0).
@@ -260,8 +299,17 @@ impl TurnRelay {
         });
     }
 
+    /// Makes the UDP listener's next read panic outside the gate's containment, as
+    /// a bug in the `turn` crate's read loop would: for tests of what a dead
+    /// listener does to the node (it must leave service loudly).
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn break_udp_listener(&self) {
+        self.udp_fault.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Stops the server and closes every allocation.
     pub async fn close(&self) -> Result<(), TurnError> {
+        self.closing.store(true, std::sync::atomic::Ordering::SeqCst);
         self.server.close().await?;
         for stream in &self.streams {
             stream.shutdown();
@@ -305,5 +353,62 @@ impl AuthHandler for RestAuth {
                 Err(turn::Error::Other(e.to_string()))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> TurnConfig {
+        TurnConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            relay_ip: "127.0.0.1".parse().unwrap(),
+            realm: DEFAULT_REALM.into(),
+            secret: b"s".to_vec(),
+            recv_buffer_bytes: 1 << 16,
+            peer_policy: policy::PeerPolicy::default(),
+            tcp_listen: None,
+            tls: None,
+            max_stream_connections: 4,
+            user_quota: filter::DEFAULT_USER_QUOTA,
+            total_quota: filter::DEFAULT_TOTAL_QUOTA,
+            bandwidth_cap: 0,
+        }
+    }
+
+    /// The listener's read loop is the crate's task; when it dies, the relay's
+    /// health says so and names the listener.
+    #[tokio::test]
+    async fn a_listener_whose_read_loop_dies_fails_the_health_and_is_named() {
+        let health = Health::new();
+        let relay = TurnRelay::start(config(), health.clone()).await.unwrap();
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.send_to(&[0u8; 24], relay.local_addr()).await.unwrap();
+        tokio::task::yield_now().await;
+        assert!(health.is_healthy(), "garbage is dropped; the listener lives");
+
+        relay.break_udp_listener();
+        client.send_to(&[0u8; 24], relay.local_addr()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), health.failed()).await.expect("the death is reported");
+        let failures = health.failures();
+        let name = format!("turn udp listener {}", relay.local_addr());
+        assert!(failures.iter().any(|f| f.task == name), "{failures:?}");
+        relay.close().await.unwrap();
+    }
+
+    /// Closing the relay ends the read loops too; that is no failure.
+    #[tokio::test]
+    async fn closing_the_relay_is_not_a_failure() {
+        let health = Health::new();
+        let relay = TurnRelay::start(
+            TurnConfig { tcp_listen: Some("127.0.0.1:0".parse().unwrap()), ..config() },
+            health.clone(),
+        )
+        .await
+        .unwrap();
+        relay.close().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(health.is_healthy(), "{:?}", health.failures());
     }
 }

@@ -35,21 +35,24 @@ const SECRET: &[u8] = b"gate-test-secret";
 const REALM: &str = "meridian";
 
 async fn relay(user_quota: usize) -> TurnRelay {
-    TurnRelay::start(TurnConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        relay_ip: "127.0.0.1".parse().unwrap(),
-        realm: REALM.into(),
-        secret: SECRET.to_vec(),
-        recv_buffer_bytes: 1 << 20,
-        // Loopback plays the public internet here.
-        peer_policy: PeerPolicy::new(vec!["127.0.0.0/8".parse().unwrap()], vec![]),
-        tcp_listen: Some("127.0.0.1:0".parse().unwrap()),
-        tls: None,
-        max_stream_connections: 64,
-        user_quota,
-        total_quota: 1000,
-        bandwidth_cap: 0,
-    })
+    TurnRelay::start(
+        TurnConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            relay_ip: "127.0.0.1".parse().unwrap(),
+            realm: REALM.into(),
+            secret: SECRET.to_vec(),
+            recv_buffer_bytes: 1 << 20,
+            // Loopback plays the public internet here.
+            peer_policy: PeerPolicy::new(vec!["127.0.0.0/8".parse().unwrap()], vec![]),
+            tcp_listen: Some("127.0.0.1:0".parse().unwrap()),
+            tls: None,
+            max_stream_connections: 64,
+            user_quota,
+            total_quota: 1000,
+            bandwidth_cap: 0,
+        },
+        meridian_runtime::Health::new(),
+    )
     .await
     .expect("relay starts")
 }

@@ -18,20 +18,23 @@ use webrtc_util::conn::Conn;
 const SECRET: &[u8] = b"region-secret";
 
 async fn relay(allow: &str) -> TurnRelay {
-    TurnRelay::start(TurnConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        relay_ip: "127.0.0.1".parse().unwrap(),
-        realm: "meridian".into(),
-        secret: SECRET.to_vec(),
-        recv_buffer_bytes: 1 << 20,
-        peer_policy: PeerPolicy::new(vec![allow.parse().unwrap()], vec![]),
-        tcp_listen: None,
-        tls: None,
-        max_stream_connections: 16,
-        user_quota: 2,
-        total_quota: 100,
-        bandwidth_cap: 0,
-    })
+    TurnRelay::start(
+        TurnConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            relay_ip: "127.0.0.1".parse().unwrap(),
+            realm: "meridian".into(),
+            secret: SECRET.to_vec(),
+            recv_buffer_bytes: 1 << 20,
+            peer_policy: PeerPolicy::new(vec![allow.parse().unwrap()], vec![]),
+            tcp_listen: None,
+            tls: None,
+            max_stream_connections: 16,
+            user_quota: 2,
+            total_quota: 100,
+            bandwidth_cap: 0,
+        },
+        meridian_runtime::Health::new(),
+    )
     .await
     .expect("relay starts")
 }

@@ -1,0 +1,17 @@
+//! What every Meridian role runs on, whatever it serves.
+//!
+//! - [`health`]: the process's [`Health`]. A listener or task that ends when it
+//!   should not, or a panic anywhere, marks it failed; `/healthz` then answers
+//!   503, an SFU node leaves the registry (the gateway stops routing to it), a
+//!   metric counts it and the log says which task and why. Never "process up,
+//!   relay silently gone".
+//! - [`panic`]: the panic hook that reports to [`Health`], and [`panic::contain`]
+//!   for a per-message boundary that drops the message instead of the task.
+//! - [`log_limit`]: a per-source rate limit for log lines about refused or
+//!   malformed input, so that a flood of it cannot flood the disk.
+
+pub mod health;
+pub mod log_limit;
+pub mod panic;
+
+pub use health::{Failure, Health};
