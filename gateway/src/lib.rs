@@ -79,6 +79,8 @@ pub struct Gateway {
     store: Arc<dyn Store>,
     locator: Locator,
     observe: Observability,
+    /// Refused joins are counted in metrics, every one; logged a few per source.
+    refusal_log: meridian_runtime::log_limit::LogLimit<std::net::IpAddr>,
 }
 
 /// Where the gateway's metrics go and what `/metrics` renders.
@@ -100,7 +102,8 @@ impl Gateway {
         locator: Locator,
         observe: Observability,
     ) -> Self {
-        Self { config, authority, store, locator, observe }
+        let refusal_log = meridian_runtime::log_limit::LogLimit::new("refused joins");
+        Self { config, authority, store, locator, observe, refusal_log }
     }
 
     fn render_metrics(&self) -> Response<Body> {

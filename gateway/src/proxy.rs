@@ -86,7 +86,7 @@ pub(crate) async fn rtc(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>) 
         let grant = match checked {
             Ok(g) => g,
             Err(e) => {
-                tracing::info!(%peer, reason = %e, "join refused");
+                gw.refusal_log.log(peer.ip(), || tracing::info!(%peer, reason = %e, "join refused"));
                 gw.observe.metrics.refused(e.http_status());
                 return refusal(&e);
             }

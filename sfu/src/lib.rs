@@ -95,6 +95,9 @@ pub struct Sfu {
     rooms: Arc<RoomManager>,
     store: Arc<dyn Store>,
     draining: std::sync::atomic::AtomicBool,
+    metrics: metrics::NodeMetrics,
+    /// Refused and malformed signal connections, logged a few per source IP.
+    refusal_log: meridian_runtime::log_limit::LogLimit<std::net::IpAddr>,
 }
 
 impl Sfu {
@@ -108,14 +111,23 @@ impl Sfu {
         metrics: &metrics::SfuMetrics,
     ) -> Result<Arc<Self>, engine::EngineError> {
         let engine = Arc::new(engine::Engine::new(&config.ice)?);
+        let metrics = metrics.node(&config.node_id);
         let rooms = Arc::new(RoomManager::new(
             engine,
             Arc::clone(&store),
             config.region.clone(),
             config.node_id.clone(),
-            metrics.node(&config.node_id),
+            metrics.clone(),
         ));
-        Ok(Arc::new(Self { config, authority, rooms, store, draining: Default::default() }))
+        Ok(Arc::new(Self {
+            config,
+            authority,
+            rooms,
+            store,
+            draining: Default::default(),
+            metrics,
+            refusal_log: meridian_runtime::log_limit::LogLimit::new("refused or malformed signal connections"),
+        }))
     }
 
     /// The rooms on this node.

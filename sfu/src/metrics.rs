@@ -4,6 +4,10 @@
 //! - `meridian_sfu_rooms{node}`, `meridian_sfu_participants{node}`,
 //!   `meridian_sfu_tracks{node}`: what the node hosts now (gauges).
 //! - `meridian_sfu_forwarded_bytes_total{node}`: RTP bytes written to down-tracks.
+//! - `meridian_sfu_signal_refusals_total{node,reason}`: signal connections refused
+//!   or closed for the client's fault: `handshake` (bad path or token, draining,
+//!   a failed or timed-out upgrade) and `malformed` (a frame or request that does
+//!   not fit the protocol, or over a limit).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -16,6 +20,12 @@ struct NodeLabel {
     node: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabel {
+    node: String,
+    reason: &'static str,
+}
+
 /// The metric families, registered once per process.
 #[derive(Clone, Debug, Default)]
 pub struct SfuMetrics {
@@ -23,6 +33,7 @@ pub struct SfuMetrics {
     participants: Family<NodeLabel, Gauge>,
     tracks: Family<NodeLabel, Gauge>,
     forwarded_bytes: Family<NodeLabel, Counter>,
+    signal_refusals: Family<RefusalLabel, Counter>,
 }
 
 /// One node's handles into [`SfuMetrics`].
@@ -36,6 +47,10 @@ pub struct NodeMetrics {
     pub tracks: Gauge,
     /// RTP bytes written to down-tracks.
     pub forwarded_bytes: Counter,
+    /// Signal upgrades refused or failed (`reason="handshake"`).
+    pub refused_handshakes: Counter,
+    /// Sessions closed for a malformed frame or request (`reason="malformed"`).
+    pub malformed_sessions: Counter,
 }
 
 impl SfuMetrics {
@@ -47,17 +62,30 @@ impl SfuMetrics {
         r.register("participants", "Participants connected to the node", m.participants.clone());
         r.register("tracks", "Tracks published on the node", m.tracks.clone());
         r.register("forwarded_bytes", "RTP bytes written to down-tracks", m.forwarded_bytes.clone());
+        r.register(
+            "signal_refusals",
+            "Signal connections refused or closed for the client's fault, by reason",
+            m.signal_refusals.clone(),
+        );
         m
     }
 
     /// The handles of node `node`.
     pub fn node(&self, node: &str) -> NodeMetrics {
         let label = NodeLabel { node: node.to_owned() };
+        // One statement per `get_or_create`: each holds the family's read lock until
+        // the end of its statement, and a second one in the same family would wait
+        // for a write lock for ever.
+        let refusals = |reason| RefusalLabel { node: node.to_owned(), reason };
+        let refused_handshakes = self.signal_refusals.get_or_create(&refusals("handshake")).clone();
+        let malformed_sessions = self.signal_refusals.get_or_create(&refusals("malformed")).clone();
         NodeMetrics {
             rooms: self.rooms.get_or_create(&label).clone(),
             participants: self.participants.get_or_create(&label).clone(),
             tracks: self.tracks.get_or_create(&label).clone(),
             forwarded_bytes: self.forwarded_bytes.get_or_create(&label).clone(),
+            refused_handshakes,
+            malformed_sessions,
         }
     }
 }

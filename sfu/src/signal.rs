@@ -91,11 +91,13 @@ pub async fn run_session(sfu: Arc<Sfu>, stream: TcpStream, peer: SocketAddr) {
     let ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
-            tracing::info!(%peer, error = %e, "signal handshake refused or failed");
+            sfu.metrics.refused_handshakes.inc();
+            sfu.refusal_log.log(peer.ip(), || tracing::info!(%peer, error = %e, "signal handshake refused or failed"));
             return;
         }
         Err(_) => {
-            tracing::debug!(%peer, "signal handshake timed out");
+            sfu.metrics.refused_handshakes.inc();
+            sfu.refusal_log.log(peer.ip(), || tracing::info!(%peer, "signal handshake timed out"));
             return;
         }
     };
@@ -164,7 +166,7 @@ async fn run_admitted(
     drop(join);
     if sent.is_ok() {
         sfu.rooms.announce_join(&room, &me).await;
-        session_loop(&mut ws, &room, &me, &mut rx).await;
+        session_loop((sfu, peer), &mut ws, &room, &me, &mut rx).await;
     }
     sfu.rooms.leave(&room, &me).await;
     let _ = ws.close(None).await;
@@ -212,7 +214,13 @@ enum End {
     Malformed(String),
 }
 
-async fn session_loop(ws: &mut Socket, room: &Arc<Room>, me: &Arc<Participant>, rx: &mut mpsc::Receiver<Out>) {
+async fn session_loop(
+    (sfu, peer): (&Sfu, SocketAddr),
+    ws: &mut Socket,
+    room: &Arc<Room>,
+    me: &Arc<Participant>,
+    rx: &mut mpsc::Receiver<Out>,
+) {
     let end = loop {
         tokio::select! {
             frame = ws.next() => match frame {
@@ -245,7 +253,10 @@ async fn session_loop(ws: &mut Socket, room: &Arc<Room>, me: &Arc<Participant>, 
     }
     match end {
         End::Malformed(why) => {
-            tracing::warn!(participant = %me.sid, %why, "malformed signal message; closing this connection")
+            sfu.metrics.malformed_sessions.inc();
+            sfu.refusal_log.log(peer.ip(), || {
+                tracing::warn!(%peer, participant = %me.sid, %why, "malformed signal message; closing this connection")
+            })
         }
         End::Closed => tracing::info!(participant = %me.sid, "signal socket closed"),
         End::Left => tracing::info!(participant = %me.sid, "client left"),

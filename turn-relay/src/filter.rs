@@ -172,6 +172,8 @@ pub struct Gate {
     allocations: Mutex<Allocations>,
     sources: Mutex<HashMap<IpAddr, Bucket>>,
     counters: Counters,
+    /// Refusals are counted in [`GateStats`], every one; logged a few per source.
+    refusal_log: meridian_runtime::log_limit::LogLimit<IpAddr>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -188,6 +190,7 @@ impl Gate {
             allocations: Mutex::default(),
             sources: Mutex::default(),
             counters: Counters::default(),
+            refusal_log: meridian_runtime::log_limit::LogLimit::new("refused TURN requests"),
         })
     }
 
@@ -468,17 +471,25 @@ impl GateConn {
         let password = match meridian_auth::turn_rest::verify(&gate.config.secret, &username.text, now) {
             Ok(p) if realm.text == gate.config.realm => p,
             Ok(_) => {
-                tracing::info!(username = %username.text, realm = %realm.text, "TURN request for another realm refused");
+                gate.refusal_log.log(src.ip(), || {
+                    tracing::info!(%src, username = %username.text, realm = %realm.text, "TURN request for another realm refused")
+                });
                 return Err(refuse(CODE_UNAUTHORIZED, "Unauthorized", true));
             }
             Err(e) => {
-                tracing::info!(username = %username.text, why = %e, "TURN credentials refused");
+                gate.refusal_log.log(
+                    src.ip(),
+                    || tracing::info!(%src, username = %username.text, why = %e, "TURN credentials refused"),
+                );
                 return Err(refuse(CODE_UNAUTHORIZED, "Unauthorized", true));
             }
         };
         let key = turn::auth::generate_auth_key(&username.text, &realm.text, &password);
         if MessageIntegrity(key.clone()).check(&mut m.clone()).is_err() {
-            tracing::info!(username = %username.text, "TURN credentials refused: wrong password");
+            gate.refusal_log.log(
+                src.ip(),
+                || tracing::info!(%src, username = %username.text, "TURN credentials refused: wrong password"),
+            );
             return Err(refuse(CODE_UNAUTHORIZED, "Unauthorized", true));
         }
 
@@ -492,7 +503,10 @@ impl GateConn {
             return Err(refuse(CODE_BAD_REQUEST, "Bad Request: malformed XOR-PEER-ADDRESS", false));
         };
         if let Some(refused) = peer_ips.into_iter().find(|ip| !gate.config.policy.allows(*ip)) {
-            tracing::info!(peer = %refused, method = %m.typ.method, "TURN peer refused by policy");
+            gate.refusal_log.log(
+                src.ip(),
+                || tracing::info!(%src, peer = %refused, method = %m.typ.method, "TURN peer refused by policy"),
+            );
             return Err(refuse(CODE_FORBIDDEN, "Forbidden: peer address not allowed", false));
         }
 
@@ -506,7 +520,10 @@ impl GateConn {
                 let mine = a.per_user.get(&username.text).copied().unwrap_or(0);
                 if mine >= gate.config.user_quota || a.owner.len() >= gate.config.total_quota {
                     drop(a);
-                    tracing::info!(username = %username.text, mine, "TURN allocation quota reached");
+                    gate.refusal_log.log(
+                        src.ip(),
+                        || tracing::info!(%src, username = %username.text, mine, "TURN allocation quota reached"),
+                    );
                     return Err(refuse(CODE_ALLOC_QUOTA_REACHED, "Allocation Quota Reached", false));
                 }
                 if a.in_flight.len() >= gate.config.total_quota {
@@ -1036,6 +1053,58 @@ mod tests {
         g.release(c.local, a);
         assert_eq!(g.stats().allocations, 0);
         assert!(matches!(c.judge(&second.raw, b), Verdict::Queue(_)), "the slot is free again");
+    }
+
+    /// A writer into a shared buffer, to read what was logged.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            lock(&self.0).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Refused requests are counted, every one, but one source gets only a few
+    /// log lines per interval: one INFO line per crafted packet filled disks.
+    #[tokio::test]
+    async fn refusals_are_all_counted_but_logged_a_few_per_source() {
+        let g = gate();
+        let c = conn(Arc::clone(&g));
+        let src: SocketAddr = SRC.parse().unwrap();
+        let nonce = g.nonce(src.ip(), SystemTime::now());
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt().with_writer({
+            let captured = captured.clone();
+            move || captured.clone()
+        });
+        let _guard = tracing::subscriber::set_default(subscriber.finish());
+        // Under the rate limit's burst (200), so each one reaches the check.
+        let username =
+            meridian_auth::turn_rest::mint(SECRET, "alice", Duration::from_secs(60), SystemTime::now()).username;
+        for _ in 0..150 {
+            let mut m = Message::new();
+            m.build(&[
+                Box::new(TransactionId::new()),
+                Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)),
+                Box::new(TextAttribute::new(ATTR_USERNAME, username.clone())),
+                Box::new(TextAttribute::new(ATTR_REALM, "meridian".into())),
+                Box::new(TextAttribute::new(ATTR_NONCE, nonce.clone())),
+            ])
+            .unwrap();
+            MessageIntegrity::new_long_term_integrity(username.clone(), "meridian".into(), "wrong".into())
+                .add_to(&mut m)
+                .unwrap();
+            assert_eq!(code_of(&answer(c.judge(&m.raw, src))), 401);
+        }
+        assert_eq!(g.stats().refused, 150, "every refusal counted");
+        let text = String::from_utf8(lock(&captured.0).clone()).unwrap();
+        let lines = text.lines().filter(|l| l.contains("TURN credentials refused")).count();
+        assert_eq!(lines, meridian_runtime::log_limit::DEFAULT_LINES_PER_SOURCE as usize, "{text}");
     }
 
     #[test]

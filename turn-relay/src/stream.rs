@@ -109,6 +109,7 @@ async fn accept_loop(
     clients: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>,
     mut closed: watch::Receiver<bool>,
 ) {
+    let at_capacity = meridian_runtime::log_limit::LogLimit::new("TURN stream connections refused at capacity");
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -123,7 +124,10 @@ async fn accept_loop(
             _ = until_closed(&mut closed) => return,
         };
         if lock(&clients).len() >= max_connections {
-            tracing::warn!(%peer, max_connections, "TURN stream connection refused: at capacity");
+            at_capacity.log(
+                peer.ip(),
+                || tracing::warn!(%peer, max_connections, "TURN stream connection refused: at capacity"),
+            );
             continue;
         }
         let _ = stream.set_nodelay(true);
