@@ -78,8 +78,10 @@ fn unauthorized<B>(gw: &Gateway, req: &Request<B>) -> Option<Response<Body>> {
 /// Handles `GET /v1/route?ip=A.B.C.D[&room=R]` (API auth): where a client at that
 /// address would land, and why. Answer: `{"ip", "located": {"latitude",
 /// "longitude", "accuracy_radius_km", "country"} | null, "region", "node",
-/// "reason", "candidates": [{"region", "node", "distance_km", "chosen", "why"}]}`.
-/// 400 without a valid `ip`, 503 when no region has a node or the store is down.
+/// "reason", "candidates": [{"region", "node", "distance_km", "chosen", "why"}],
+/// "registry": {"source": "store"} | {"source": "cache", "age_seconds"}}` (the
+/// cache answers while the store is down). 400 without a valid `ip`, 503 when no
+/// region has a node, or the store is down with nothing cached for the answer.
 pub(crate) async fn explain_route(gw: &Gateway, req: &Request<Incoming>) -> Response<Body> {
     if let Some(refusal) = unauthorized(gw, req) {
         return refusal;
@@ -101,6 +103,10 @@ pub(crate) async fn explain_route(gw: &Gateway, req: &Request<Incoming>) -> Resp
             "country": l.country,
         })
     });
+    let registry = match plan.registry_age {
+        None => serde_json::json!({ "source": "store" }),
+        Some(age) => serde_json::json!({ "source": "cache", "age_seconds": age.as_secs_f64() }),
+    };
     json(
         200,
         &serde_json::json!({
@@ -110,6 +116,7 @@ pub(crate) async fn explain_route(gw: &Gateway, req: &Request<Incoming>) -> Resp
             "node": route.node.id,
             "reason": route.reason,
             "candidates": route.candidates,
+            "registry": registry,
         }),
     )
 }

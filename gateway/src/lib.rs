@@ -26,6 +26,7 @@ pub mod client_ip;
 mod http_util;
 pub mod metrics;
 pub mod proxy;
+pub mod registry_cache;
 pub mod route;
 pub mod tls;
 
@@ -81,6 +82,8 @@ pub struct Gateway {
     observe: Observability,
     /// Refused joins are counted in metrics, every one; logged a few per source.
     refusal_log: meridian_runtime::log_limit::LogLimit<std::net::IpAddr>,
+    /// The last good registry and room reads, for routing while the store is down.
+    cache: registry_cache::RegistryCache,
 }
 
 /// Where the gateway's metrics go and what `/metrics` renders.
@@ -103,7 +106,7 @@ impl Gateway {
         observe: Observability,
     ) -> Self {
         let refusal_log = meridian_runtime::log_limit::LogLimit::new("refused joins");
-        Self { config, authority, store, locator, observe, refusal_log }
+        Self { config, authority, store, locator, observe, refusal_log, cache: Default::default() }
     }
 
     fn render_metrics(&self) -> Response<Body> {
@@ -155,36 +158,68 @@ impl Gateway {
     /// Decides where a client at `ip` joining `room` goes.
     ///
     /// Nodes in `unreachable` (this request failed to connect to them) are left out.
+    /// While the store is down, routes from the last good reads
+    /// ([`registry_cache`]); the plan says how old they are.
+    ///
+    /// Errors: [`RouteError::Store`] when the store is down and there is no
+    /// snapshot yet, [`RouteError::NeedsWrite`] when it is down and the room is not
+    /// known to be live (placing it is a write).
     async fn route(
         &self,
         ip: std::net::IpAddr,
         room: Option<&str>,
         unreachable: &[String],
         explain: route::Explain,
-    ) -> Result<RoutePlan, meridian_schema::StoreError> {
+    ) -> Result<RoutePlan, RouteError> {
         let located = tracing::info_span!("gateway.geo_lookup").in_scope(|| self.locator.locate(ip));
         let select = async {
-            let record = match room {
-                Some(name) => self.store.room(name).await?,
-                None => None,
+            let now = std::time::SystemTime::now();
+            let (record, room_from_cache) = match room {
+                Some(name) => match self.store.room(name).await {
+                    Ok(record) => {
+                        self.cache.room_read(name, record.as_ref());
+                        (record, false)
+                    }
+                    Err(e) => match self.cache.room(name) {
+                        Some(record) => (Some(record), true),
+                        None => return Err(RouteError::NeedsWrite(e)),
+                    },
+                },
+                None => (None, false),
             };
+            let snapshot = match self.store.nodes().await {
+                Ok(nodes) => {
+                    self.cache.nodes_read(&nodes, now);
+                    registry_cache::Snapshot { nodes, read_at: now }
+                }
+                Err(e) => self.cache.nodes().ok_or(RouteError::Store(e))?,
+            };
+            let from_cache = (snapshot.read_at != now || room_from_cache)
+                .then(|| now.duration_since(snapshot.read_at).unwrap_or_default());
             let room_node = record.as_ref().and_then(|r| r.node.clone());
             let pinned_region = record.as_ref().filter(|r| r.pinned).and_then(|r| r.region.clone());
-            let mut nodes = self.store.nodes().await?;
+            let mut nodes = snapshot.nodes;
             nodes.retain(|n| !unreachable.contains(&n.id));
-            Ok::<_, meridian_schema::StoreError>(route::choose(
+            let route = route::choose(
                 &nodes,
                 &self.config.default_region,
                 located.as_ref().map(|l| l.position),
                 room_node.as_deref(),
                 pinned_region.as_deref(),
-                std::time::SystemTime::now(),
+                // Staleness as of the snapshot: nodes do not go stale because
+                // the store went down.
+                snapshot.read_at,
                 &mut rand::rng(),
                 explain,
-            ))
+            );
+            Ok::<_, RouteError>((route, from_cache))
         };
-        let route = tracing::Instrument::instrument(select, tracing::info_span!("gateway.route_selection")).await?;
-        Ok(RoutePlan { located, route })
+        let (route, registry_age) =
+            tracing::Instrument::instrument(select, tracing::info_span!("gateway.route_selection")).await?;
+        if let Some(age) = registry_age {
+            tracing::warn!(age_ms = age.as_millis() as u64, "store unavailable: routed from the cached registry");
+        }
+        Ok(RoutePlan { located, route, registry_age })
     }
 
     async fn client_js(&self) -> Response<Body> {
@@ -206,6 +241,21 @@ impl Gateway {
 pub(crate) struct RoutePlan {
     located: Option<meridian_geo::Located>,
     route: Option<route::Route>,
+    /// How old the registry read was, when the store was down and the cache
+    /// answered; `None` for a fresh read.
+    registry_age: Option<std::time::Duration>,
+}
+
+/// Why no route could be chosen.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RouteError {
+    /// The store is down and no registry has been read yet (upstream; retry).
+    #[error("store unavailable and no registry read yet: {0}")]
+    Store(meridian_schema::StoreError),
+    /// The store is down and the room is not known to be live: placing it is a
+    /// write (upstream; retry).
+    #[error("store unavailable: a room not known to be live cannot be placed ({0})")]
+    NeedsWrite(meridian_schema::StoreError),
 }
 
 /// Longest a client may take to send a request's headers (hyper's default, set

@@ -116,8 +116,9 @@ async fn rtc_routed(
         let plan = match gw.route(client, Some(grant.room()), &unreachable, crate::route::Explain::No).await {
             Ok(plan) => plan,
             Err(e) => {
-                tracing::error!(error = %e, "store unavailable for routing");
-                return text(503, "store unavailable; retry");
+                tracing::error!(error = %e, "cannot route");
+                gw.observe.metrics.refused(503);
+                return text(503, &format!("{e}; retry"));
             }
         };
         let Some(route) = plan.route else {

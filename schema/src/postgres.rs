@@ -16,6 +16,11 @@ const MIGRATION_LOCK: i64 = 0x6d65_7269_6469_616e;
 
 /// Default pool size: enough for a gateway or SFU node on a small machine.
 pub const DEFAULT_POOL_SIZE: usize = 16;
+/// Longest a store call waits for a pooled connection, to connect, or to check
+/// one before reuse: 5 s. With the database down or unreachable, calls fail with
+/// [`StoreError::Unavailable`] within it instead of hanging the join or the
+/// heartbeat that made them.
+pub const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Applies every pending migration in `schema/migrations` to the database at `url`.
 ///
@@ -51,10 +56,17 @@ impl PgStore {
     /// `postgres://postgres@127.0.0.1:5432/test`) and checks one connection.
     /// Does not migrate; call [`migrate`] first.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let config: tokio_postgres::Config = url.parse().map_err(unavailable)?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(unavailable)?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(POOL_TIMEOUT);
+        }
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(DEFAULT_POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(POOL_TIMEOUT))
+            .create_timeout(Some(POOL_TIMEOUT))
+            .recycle_timeout(Some(POOL_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         // Check one connection now, so a wrong URL fails at start rather than on first use.
