@@ -44,6 +44,10 @@ const RETURNED_HEADERS: [HeaderName; 4] =
 
 /// Nodes one join tries before the gateway gives up with 502.
 pub const MAX_NODE_ATTEMPTS: usize = 3;
+/// Longest the gateway waits for a node to connect and answer the upgrade (the
+/// node's own handshake limit is 10 s); a node that accepts and then hangs is
+/// then skipped like one that refuses, instead of holding the join.
+pub const UPSTREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Header naming the region the gateway chose, sent to the node.
 pub const REGION_HEADER: &str = "x-meridian-region";
@@ -125,7 +129,12 @@ async fn rtc_routed(
             return text(503, "no region has a node available");
         };
         let connect = tracing::info_span!("gateway.proxy_connect", node = %route.node.id, region = %route.region);
-        match connect_upstream(&route.node.signal_addr, client, &route.region, &req).instrument(connect).await {
+        let upstream = connect_upstream(&route.node.signal_addr, client, &route.region, &req).instrument(connect);
+        let upstream = match tokio::time::timeout(UPSTREAM_TIMEOUT, upstream).await {
+            Ok(connected) => connected,
+            Err(_) => Err(format!("no answer to the upgrade within {UPSTREAM_TIMEOUT:?}").into()),
+        };
+        match upstream {
             Ok(upstream) => break (route, upstream),
             Err(e) => {
                 tracing::warn!(node = %route.node.id, addr = %route.node.signal_addr, error = %e, "node unreachable");

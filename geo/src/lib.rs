@@ -1,10 +1,11 @@
-//! Geolocation and region choice.
+//! Geolocation: where on Earth a client is.
 //!
 //! [`Locator`] turns a client IP into a position using a MaxMind-format City
 //! database (GeoIP2/GeoLite2 City, DB-IP City Lite, or the flat
-//! `latitude`/`longitude` layout of the ip-location-db packages). [`choose_region`]
-//! is the pure decision: nearest region by great-circle distance, or the default
-//! region when the client cannot be placed.
+//! `latitude`/`longitude` layout of the ip-location-db packages);
+//! [`Position::distance_km`] is the great-circle distance. The region choice
+//! that uses them is the gateway's (`meridian_gateway::route::choose`), with
+//! node load, health, room affinity and pinning.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -32,44 +33,6 @@ impl Position {
         let a = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlon / 2.0).sin().powi(2);
         2.0 * EARTH_RADIUS_KM * a.sqrt().asin()
     }
-}
-
-/// A region: a named place where SFU nodes and TURN relays run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Region {
-    /// Region id, e.g. `eu-west`, or `local` in `meridian dev`.
-    pub id: String,
-    /// Where the region is; `None` for a region with no place (`local`).
-    pub position: Option<Position>,
-}
-
-/// Why a region was chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteReason {
-    /// The client was located and this is the nearest region.
-    Nearest,
-    /// The client could not be located (private, loopback or unknown address, or
-    /// no database), so the default region was used.
-    DefaultUnlocated,
-}
-
-/// Picks the region for a client at `client` (if located): the nearest region with
-/// a position, else `default`. Returns `None` only when `regions` is empty.
-pub fn choose_region<'a>(
-    regions: &'a [Region],
-    default: &str,
-    client: Option<Position>,
-) -> Option<(&'a Region, RouteReason)> {
-    let nearest = client.and_then(|c| {
-        regions
-            .iter()
-            .filter_map(|r| r.position.map(|p| (r, p.distance_km(&c))))
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(r, _)| (r, RouteReason::Nearest))
-    });
-    nearest.or_else(|| {
-        regions.iter().find(|r| r.id == default).or_else(|| regions.first()).map(|r| (r, RouteReason::DefaultUnlocated))
-    })
 }
 
 /// Errors opening a geolocation database. All are the operator's (bad path or file).
@@ -242,35 +205,11 @@ mod tests {
 
     const LONDON: Position = Position { latitude: 51.51, longitude: -0.13 };
     const SEATTLE: Position = Position { latitude: 47.61, longitude: -122.33 };
-    const SINGAPORE: Position = Position { latitude: 1.35, longitude: 103.82 };
-
-    fn regions() -> Vec<Region> {
-        vec![
-            Region { id: "eu-west".into(), position: Some(LONDON) },
-            Region { id: "us-west".into(), position: Some(SEATTLE) },
-            Region { id: "ap-southeast".into(), position: Some(SINGAPORE) },
-        ]
-    }
 
     #[test]
     fn london_to_seattle_is_about_7700_km() {
         let d = LONDON.distance_km(&SEATTLE);
         assert!((7650.0..7750.0).contains(&d), "{d}");
-    }
-
-    #[test]
-    fn a_client_in_paris_goes_to_eu_west() {
-        let paris = Position { latitude: 48.86, longitude: 2.35 };
-        let rs = regions();
-        let (r, why) = choose_region(&rs, "us-west", Some(paris)).unwrap();
-        assert_eq!((r.id.as_str(), why), ("eu-west", RouteReason::Nearest));
-    }
-
-    #[test]
-    fn an_unlocated_client_goes_to_the_default_region() {
-        let rs = regions();
-        let (r, why) = choose_region(&rs, "ap-southeast", None).unwrap();
-        assert_eq!((r.id.as_str(), why), ("ap-southeast", RouteReason::DefaultUnlocated));
     }
 
     #[test]
