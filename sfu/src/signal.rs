@@ -60,9 +60,17 @@ fn refuse(status: u16, reason: String) -> ErrorResponse {
 pub async fn run_session(sfu: Arc<Sfu>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let mut admission: Option<Admission> = None;
+    // Whom to rate-limit log lines by: the client the gateway names in
+    // `X-Forwarded-For` (it sets the header to the client's address; the signal
+    // port is for gateways), else the TCP peer. Keyed on the peer alone, one
+    // abusive client muted the lines of everyone behind the same gateway.
+    let mut source = peer.ip();
     // The callback's signature is tungstenite's; its error is the HTTP refusal.
     #[allow(clippy::result_large_err)]
     let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        if let Some(ip) = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()?.trim().parse().ok()) {
+            source = ip;
+        }
         if req.uri().path() != "/rtc" {
             return Err(refuse(404, "not found".into()));
         }
@@ -92,12 +100,13 @@ pub async fn run_session(sfu: Arc<Sfu>, stream: TcpStream, peer: SocketAddr) {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
             sfu.metrics.refused_handshakes.inc();
-            sfu.refusal_log.log(peer.ip(), || tracing::info!(%peer, error = %e, "signal handshake refused or failed"));
+            sfu.refusal_log
+                .log(source, || tracing::info!(%peer, %source, error = %e, "signal handshake refused or failed"));
             return;
         }
         Err(_) => {
             sfu.metrics.refused_handshakes.inc();
-            sfu.refusal_log.log(peer.ip(), || tracing::info!(%peer, "signal handshake timed out"));
+            sfu.refusal_log.log(source, || tracing::info!(%peer, %source, "signal handshake timed out"));
             return;
         }
     };
@@ -109,7 +118,7 @@ pub async fn run_session(sfu: Arc<Sfu>, stream: TcpStream, peer: SocketAddr) {
         // Without an exporter there is no OTel context to attach; that is fine.
         let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(s, parent.clone());
     }
-    run_admitted(&sfu, ws, grant, reconnect, peer, join).instrument(span).await;
+    run_admitted(&sfu, ws, grant, reconnect, (peer, source), join).instrument(span).await;
 }
 
 async fn send(ws: &mut Socket, message: Out) -> Result<(), tokio_tungstenite::tungstenite::Error> {
@@ -125,7 +134,7 @@ async fn run_admitted(
     mut ws: Socket,
     grant: VerifiedGrant,
     reconnect: bool,
-    peer: SocketAddr,
+    (peer, source): (SocketAddr, std::net::IpAddr),
     join: tracing::Span,
 ) {
     if reconnect {
@@ -166,7 +175,7 @@ async fn run_admitted(
     drop(join);
     if sent.is_ok() {
         sfu.rooms.announce_join(&room, &me).await;
-        session_loop((sfu, peer), &mut ws, &room, &me, &mut rx).await;
+        session_loop((sfu, source), &mut ws, &room, &me, &mut rx).await;
     }
     sfu.rooms.leave(&room, &me).await;
     let _ = ws.close(None).await;
@@ -215,7 +224,7 @@ enum End {
 }
 
 async fn session_loop(
-    (sfu, peer): (&Sfu, SocketAddr),
+    (sfu, source): (&Sfu, std::net::IpAddr),
     ws: &mut Socket,
     room: &Arc<Room>,
     me: &Arc<Participant>,
@@ -254,8 +263,8 @@ async fn session_loop(
     match end {
         End::Malformed(why) => {
             sfu.metrics.malformed_sessions.inc();
-            sfu.refusal_log.log(peer.ip(), || {
-                tracing::warn!(%peer, participant = %me.sid, %why, "malformed signal message; closing this connection")
+            sfu.refusal_log.log(source, || {
+                tracing::warn!(%source, participant = %me.sid, %why, "malformed signal message; closing this connection")
             })
         }
         End::Closed => tracing::info!(participant = %me.sid, "signal socket closed"),
