@@ -56,12 +56,16 @@ pub async fn serve_metrics(addr: SocketAddr, registry: Arc<Registry>, health: He
     let listener =
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics_listen {addr}"))?;
     tracing::info!(%addr, "metrics on /metrics");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let registry = Arc::clone(&registry);
-            let health = health.clone();
-            tokio::spawn(async move {
+    /// Scrapes and health checks at once, at most.
+    const MAX_METRICS_CONNECTIONS: usize = 64;
+    tokio::spawn(meridian_runtime::accept::serve_bounded(
+        "metrics",
+        listener,
+        MAX_METRICS_CONNECTIONS,
+        std::future::pending(),
+        move |stream, _peer| {
+            let (registry, health) = (Arc::clone(&registry), health.clone());
+            async move {
                 let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let registry = Arc::clone(&registry);
                     let health = health.clone();
@@ -86,9 +90,9 @@ pub async fn serve_metrics(addr: SocketAddr, registry: Arc<Registry>, health: He
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
                 let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
-            });
-        }
-    });
+            }
+        },
+    ));
     Ok(())
 }
 

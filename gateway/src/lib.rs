@@ -43,7 +43,6 @@ use meridian_auth::TokenAuthority;
 use meridian_geo::Locator;
 use meridian_schema::Store;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use http_util::{text, Body};
 
@@ -288,27 +287,10 @@ where
 /// Serves HTTP (or HTTPS, with [`GatewayConfig::tls`]) on `listener` until `shutdown` resolves. Connections in flight are
 /// not awaited; a signal socket being proxied ends with the process.
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let permits = Arc::new(Semaphore::new(gateway.config.max_connections.max(1)));
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            // The semaphore is never closed, so acquire only fails if it were; stop then.
-            p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-        };
+    let max = gateway.config.max_connections;
+    meridian_runtime::accept::serve_bounded("gateway", listener, max, shutdown, move |stream, peer| {
         let gateway = Arc::clone(&gateway);
-        tokio::spawn(async move {
-            let _permit = permit;
+        async move {
             match gateway.config.tls.as_ref().map(|t| t.acceptor()) {
                 None => serve_connection(gateway, peer, stream).await,
                 Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -317,7 +299,7 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, shutdown: impl 
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 },
             }
-        });
-    }
-    tracing::info!("gateway stopped accepting");
+        }
+    })
+    .await;
 }

@@ -7,9 +7,11 @@
 //!   relay silently gone".
 //! - [`panic`]: the panic hook that reports to [`Health`], and [`panic::contain`]
 //!   for a per-message boundary that drops the message instead of the task.
+//! - [`accept`]: the bounded accept loop of every TCP listener.
 //! - [`log_limit`]: a per-source rate limit for log lines about refused or
 //!   malformed input, so that a flood of it cannot flood the disk.
 
+pub mod accept;
 pub mod health;
 pub mod log_limit;
 pub mod panic;

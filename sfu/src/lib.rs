@@ -28,14 +28,12 @@ pub mod sdp;
 pub mod signal;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use meridian_auth::TokenAuthority;
 use meridian_schema::Store;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 pub use room::RoomManager;
 
@@ -138,29 +136,9 @@ impl Sfu {
 
 /// Serves signal connections on `listener` until `shutdown` resolves.
 pub async fn serve(sfu: Arc<Sfu>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let permits = Arc::new(Semaphore::new(sfu.config.max_connections.max(1)));
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            // Never closed, so acquire cannot fail; stop if it ever did.
-            p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let (stream, peer): (_, SocketAddr) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-        };
-        let sfu = Arc::clone(&sfu);
-        tokio::spawn(async move {
-            let _permit = permit;
-            signal::run_session(sfu, stream, peer).await;
-        });
-    }
-    tracing::info!(node = %sfu.config.node_id, "SFU stopped accepting");
+    let max = sfu.config.max_connections;
+    meridian_runtime::accept::serve_bounded("sfu signal", listener, max, shutdown, move |stream, peer| {
+        signal::run_session(Arc::clone(&sfu), stream, peer)
+    })
+    .await;
 }
