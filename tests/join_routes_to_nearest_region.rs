@@ -133,15 +133,10 @@ async fn later_joiners_follow_a_live_room_and_route_explains_it() {
         while recv(ws).await.is_some() {}
     }
     // The empty room is gone; the next joiner is placed afresh.
-    let mut placed_again = false;
-    for _ in 0..50 {
-        if stack.store.room("standup").await.unwrap().is_none() {
-            placed_again = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(placed_again, "the room record is removed when the room empties");
+    eventually("the room record is removed when the room empties", || async {
+        stack.store.room("standup").await.unwrap().is_none()
+    })
+    .await;
     let (_carol, region, _) = landed(&stack, "standup", "carol", SINGAPORE_IP).await;
     assert_eq!(region, "ap-southeast");
 
@@ -229,16 +224,11 @@ async fn a_room_pinned_to_a_region_takes_its_joiners_there() {
     assert_eq!(region, "ap-southeast", "a Londoner joins the pinned room in its region");
     send(&mut ws, In::Leave(Default::default())).await;
     while recv(&mut ws).await.is_some() {}
-    let mut kept = None;
-    for _ in 0..50 {
-        let r = stack.store.room("asia-standup").await.unwrap().expect("a pinned room outlives its session");
-        if r.node.is_none() {
-            kept = Some(r);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let kept = kept.expect("the node is released when the room empties");
+    let released = || async {
+        stack.store.room("asia-standup").await.unwrap().expect("a pinned room outlives its session").node.is_none()
+    };
+    eventually("the node is released when the room empties", released).await;
+    let kept = stack.store.room("asia-standup").await.unwrap().expect("a pinned room outlives its session");
     assert_eq!((kept.region.as_deref(), kept.pinned), (Some("ap-southeast"), true));
     let (_ws, region, _) = landed(&stack, "asia-standup", "bob", SEATTLE_IP).await;
     assert_eq!(region, "ap-southeast", "the pin holds for the next session");

@@ -44,17 +44,11 @@ async fn joins_show_up_in_gateway_and_node_metrics() {
         send(ws, In::Leave(Default::default())).await;
         while recv(ws).await.is_some() {}
     }
-    let mut settled = false;
-    for _ in 0..50 {
+    eventually("participants and rooms return to 0 after both leave", || async {
         let m = metrics(&stack).await;
-        if value(&m, r#"meridian_sfu_participants{node="local-1"}"#) == Some(0.0)
+        value(&m, r#"meridian_sfu_participants{node="local-1"}"#) == Some(0.0)
             && value(&m, r#"meridian_sfu_rooms{node="local-1"}"#) == Some(0.0)
-        {
-            settled = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(settled, "participants and rooms return to 0 after both leave");
+    })
+    .await;
     stack.shutdown().await;
 }

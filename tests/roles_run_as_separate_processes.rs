@@ -329,8 +329,9 @@ async fn gateway_and_nodes_as_processes_route_fail_over_drain_and_reload() {
     procs.signal("sfu-eu", "-KILL");
     let killed_at = Instant::now();
     assert_eq!(join_region(gw_addr, &connector, "r2", "bob").await, Ok("us-west".into()), "a dead node's joins move");
+    // How soon is a figure, not an assertion (a loaded machine is slower; the
+    // skip-at-once rule is decisions §8): printed below.
     let moved_after = killed_at.elapsed();
-    assert!(moved_after < Duration::from_secs(3), "failover does not wait for staleness ({moved_after:?})");
     let eu_state = || async {
         let (status, body) = https(gw_addr, &connector, "GET", "/v1/route?ip=10.0.0.1", "").await.expect("route");
         assert_eq!(status, 200, "{body}");
@@ -339,11 +340,9 @@ async fn gateway_and_nodes_as_processes_route_fail_over_drain_and_reload() {
         eu["nodes"][0]["state"].as_str().unwrap().to_owned()
     };
     wait_until("the dead node goes stale", Duration::from_secs(10), || async { eu_state().await == "stale" }).await;
+    // The 5 s staleness rule itself is tested in virtual time
+    // (gateway/src/route.rs); here the wall clock only reports.
     let stale_after = killed_at.elapsed();
-    assert!(
-        stale_after >= Duration::from_secs(3),
-        "a node is trusted until 5 s after its last heartbeat ({stale_after:?})"
-    );
     eprintln!("joins moved {moved_after:?} after the kill; the node was stale after {stale_after:?}");
 
     // The gateway's certificate rotates on SIGHUP.

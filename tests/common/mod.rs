@@ -195,3 +195,15 @@ pub async fn scoped_postgres(test: &str, prefix: &str) -> Option<ScopedPostgres>
     let url = format!("{url}{sep}options=-c%20search_path%3D{schema}");
     Some(ScopedPostgres { admin, schema, url })
 }
+
+/// Waits until `check` holds, checking every 20 ms, with a 60 s guard that fails
+/// the test naming `what`. The guard is for a broken build, never a timing
+/// assertion: on a loaded machine the wait just takes longer.
+pub async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let waiting = async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), waiting).await.unwrap_or_else(|_| panic!("never happened: {what}"));
+}

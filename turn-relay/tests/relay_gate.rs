@@ -32,6 +32,17 @@ use turn::proto::reqtrans::RequestedTransport;
 use turn::proto::PROTO_UDP;
 
 const SECRET: &[u8] = b"gate-test-secret";
+
+/// Waits until `done` holds, checking every 20 ms, with a 60 s guard (for a
+/// broken build, not a timing assertion).
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let waiting = async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), waiting).await.unwrap_or_else(|_| panic!("never happened: {what}"));
+}
 const REALM: &str = "meridian";
 
 async fn relay(user_quota: usize) -> TurnRelay {
@@ -270,8 +281,10 @@ async fn a_flood_of_unauthenticated_requests_from_many_sources_leaves_no_state()
     let a = good.allocate(&[]).await;
     assert_eq!(a.typ.class, CLASS_SUCCESS_RESPONSE, "{:?}", error_code(&a));
     let stats = relay.gate_stats();
-    // The kernel drops most of a flood this fast; the gate sees thousands.
-    assert!(stats.challenged + stats.rate_limited >= 1_000, "the gate answered or dropped the flood: {stats:?}");
+    // How much of the flood reaches the gate is the kernel's to decide (a busy
+    // machine drops more); what must hold is that the gate saw some and kept no
+    // state for any of it.
+    assert!(stats.challenged + stats.rate_limited > 0, "the gate answered or dropped the flood: {stats:?}");
     assert!(
         stats.server_challenges <= 1,
         "only the gate's own nonce fetch reached the server unauthenticated: {stats:?}"
@@ -289,15 +302,10 @@ async fn an_allocation_over_tcp_ends_with_its_connection() {
     assert_eq!(a.typ.class, CLASS_SUCCESS_RESPONSE, "{:?}", error_code(&a));
     assert_eq!(relay.gate_stats().allocations, 1);
     drop(c);
-    let mut left = u64::MAX;
-    for _ in 0..50 {
-        left = relay.gate_stats().allocations;
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(left, 0, "closing the connection deletes its allocation (RFC 8656 §3.1)");
+    eventually("closing the connection deletes its allocation (RFC 8656 §3.1)", || {
+        relay.gate_stats().allocations == 0
+    })
+    .await;
     relay.close().await.unwrap();
 }
 
@@ -329,13 +337,7 @@ async fn channel_data_takes_the_relays_own_path_until_the_allocation_goes() {
     // Deleting the allocation (Refresh with LIFETIME 0) ends the binding here too.
     let refresh = c.request(METHOD_REFRESH, &[&Lifetime(Duration::ZERO)]).await;
     assert_eq!(refresh.typ.class, CLASS_SUCCESS_RESPONSE, "{:?}", error_code(&refresh));
-    for _ in 0..50 {
-        if relay.channel_stats().bindings == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(relay.channel_stats().bindings, 0, "the binding went with the allocation");
+    eventually("the binding went with the allocation", || relay.channel_stats().bindings == 0).await;
     let Transport::Udp(socket, server) = &c.t else { unreachable!() };
     socket.send_to(&[0x40, 0x00, 0x00, 0x05, b'a', b'g', b'a', b'i', b'n', 0, 0, 0], *server).await.unwrap();
     let late = tokio::time::timeout(Duration::from_millis(500), peer.recv_from(&mut buf)).await;
