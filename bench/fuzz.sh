@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of Meridian's network parsers on the stable toolchain
-# (fuzz/DECISION.md). Builds every target in fuzz/ as a libFuzzer binary with
+# (docs/decisions.md §18). Builds every target in fuzz/ as a libFuzzer binary with
 # plain `cargo build --release` and the instrumentation flags cargo-fuzz passes
-# (no nightly, no cargo-fuzz), runs each on a scratch copy of its seed corpus,
-# and prints one line per target: executions, seconds, crashes.
+# (no nightly, no cargo-fuzz), runs each on a scratch copy of its seed corpus
+# (fuzz/corpus/<target>; fuzz/dict/<target>.dict too, where there is one), and
+# prints one line per target: executions, seconds, crashes.
 #
 #   FUZZ_SECONDS=60                 run time per target (libFuzzer -max_total_time)
 #   FUZZ_TARGETS="turn_gate sdp"    which targets (default: all of fuzz/fuzz_targets)
@@ -81,9 +82,13 @@ for t in "${built[@]}"; do
     fi
     before=$(ls -1 "$artifacts")
     start=$(date +%s.%N)
+    dict=()
+    if [ -f "$fuzz/dict/$t.dict" ]; then
+        dict=(-dict="$fuzz/dict/$t.dict")
+    fi
     # shellcheck disable=SC2046,SC2086 # word splitting of the option lists is meant
     "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
-        -artifact_prefix="$artifacts/" $(options "$t") ${FUZZ_ARGS:-} "$scratch" >"$log" 2>&1
+        -artifact_prefix="$artifacts/" $(options "$t") "${dict[@]}" ${FUZZ_ARGS:-} "$scratch" >"$log" 2>&1
     rc=$?
     end=$(date +%s.%N)
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)

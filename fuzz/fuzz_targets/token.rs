@@ -3,7 +3,7 @@
 //! gateway call it, and `TokenAuthority::check_api_auth(Authorization)` as the
 //! server API calls it.
 //!
-//! Input: one mode byte (taken modulo 5), then text:
+//! Input: one mode byte (taken modulo 6), then text:
 //! 0. the token; `verify_join(token, None)`;
 //! 1. `token\nroom`; `verify_join(token, Some(room))`;
 //! 2. an `Authorization` value; `check_api_auth`;
@@ -11,6 +11,10 @@
 //!    authority's secret (HS256), so the claims checks after the signature run;
 //!    `verify_join`;
 //! 4. as 3, sent as `Authorization: Bearer <token>`; `check_api_auth`.
+//! 5. typed claims: `exp` and `nbf` as 8 big-endian bytes each, a byte of grant
+//!    flags, then `room\nidentity`; the harness writes the claims JSON and signs
+//!    it, so time claims anywhere in `u64` are tried (a byte mutator rarely writes
+//!    a 19-digit number into JSON); `verify_join`.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -31,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
     // Tokens arrive in a query string or a header: text.
     let text = String::from_utf8_lossy(rest);
-    match mode % 5 {
+    match mode % 6 {
         0 => check_grant(authority.verify_join(&text, None), None),
         1 => {
             let (token, room) = text.split_once('\n').unwrap_or((&text, ""));
@@ -44,9 +48,14 @@ fuzz_target!(|data: &[u8]| {
             let (token, room) = signed(&text);
             check_grant(authority.verify_join(&token, Some(&room)), Some(&room));
         }
-        _ => {
+        4 => {
             let (token, _) = signed(&text);
             let _ = authority.check_api_auth(Some(&format!("Bearer {token}")));
+        }
+        _ => {
+            let Some((claims, room)) = typed_claims(rest) else { return };
+            let (token, _) = signed(&claims);
+            check_grant(authority.verify_join(&token, Some(&room)), Some(&room));
         }
     }
 });
@@ -60,6 +69,31 @@ fn check_grant(result: Result<meridian_auth::VerifiedGrant, meridian_auth::Token
     }
 }
 
+/// Mode 5's claims JSON (as `signed` takes it) and the room asked for.
+fn typed_claims(rest: &[u8]) -> Option<(String, String)> {
+    let exp = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+    let nbf = u64::from_be_bytes(rest.get(8..16)?.try_into().ok()?);
+    let flags = *rest.get(16)?;
+    let text = String::from_utf8_lossy(&rest[17..]);
+    let (room, identity) = text.split_once('\n').unwrap_or((&text, "fuzzer"));
+    let bit = |n: u8| flags & (1 << n) != 0;
+    let claims = serde_json::json!({
+        "iss": if bit(0) { "otherkey" } else { API_KEY },
+        "sub": identity,
+        "nbf": nbf,
+        "exp": exp,
+        "video": {
+            "roomJoin": !bit(1),
+            "room": room,
+            "canPublish": bit(2),
+            "canSubscribe": !bit(3),
+            "hidden": bit(4),
+            "roomAdmin": bit(5),
+        },
+    });
+    Some((claims.to_string(), if bit(6) { String::new() } else { room.to_owned() }))
+}
+
 /// `header\npayload[\nroom]` as a JWT signed with the authority's secret, and the room.
 fn signed(text: &str) -> (String, String) {
     let mut parts = text.splitn(3, '\n');
@@ -68,8 +102,11 @@ fn signed(text: &str) -> (String, String) {
         Some(payload) => (first, payload),
         None => (HEADER, first),
     };
-    let input =
-        format!("{}.{}", BASE64_URL_SAFE_NO_PAD.encode(header.as_bytes()), BASE64_URL_SAFE_NO_PAD.encode(payload.as_bytes()));
+    let input = format!(
+        "{}.{}",
+        BASE64_URL_SAFE_NO_PAD.encode(header.as_bytes()),
+        BASE64_URL_SAFE_NO_PAD.encode(payload.as_bytes())
+    );
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(API_SECRET.as_bytes()).expect("HMAC takes any key length");
     mac.update(input.as_bytes());
     let signature = BASE64_URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());

@@ -4,10 +4,16 @@
 //! peer policy, quotas, rewrite, CreatePermission split) all run, and a stand-in
 //! server answers what the gate passes (so `on_answer` and re-signing run too).
 //!
-//! Input: one flag byte, then the datagram. Flag bit 0 set: before the gate sees
-//! it, the datagram's NONCE is replaced by one the gate signed for the client and
-//! its MESSAGE-INTEGRITY recomputed with the REST password of its USERNAME (a
-//! FINGERPRINT stays last), so the fuzzer gets past the HMACs it cannot forge.
+//! Input: one flag byte, then the datagram.
+//! - Flag bit 1 set: the datagram is written as text, one attribute a line, and
+//!   the harness encodes it (lengths, padding), so that mutations may grow or
+//!   shrink a value: the first line is the message type in hex (`0003`: Allocate
+//!   request), each further line `tttt=value`, the attribute type in hex and the
+//!   value's bytes up to the newline.
+//! - Flag bit 0 set: before the gate sees it, the datagram's NONCE is replaced by
+//!   one the gate signed for the client and its MESSAGE-INTEGRITY recomputed with
+//!   the REST password of its USERNAME (a FINGERPRINT stays last), so the fuzzer
+//!   gets past the HMACs it cannot forge.
 #![no_main]
 
 use std::sync::Mutex;
@@ -49,6 +55,8 @@ fuzz_target!(|data: &[u8]| {
         let nonce = state.gate.client_nonce().expect("the gate challenges an unauthenticated Allocate");
         state.nonce = (nonce, Instant::now());
     }
+    let encoded = if flags & 2 == 2 { Some(encode(datagram)) } else { None };
+    let datagram = encoded.as_deref().unwrap_or(datagram);
     let resigned = if flags & 1 == 1 { resign(datagram, &state.nonce.0) } else { None };
     let datagram = resigned.as_deref().unwrap_or(datagram);
     let out = state.gate.datagram(datagram, CLIENT);
@@ -59,6 +67,31 @@ fuzz_target!(|data: &[u8]| {
         assert!(m.decode().is_ok(), "the gate sent an undecodable answer: {answer:02x?}");
     }
 });
+
+/// The STUN message that `text` describes (see the module docs): the type, a
+/// fixed transaction id, and each attribute with its length and padding.
+fn encode(text: &[u8]) -> Vec<u8> {
+    let mut lines = text.split(|&b| b == b'\n');
+    let hex = |s: &[u8]| std::str::from_utf8(s).ok().and_then(|s| u16::from_str_radix(s.trim(), 16).ok());
+    let typ = lines.next().and_then(hex).unwrap_or(0x0003);
+    let mut body = Vec::new();
+    for line in lines {
+        let Some(eq) = line.iter().position(|&b| b == b'=') else { continue };
+        let (Some(t), value) = (hex(&line[..eq]), &line[eq + 1..]) else { continue };
+        let Ok(len) = u16::try_from(value.len()) else { continue };
+        body.extend_from_slice(&t.to_be_bytes());
+        body.extend_from_slice(&len.to_be_bytes());
+        body.extend_from_slice(value);
+        body.resize(body.len().div_ceil(4) * 4, 0);
+    }
+    let mut raw = Vec::with_capacity(20 + body.len());
+    raw.extend_from_slice(&typ.to_be_bytes());
+    raw.extend_from_slice(&u16::try_from(body.len()).unwrap_or(u16::MAX).to_be_bytes());
+    raw.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+    raw.extend_from_slice(&[0x4d; 12]);
+    raw.extend_from_slice(&body);
+    raw
+}
 
 /// `raw` with the gate's nonce for the client and a MESSAGE-INTEGRITY that checks,
 /// or `None` when it is not a STUN message.

@@ -1,4 +1,4 @@
-//! Entry point for the `signal_frame` fuzz target in `fuzz/` (`fuzz/DECISION.md`);
+//! Entry point for the `signal_frame` fuzz target in `fuzz/` (`docs/decisions.md §18`);
 //! compiled only with `--cfg fuzzing`, which no normal build sets.
 //!
 //! [`SignalHarness::frame`] takes one binary WebSocket frame as the session loop
@@ -8,7 +8,7 @@
 //! WebSocket, so [`dispatch`] restates its match (keep the two in step); each arm
 //! calls what `handle` calls, except:
 //! - `Offer`: only the part of [`Participant::handle_offer`] before the peer
-//!   connection: [`sdp::media_sections`], [`sdp::MediaSection::declared_streams`],
+//!   connection: [`sdp::media_sections`] and its cap, [`sdp::MediaSection::declared_streams`],
 //!   [`sdp::section_lines`] and webrtc-rs' SDP parse (`RTCSessionDescription::offer`).
 //!   `set_remote_description`, the answer, ICE gathering (which binds sockets) and
 //!   the 500 ms receiver wait are left out.
@@ -18,6 +18,11 @@
 //!   description); the candidate parse that `add_ice_candidate` would run on it
 //!   later (`unmarshal_candidate`) runs beside it.
 //! - `Ping`/`PingReq`: the pong is not sent.
+//!
+//! The participant lives across frames, as in a session, until a frame ends the
+//! session (`leave`, or a [`ParticipantError::BadRequest`]); the next frame then
+//! joins a fresh one. Its caps (`participant::MAX_*`) are what bound its state over
+//! a long run: without them the run would end in libFuzzer's out-of-memory report.
 
 use std::sync::Arc;
 
@@ -33,14 +38,9 @@ use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit}
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 
 use crate::engine::{Engine, IceConfig};
-use crate::participant::{Participant, ParticipantError, SIGNAL_QUEUE};
+use crate::participant::{Participant, ParticipantError, MAX_MEDIA_SECTIONS, SIGNAL_QUEUE};
 use crate::room::{Room, RoomManager};
 use crate::sdp;
-
-/// Frames handled by one participant before it leaves and a fresh one joins: the
-/// participant keeps every AddTrackRequest and buffered candidate, so a long run
-/// would otherwise grow without bound.
-pub const FRAMES_PER_PARTICIPANT: usize = 10_000;
 
 /// What one frame led to.
 #[derive(Debug)]
@@ -61,7 +61,6 @@ struct Session {
     room: Arc<Room>,
     me: Arc<Participant>,
     signal: mpsc::Receiver<Out>,
-    frames: usize,
 }
 
 /// One participant's signal session without its WebSocket.
@@ -108,26 +107,26 @@ impl SignalHarness {
     /// Handles one binary signal frame as the session loop does.
     pub fn frame(&mut self, bytes: &[u8]) -> Handled {
         let Ok(request) = proto::SignalRequest::decode(bytes) else { return Handled::NotARequest };
-        let session = match self.session.take() {
-            Some(s) if s.frames < FRAMES_PER_PARTICIPANT => s,
-            old => {
-                if let Some(old) = old {
-                    self.runtime.block_on(self.rooms.leave(&old.room, &old.me));
-                }
+        let mut session = match self.session.take() {
+            Some(s) => s,
+            None => {
                 let (tx, signal) = mpsc::channel(SIGNAL_QUEUE);
                 let (room, me) = self
                     .runtime
                     .block_on(self.rooms.join(&self.grant, tx, tracing::Span::none()))
                     .expect("fuzz harness: the join");
-                Session { room, me, signal, frames: 0 }
+                Session { room, me, signal }
             }
         };
-        let mut session = session;
         let result = self.runtime.block_on(dispatch(&session.room, &session.me, request));
         // What the participant queued for the client (TrackPublished, …).
         while session.signal.try_recv().is_ok() {}
-        session.frames += 1;
-        self.session = Some(session);
+        if matches!(result, Ok(false) | Err(ParticipantError::BadRequest(_))) {
+            // The session ends (`End::Left`, `End::Malformed`); so does the participant.
+            self.runtime.block_on(self.rooms.leave(&session.room, &session.me));
+        } else {
+            self.session = Some(session);
+        }
         match result {
             Ok(true) => Handled::Continue,
             Ok(false) => Handled::Left,
@@ -153,6 +152,9 @@ pub async fn dispatch(
     match message {
         In::Offer(sd) => {
             let sections = sdp::media_sections(&sd.sdp);
+            if sections.len() > MAX_MEDIA_SECTIONS {
+                return Err(ParticipantError::BadRequest(format!("offer with {} media sections", sections.len())));
+            }
             let _declared: Vec<_> = sections.iter().flat_map(sdp::MediaSection::declared_streams).collect();
             let _lines = sdp::section_lines(&sd.sdp, |_| true);
             RTCSessionDescription::offer(sd.sdp).map_err(|e| ParticipantError::BadRequest(e.to_string()))?;

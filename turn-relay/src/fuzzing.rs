@@ -1,4 +1,4 @@
-//! Entry points for the coverage-guided fuzz targets in `fuzz/` (`fuzz/DECISION.md`);
+//! Entry points for the coverage-guided fuzz targets in `fuzz/` (`docs/decisions.md §18`);
 //! compiled only with `--cfg fuzzing`, which no normal build sets.
 //!
 //! The parsers are private to their modules, so these harnesses reach them the
@@ -41,8 +41,6 @@ use crate::fastpath::Channels;
 use crate::filter::{Gate, GateConfig, GateConn};
 use crate::policy::PeerPolicy;
 
-/// Where the gate sends its own nonce request (`filter::FETCH_SRC`).
-const FETCH_SRC: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 /// The UDP listener's address.
 pub const LISTENER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), 3478);
 /// The source address of the harnesses' client datagrams.
