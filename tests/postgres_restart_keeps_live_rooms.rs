@@ -19,8 +19,6 @@ use std::time::{Duration, SystemTime};
 use common::*;
 use meridian_bench::loadtest::{run, Config, Target};
 
-/// Guards every wait; the waits themselves are for events.
-const GUARD: Duration = Duration::from_secs(120);
 /// How long the database stays down (the figure).
 const OUTAGE: Duration = Duration::from_secs(30);
 
@@ -94,15 +92,6 @@ fn clips() -> PathBuf {
     dir
 }
 
-async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let waiting = async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
-    tokio::time::timeout(GUARD, waiting).await.unwrap_or_else(|_| panic!("{what}"));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_rooms_carry_on_while_postgres_restarts() {
     let pg = PrivatePostgres::start();
@@ -125,7 +114,7 @@ async fn live_rooms_carry_on_while_postgres_restarts() {
         audio: Some(dir.join("audio.ogg")),
         sfu_pid: None,
     }));
-    wait_for("the call's room is placed", || async {
+    eventually("the call's room is placed", || async {
         stack.store.room("load-0").await.ok().flatten().is_some_and(|r| r.node.is_some())
     })
     .await;
@@ -165,7 +154,7 @@ async fn live_rooms_carry_on_while_postgres_restarts() {
 
     pg.ctl("start");
     let back_at = SystemTime::now();
-    wait_for("heartbeats resume", || async {
+    eventually("heartbeats resume", || async {
         stack.store.nodes().await.is_ok_and(|n| n.iter().any(|n| n.last_seen > back_at))
     })
     .await;

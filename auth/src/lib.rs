@@ -30,7 +30,7 @@ use sha1::{Digest, Sha1};
 /// The time `secs` seconds after the Unix epoch, or `None` when `SystemTime`
 /// cannot hold it (over `i64::MAX` seconds on Linux). Every time read off the wire
 /// (JWT `exp`/`nbf`, TURN usernames and nonces) goes through this:
-/// `UNIX_EPOCH + Duration::from_secs(secs)` panics on such values.
+/// the unchecked `SystemTime` addition panics on such values.
 pub fn unix_time(secs: u64) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::from_secs(secs))
 }

@@ -216,7 +216,7 @@ impl Gateway {
         let (route, registry_age) =
             tracing::Instrument::instrument(select, tracing::info_span!("gateway.route_selection")).await?;
         if let Some(age) = registry_age {
-            tracing::warn!(age_ms = age.as_millis() as u64, "store unavailable: routed from the cached registry");
+            tracing::warn!(?age, "store unavailable: routed from the cached registry");
         }
         Ok(RoutePlan { located, route, registry_age })
     }
