@@ -1,13 +1,15 @@
-//! The load tester's Janus adapter: the same participants, media and measurements
-//! as [`crate::loadtest`], spoken to Janus 1.x's VideoRoom plugin, so that the two
-//! SFUs are loaded alike (`bench/loadtest.sh` runs them in turn).
+//! The Janus target: the same participants, media and measurements as the
+//! LiveKit target (`livekit`), spoken to Janus 1.x's VideoRoom plugin, so
+//! that the two SFUs are loaded alike (`bench/loadtest.sh` runs them in turn).
+//! Built on the shared clips, sender and measurement only.
 //!
 //! Protocol (Janus's JSON API over WebSocket, subprotocol `janus-protocol`; see
 //! <https://janus.conf.meetecho.com/docs/videoroom>): each participant has its own
 //! WebSocket and session (`create`), a keepalive every 25 s, and handles
 //! (`attach` to `janus.plugin.videoroom`):
 //! - the room is created by the room's first participant (`create`, numeric id,
-//!   as many publishers as the run has, no bitrate cap, VP8 and Opus);
+//!   as many publishers as the run has, no bitrate cap, the clip's video codec
+//!   and Opus);
 //! - a publisher joins (`join`, `ptype: publisher`; the `joined` event gives its
 //!   feed id) and sends one offer with all its tracks (`publish`), as janus.js does;
 //! - once every publisher of the room is up, each participant subscribes to every
@@ -18,7 +20,7 @@
 //! ICE is not trickled: each side's SDP carries its candidates (`trickle: false`),
 //! which Janus supports with half-trickle. Janus rewrites RTP sequence numbers per
 //! subscriber; the receiving side learns the shift from payload fingerprints (see
-//! `SeqOffset` in [`crate::loadtest`]).
+//! `SeqOffset` in [`super::measure`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,7 +28,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use futures_util::{SinkExt, StreamExt};
-use livekit_protocol as proto;
 use meridian_sfu::engine::Engine;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -38,7 +39,11 @@ use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_remote::TrackRemote;
 
-use crate::loadtest::{lock, opus_capability, read_track, send_media, Clips, Config, Shared};
+use super::clips::Clips;
+use super::config::Config;
+use super::measure::{read_track, Shared};
+use super::send::{send_media, Published};
+use super::sync::lock;
 
 const VIDEOROOM: &str = "janus.plugin.videoroom";
 /// Janus's default session timeout is 60 s.
@@ -154,13 +159,14 @@ impl Session {
 
 /// One participant on Janus: a session, and a publisher and a subscriber handle
 /// as it needs them.
-pub(crate) struct JanusParticipant {
+pub(crate) struct Participant {
     session: Session,
     feed: Option<u64>,
     peers: Vec<Arc<RTCPeerConnection>>,
 }
 
-impl JanusParticipant {
+impl Participant {
+    /// Closes the peer connections and destroys the session.
     pub(crate) async fn close(&self) {
         for pc in &self.peers {
             let _ = pc.close().await;
@@ -168,8 +174,9 @@ impl JanusParticipant {
         let _ = self.session.out.send(json!({"janus": "destroy", "session_id": self.session.id, "transaction": "bye"}));
     }
 
-    /// Joins `room` as a publisher and publishes a VP8 and an Opus track (as the
-    /// clips allow) in one offer; each track then sends the clip on its own task.
+    /// Joins `room` as a publisher and publishes a video (VP8 or H.264) and an
+    /// Opus track (as the clips allow) in one offer; each track then sends the
+    /// clip on its own task.
     async fn publish(
         &mut self,
         room: u64,
@@ -186,15 +193,8 @@ impl JanusParticipant {
             .await?;
         let feed = joined["plugindata"]["data"]["id"].as_u64().context("join: no publisher id")?;
         let pc = engine.peer_connection().await?;
-        let mut tracks = Vec::new();
-        if !clips.video.is_empty() {
-            tracks.push((clips.video_codec.capability(), proto::TrackType::Video));
-        }
-        if !clips.audio.is_empty() {
-            tracks.push((opus_capability(), proto::TrackType::Audio));
-        }
         let mut sending = Vec::new();
-        for (codec, kind) in tracks {
+        for (codec, kind) in clips.tracks() {
             let cid = format!("{}-{feed}", kind.as_str_name().to_lowercase());
             let track = Arc::new(TrackLocalStaticRTP::new(codec, cid.clone(), "loadtest".into()));
             pc.add_track(Arc::clone(&track) as _).await?;
@@ -216,7 +216,7 @@ impl JanusParticipant {
         };
         tokio::time::timeout(ANSWER_WAIT, connected).await.context("publisher not connected within 20 s")?;
         // Send logs are keyed as subscribers will know them: feed and kind.
-        let published: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+        let published: Published = Arc::default();
         for (cid, kind, track) in sending {
             lock(&published).insert(cid.clone(), source_key(feed, &kind.as_str_name().to_lowercase()));
             let (clips, published, shared, stop) =
@@ -297,7 +297,7 @@ pub(crate) async fn join_rooms(
     engine: &Arc<Engine>,
     shared: &Arc<Shared>,
     stop: &watch::Receiver<bool>,
-) -> anyhow::Result<Vec<JanusParticipant>> {
+) -> anyhow::Result<Vec<Participant>> {
     let mut everyone = Vec::new();
     for r in 0..cfg.rooms {
         let room = u64::from(rand::random::<u32>()) + 1;
@@ -306,7 +306,7 @@ pub(crate) async fn join_rooms(
             let publisher = i < cfg.publishers;
             let display = format!("{}-{r}-{i}", if publisher { "pub" } else { "sub" });
             let session = Session::connect(&cfg.url).await.with_context(|| format!("{display} connecting"))?;
-            let mut p = JanusParticipant { session, feed: None, peers: Vec::new() };
+            let mut p = Participant { session, feed: None, peers: Vec::new() };
             if i == 0 {
                 let handle = p.session.attach().await?;
                 let create = json!({
