@@ -576,9 +576,13 @@ impl TurnSection {
                 tcp_listen: Some(self.tcp_listen.unwrap_or(listen)),
                 tls: None,
                 max_stream_connections: meridian_turn::stream::DEFAULT_MAX_STREAM_CONNECTIONS,
-                user_quota: self.user_quota.unwrap_or(meridian_turn::filter::DEFAULT_USER_QUOTA),
-                total_quota: self.total_quota.unwrap_or(meridian_turn::filter::DEFAULT_TOTAL_QUOTA),
-                bandwidth_cap: self.bandwidth_cap.unwrap_or(meridian_turn::DEFAULT_BANDWIDTH_CAP),
+                user_quota: self.user_quota.unwrap_or(meridian_turn::gate::DEFAULT_USER_QUOTA),
+                total_quota: self.total_quota.unwrap_or(meridian_turn::gate::DEFAULT_TOTAL_QUOTA),
+                // The file's (and the flag's) 0 means no cap.
+                bandwidth_cap: match self.bandwidth_cap {
+                    Some(bits_per_second) => std::num::NonZeroU64::new(bits_per_second),
+                    None => Some(meridian_turn::DEFAULT_BANDWIDTH_CAP),
+                },
             },
             tls,
             metrics_listen: self.metrics_listen,
@@ -628,5 +632,16 @@ mod tests {
         let cli = GatewaySection { listen: Some(default_addr("127.0.0.1:2")), ..Default::default() };
         let merged = cli.over(&file);
         assert_eq!((merged.listen, merged.plain_http), (Some(default_addr("127.0.0.1:2")), Some(true)));
+    }
+
+    #[test]
+    fn a_turn_bandwidth_cap_of_0_is_no_cap_and_none_given_is_the_default() {
+        let cap = |line: &str| {
+            let file = ConfigFile::parse(&format!("[turn]\nrelay_ip = \"203.0.113.5\"\nsecret = \"s\"\n{line}"));
+            file.expect("parses").turn.resolve().expect("resolves").relay.bandwidth_cap.map(|c| c.get())
+        };
+        assert_eq!(cap("bandwidth_cap = 0"), None);
+        assert_eq!(cap(""), Some(meridian_turn::DEFAULT_BANDWIDTH_CAP.get()));
+        assert_eq!(cap("bandwidth_cap = 8000"), Some(8000));
     }
 }

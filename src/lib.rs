@@ -319,9 +319,9 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
                     acceptor: Arc::new(move || turn_tls.acceptor()),
                 }),
                 max_stream_connections: meridian_turn::stream::DEFAULT_MAX_STREAM_CONNECTIONS,
-                user_quota: meridian_turn::filter::DEFAULT_USER_QUOTA,
-                total_quota: meridian_turn::filter::DEFAULT_TOTAL_QUOTA,
-                bandwidth_cap: meridian_turn::DEFAULT_BANDWIDTH_CAP,
+                user_quota: meridian_turn::gate::DEFAULT_USER_QUOTA,
+                total_quota: meridian_turn::gate::DEFAULT_TOTAL_QUOTA,
+                bandwidth_cap: Some(meridian_turn::DEFAULT_BANDWIDTH_CAP),
             },
             health.clone(),
         )

@@ -1,5 +1,5 @@
-//! The TURN channel data path (`turn-relay/src/fastpath.rs`): `Channels::client_data`
-//! (and so `channel_data`, the ChannelData reader) on a client with bound
+//! The TURN channel data path (`turn-relay/src/channel_data.rs`): `Channels::client_data`
+//! (and so `channel_data::parse`, the ChannelData reader) on a client with bound
 //! channels, one of them a hairpin to another allocation on the relay, and
 //! `Channels::peer_data` for the way back. The harness checks the path against
 //! its own reading of RFC 8656 §12.4: exactly the well-formed ChannelData on a

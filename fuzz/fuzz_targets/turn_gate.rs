@@ -1,4 +1,4 @@
-//! The TURN gate (`turn-relay/src/filter.rs`): one client datagram through the UDP
+//! The TURN gate (`turn-relay/src/gate/`): one client datagram through the UDP
 //! listener's `GateConn::recv_from`, so the channel data path, the rate limiter, the
 //! STUN decode and `GateConn::judge` (nonce, REST credentials, MESSAGE-INTEGRITY,
 //! peer policy, quotas, rewrite, CreatePermission split) all run, and a stand-in
@@ -33,7 +33,7 @@ use stun::message::{Message, Setter};
 /// The relay's REST secret and realm in the harness (the seeds are signed with them).
 const SECRET: &[u8] = b"fuzz-secret";
 const REALM: &str = "meridian";
-/// Gate nonces live an hour (`filter::NONCE_LIFETIME`); the harness asks again sooner.
+/// Gate nonces live an hour (`gate::NONCE_LIFETIME`); the harness asks again sooner.
 const NONCE_REFRESH: Duration = Duration::from_secs(30 * 60);
 
 struct State {

@@ -4,7 +4,7 @@
 //! The parsers are private to their modules, so these harnesses reach them the
 //! way a datagram does:
 //! - [`GateHarness::datagram`] hands a client's datagram to a [`GateConn`]'s
-//!   `recv_from`: the channel data path ([`Channels`], `fastpath::channel_data`),
+//!   `recv_from`: the channel data path ([`Channels`], `channel_data::parse`),
 //!   the rate limiter, the STUN decode and `GateConn::judge` with everything it
 //!   calls (nonce, credentials, integrity, peer policy, quotas, rewrite, split).
 //!   A stand-in server answers what the gate passes on, so `on_answer` and the
@@ -37,9 +37,11 @@ use turn::proto::peeraddr::PeerAddress;
 use turn::proto::relayaddr::RelayedAddress;
 use webrtc_util::conn::Conn;
 
-use crate::fastpath::Channels;
-use crate::filter::{Gate, GateConfig, GateConn};
+use crate::bandwidth::Cap;
+use crate::channel_data::Channels;
+use crate::gate::{Gate, GateConfig, GateConn};
 use crate::policy::PeerPolicy;
+use crate::route::ClientRoute;
 
 /// The UDP listener's address.
 pub const LISTENER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), 3478);
@@ -257,10 +259,12 @@ impl ChannelHarness {
         let relays = RELAYED.map(Feed::new);
         let dyn_listener: Arc<dyn Conn + Send + Sync> = Arc::clone(&listener) as _;
         for (relay, relayed) in relays.iter().zip(RELAYED) {
-            channels.add_relay(relayed, &(Arc::clone(relay) as Arc<dyn Conn + Send + Sync>));
+            // No cap: the harness checks what the path sends, not what a cap drops.
+            let cap = Arc::new(Cap::new(None, std::time::Instant::now()));
+            channels.add_relay(relayed, &(Arc::clone(relay) as Arc<dyn Conn + Send + Sync>), cap);
         }
         let bind = |client: SocketAddr, relayed: SocketAddr, channel: u16, peer: SocketAddr| {
-            let key = (LISTENER, client);
+            let key = ClientRoute { listener: LISTENER, client };
             let allocated =
                 response(METHOD_ALLOCATE, vec![Box::new(RelayedAddress { ip: relayed.ip(), port: relayed.port() })]);
             channels.answered(&dyn_listener, key, (0x03, true, [1; 12]), &allocated);
@@ -287,7 +291,7 @@ impl ChannelHarness {
     /// §12.4: it takes exactly the well-formed ChannelData on a bound channel,
     /// and sends its payload whole, once.
     pub fn client_data(&self, packet: &[u8]) -> bool {
-        let taken = ready(self.channels.client_data(LISTENER, CLIENT, packet));
+        let taken = ready(self.channels.client_data(ClientRoute { listener: LISTENER, client: CLIENT }, packet));
         let sent: Vec<_> = self.relays.iter().flat_map(|r| r.take_sent()).chain(self.listener.take_sent()).collect();
         let expected = parse_channel_data(packet).filter(|(channel, _)| [0x4000, 0x7FFF].contains(channel));
         assert_eq!(taken, expected.is_some(), "taken iff ChannelData on a bound channel");
@@ -300,7 +304,7 @@ impl ChannelHarness {
 
     /// Hands `payload` from `peer` (on the first relayed address) to the path.
     pub fn peer_data(&self, peer: SocketAddr, payload: &[u8]) -> bool {
-        let taken = ready(self.channels.peer_data(RELAYED[0], peer, payload));
+        let taken = ready(self.channels.peer_data(crate::route::PeerRoute { relayed: RELAYED[0], peer }, payload));
         for (out, _) in self.listener.take_sent() {
             // What the client gets must read back as the same ChannelData.
             let mut cd = ChannelData { raw: out, ..Default::default() };
@@ -322,7 +326,7 @@ fn response(method: stun::message::Method, setters: Vec<Box<dyn Setter>>) -> Vec
     m.raw
 }
 
-/// RFC 8656 §12.4 read independently of `fastpath`, as the harness's oracle.
+/// RFC 8656 §12.4 read independently of `channel_data`, as the harness's oracle.
 fn parse_channel_data(packet: &[u8]) -> Option<(u16, &[u8])> {
     let channel = u16::from_be_bytes([*packet.first()?, *packet.get(1)?]);
     let len = usize::from(u16::from_be_bytes([*packet.get(2)?, *packet.get(3)?]));

@@ -1,13 +1,21 @@
 //! Meridian's TURN relay (RFC 8656), run beside each SFU node.
 //!
 //! The protocol engine is the `turn` crate's server; this crate owns what is
-//! Meridian's: checking TURN REST API credentials ([`meridian_auth::turn_rest`]), the peer
-//! filter ([`filter`], [`policy`]), the UDP listener with a large receive buffer,
-//! the TCP and TLS listeners ([`stream`]), and the relay's configuration.
+//! Meridian's: checking TURN REST API credentials ([`meridian_auth::turn_rest`]), the
+//! gate in front of every listener ([`gate`]: rate limits, nonces, quotas,
+//! re-signing) with the peer policy ([`policy`]), the UDP listener with a large
+//! receive buffer, the TCP and TLS listeners ([`stream`]), the channel data path
+//! ([`channel_data`]), the relayed sockets ([`relayed`]) with their bandwidth caps
+//! ([`bandwidth`]), and the relay's configuration.
 //!
 //! Run loop: [`TurnRelay::start`] binds the listeners and hands each to the
 //! `turn` server, which reads requests on one task per listener until
 //! [`TurnRelay::close`].
+//!
+//! Modules and who uses whom (no cycles): `gate` -> `channel_data` ->
+//! `bandwidth`; `relayed` -> `channel_data`, `bandwidth`; all of them key their
+//! state by the address pairs of [`route`]; `bandwidth` and `gate`'s rate limit
+//! share `token_bucket`.
 //!
 //! Those read loops are the crate's and nobody awaits them, so the gate reports
 //! on their behalf to the process's [`Health`]: a read that fails (which ends the
@@ -15,18 +23,22 @@
 //! listener's name. A panic in the gate's verdict on one datagram is contained
 //! to that datagram ([`meridian_runtime::panic::contain`]).
 
-pub mod fastpath;
-pub mod filter;
+pub mod bandwidth;
+pub mod channel_data;
 // Harnesses for the fuzz targets in fuzz/; only built with `--cfg fuzzing`.
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gate;
 pub mod metrics;
 pub mod policy;
-pub mod relay;
+pub mod relayed;
+pub mod route;
 pub mod stream;
+mod token_bucket;
 
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -46,7 +58,7 @@ pub const DEFAULT_TURN_PORT: u16 = 3478;
 pub const DEFAULT_RECV_BUFFER_BYTES: usize = 4 << 20;
 /// Default realm sent in 401 challenges.
 pub const DEFAULT_REALM: &str = "meridian";
-/// How often [`TurnRelay::report_allocations`] counts allocations.
+/// How often [`TurnRelay::report`] counts allocations.
 pub const ALLOCATION_POLL: Duration = Duration::from_secs(2);
 /// How long a channel binding lives without refresh (RFC 8656 §12: 10 minutes).
 pub const CHANNEL_BIND_LIFETIME: Duration = Duration::from_secs(600);
@@ -73,18 +85,22 @@ pub struct TurnConfig {
     /// Cap on open TCP and TLS connections, each (default
     /// [`stream::DEFAULT_MAX_STREAM_CONNECTIONS`]).
     pub max_stream_connections: usize,
-    /// Allocations per REST username (default [`filter::DEFAULT_USER_QUOTA`]).
+    /// Allocations per REST username; more get 486 (default [`gate::DEFAULT_USER_QUOTA`]).
     pub user_quota: usize,
-    /// Allocations per relay (default [`filter::DEFAULT_TOTAL_QUOTA`]).
+    /// Allocations per relay; more get 486 (default [`gate::DEFAULT_TOTAL_QUOTA`]).
     pub total_quota: usize,
-    /// Cap per allocation and direction in bits per second, 0 for none (default
-    /// [`DEFAULT_BANDWIDTH_CAP`]).
-    pub bandwidth_cap: u64,
+    /// Cap per allocation and direction in bits per second, `None` for no cap
+    /// (default [`DEFAULT_BANDWIDTH_CAP`]); traffic over it is dropped
+    /// ([`bandwidth::Cap`]).
+    pub bandwidth_cap: Option<NonZeroU64>,
 }
 
-/// Default bandwidth cap per allocation and direction: 20 Mbit/s, several times
-/// what one participant's 1080p simulcast sends.
-pub const DEFAULT_BANDWIDTH_CAP: u64 = 20_000_000;
+/// Default bandwidth cap per allocation and direction, in bits per second:
+/// 20 Mbit/s, several times what one participant's 1080p simulcast sends.
+pub const DEFAULT_BANDWIDTH_CAP: NonZeroU64 = match NonZeroU64::new(20_000_000) {
+    Some(cap) => cap,
+    None => panic!("20 Mbit/s is not zero"),
+};
 
 /// Default TURN-over-TLS port (RFC 8656 §18, `turns:`).
 pub const DEFAULT_TURNS_PORT: u16 = 5349;
@@ -127,8 +143,8 @@ pub struct TurnRelay {
     tcp_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
     streams: Vec<Arc<stream::StreamConn>>,
-    gate: Arc<filter::Gate>,
-    channels: Arc<fastpath::Channels>,
+    gate: Arc<gate::Gate>,
+    channels: Arc<channel_data::Channels>,
     /// Set by [`TurnRelay::close`]: listeners ending after it are expected.
     closing: Arc<std::sync::atomic::AtomicBool>,
     #[cfg(any(test, feature = "test-hooks"))]
@@ -164,17 +180,16 @@ impl TurnRelay {
             streams.push(conn);
         }
         listeners.extend(streams.iter().map(|s| Arc::clone(s) as Arc<dyn Conn + Send + Sync>));
-        let gate = filter::Gate::new(filter::GateConfig {
+        let gate = gate::Gate::new(gate::GateConfig {
             user_quota: config.user_quota,
             total_quota: config.total_quota,
-            ..filter::GateConfig::new(config.peer_policy.clone(), config.secret.clone(), config.realm.clone())
+            ..gate::GateConfig::new(config.peer_policy.clone(), config.secret.clone(), config.realm.clone())
         });
-        let channels = fastpath::Channels::new(CHANNEL_BIND_LIFETIME);
+        let channels = channel_data::Channels::new(CHANNEL_BIND_LIFETIME);
         let mut ended: Vec<Option<tokio::sync::mpsc::Receiver<SocketAddr>>> = vec![None];
         ended.extend(streams.iter().map(|s| s.ended_connections()));
         let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let watch =
-            |name: String| filter::ListenerWatch { name, health: health.clone(), closing: Arc::clone(&closing) };
+        let watch = |name: String| gate::ListenerWatch { name, health: health.clone(), closing: Arc::clone(&closing) };
         #[cfg(any(test, feature = "test-hooks"))]
         let udp_fault = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let conn_configs = listeners
@@ -184,7 +199,7 @@ impl TurnRelay {
                 conn: Arc::new(match ended {
                     // The UDP listener (the only one without stream endings).
                     None => {
-                        let conn = filter::GateConn::new(listener, Arc::clone(&gate), None)
+                        let conn = gate::GateConn::new(listener, Arc::clone(&gate), None)
                             .with_channels(Arc::clone(&channels))
                             .watched(watch(format!("turn udp listener {local_addr}")));
                         #[cfg(any(test, feature = "test-hooks"))]
@@ -192,19 +207,19 @@ impl TurnRelay {
                         conn
                     }
                     ended => {
-                        let conn = filter::GateConn::new(listener, Arc::clone(&gate), ended);
+                        let conn = gate::GateConn::new(listener, Arc::clone(&gate), ended);
                         let name = format!("turn stream listener {}", conn.listener_addr());
                         conn.watched(watch(name))
                     }
                 }),
-                relay_addr_generator: Box::new(relay::CappedRelays {
+                relay_addr_generator: Box::new(relayed::CappedRelays {
                     channels: Arc::clone(&channels),
                     inner: RelayAddressGeneratorStatic {
                         relay_address: config.relay_ip,
                         address: config.relay_ip.to_string(),
                         net: Arc::new(webrtc_util::vnet::net::Net::new(None)),
                     },
-                    bytes_per_second: config.bandwidth_cap / 8,
+                    bandwidth_cap: config.bandwidth_cap,
                 }),
             })
             .collect();
@@ -215,8 +230,9 @@ impl TurnRelay {
             let (gate, channels) = (Arc::clone(&gate), Arc::clone(&channels));
             async move {
                 while let Some(info) = closed_rx.recv().await {
-                    gate.release(info.five_tuple.dst_addr, info.five_tuple.src_addr);
-                    channels.forget(info.five_tuple.dst_addr, info.five_tuple.src_addr);
+                    let client = route::ClientRoute::of(&info.five_tuple);
+                    gate.release(client);
+                    channels.forget(client);
                 }
             }
         });
@@ -250,12 +266,12 @@ impl TurnRelay {
 
     /// What the gate in front of the server has done (challenges, refusals,
     /// rate-limited requests, tracked sources, counted allocations).
-    pub fn gate_stats(&self) -> filter::GateStats {
+    pub fn gate_stats(&self) -> gate::GateStats {
         self.gate.stats()
     }
 
     /// What the channel data path has carried (UDP clients' bound channels).
-    pub fn channel_stats(&self) -> fastpath::ChannelStats {
+    pub fn channel_stats(&self) -> channel_data::ChannelStats {
         self.channels.stats()
     }
 
@@ -277,12 +293,12 @@ impl TurnRelay {
         let gauge = metrics.allocations(&label);
         let metrics = metrics.clone();
         // Every series exists from the start, at zero.
-        metrics.record_gate(&label, &filter::GateStats::default(), &filter::GateStats::default());
+        metrics.record_gate(&label, &gate::GateStats::default(), &gate::GateStats::default());
         let server = Arc::downgrade(&self.server);
         let gate = Arc::downgrade(&self.gate);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(ALLOCATION_POLL);
-            let mut before = filter::GateStats::default();
+            let mut before = gate::GateStats::default();
             loop {
                 tick.tick().await;
                 let (Some(server), Some(gate)) = (server.upgrade(), gate.upgrade()) else { break };
@@ -371,9 +387,9 @@ mod tests {
             tcp_listen: None,
             tls: None,
             max_stream_connections: 4,
-            user_quota: filter::DEFAULT_USER_QUOTA,
-            total_quota: filter::DEFAULT_TOTAL_QUOTA,
-            bandwidth_cap: 0,
+            user_quota: gate::DEFAULT_USER_QUOTA,
+            total_quota: gate::DEFAULT_TOTAL_QUOTA,
+            bandwidth_cap: None,
         }
     }
 

@@ -54,7 +54,7 @@ impl TurnMetrics {
     }
 
     /// Brings relay `relay`'s gate series up to `now`, given what they were at `before`.
-    pub fn record_gate(&self, relay: &str, before: &crate::filter::GateStats, now: &crate::filter::GateStats) {
+    pub fn record_gate(&self, relay: &str, before: &crate::gate::GateStats, now: &crate::gate::GateStats) {
         for (outcome, b, n) in [
             ("challenged", before.challenged, now.challenged),
             ("refused", before.refused, now.refused),

@@ -303,9 +303,85 @@ impl Conn for StreamConn {
 mod tests {
     use super::*;
 
+    /// A STUN Binding request: 20-byte header, one 4-byte attribute.
+    const STUN: [u8; 24] =
+        [0x00, 0x01, 0x00, 0x04, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 9, 9, 9, 9];
+
+    /// One connection being served over an in-memory stream.
+    struct Served {
+        /// The client's end.
+        client: tokio::io::DuplexStream,
+        /// What the connection hands to the server.
+        inbound: mpsc::Receiver<(Vec<u8>, SocketAddr)>,
+        /// `serve` itself; it ends when the connection does.
+        task: tokio::task::JoinHandle<Result<(), String>>,
+        // Kept so that neither the write queue nor the listener closes.
+        _outbound: mpsc::Sender<Vec<u8>>,
+        _closed: watch::Sender<bool>,
+    }
+
+    impl Served {
+        fn new() -> Self {
+            let (client, server) = tokio::io::duplex(4096);
+            let (inbound_tx, inbound) = mpsc::channel(READ_QUEUE);
+            let (outbound, outbound_rx) = mpsc::channel(WRITE_QUEUE);
+            let (closed, closed_rx) = watch::channel(false);
+            let peer: SocketAddr = "203.0.113.9:40000".parse().expect("addr");
+            let task = tokio::spawn(serve(server, peer, inbound_tx, outbound_rx, closed_rx));
+            Self { client, inbound, task, _outbound: outbound, _closed: closed }
+        }
+
+        /// Sends one message and waits until the server has it.
+        async fn message(&mut self) {
+            self.client.write_all(&STUN).await.expect("write");
+            let (message, _) = self.inbound.recv().await.expect("handed to the server");
+            assert_eq!(message, STUN);
+        }
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Asserts that `c` is still open a millisecond before `silence` from now, and
+    /// closed for idleness a millisecond after.
+    async fn closes_after(c: Served, silence: Duration) {
+        tokio::time::sleep(silence - MS).await;
+        assert!(!c.task.is_finished(), "open a millisecond before {silence:?}");
+        tokio::time::sleep(2 * MS).await;
+        assert!(c.task.is_finished(), "closed at {silence:?}");
+        assert_eq!(c.task.await.expect("no panic"), Err("idle".to_owned()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_sends_nothing_is_closed_after_the_first_message_timeout() {
+        closes_after(Served::new(), FIRST_MESSAGE_TIMEOUT).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_its_first_message_a_connection_may_be_silent_for_11_minutes_and_no_longer() {
+        let mut c = Served::new();
+        tokio::time::sleep(FIRST_MESSAGE_TIMEOUT - MS).await;
+        c.message().await;
+        closes_after(c, IDLE_TIMEOUT).await;
+    }
+
+    /// A client that refreshes its allocation every 10 minutes (RFC 8656 §7.3
+    /// default lifetime) stays connected however long it stays.
+    #[tokio::test(start_paused = true)]
+    async fn each_message_restarts_the_idle_timeout() {
+        let mut c = Served::new();
+        for _ in 0..12 {
+            c.message().await;
+            tokio::time::sleep(Duration::from_secs(10 * 60)).await;
+            assert!(!c.task.is_finished(), "a message every 10 minutes keeps it open");
+        }
+        c.message().await;
+        tokio::time::sleep(IDLE_TIMEOUT + MS).await;
+        assert_eq!(c.task.await.expect("no panic"), Err("idle".to_owned()));
+    }
+
     #[tokio::test]
     async fn messages_are_framed_and_channel_data_padding_is_dropped() {
-        let stun = [0x00, 0x01, 0x00, 0x04, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 9, 9, 9, 9];
+        let stun = STUN;
         let channel = [0x40, 0x00, 0x00, 0x03, 7, 7, 7, 0];
         let whole_channel = [0x40, 0x01, 0x00, 0x04, 1, 2, 3, 4];
         let mut input: Vec<u8> = stun.to_vec();

@@ -60,7 +60,7 @@ async fn relay(user_quota: usize) -> TurnRelay {
             max_stream_connections: 64,
             user_quota,
             total_quota: 1000,
-            bandwidth_cap: 0,
+            bandwidth_cap: None,
         },
         meridian_runtime::Health::new(),
     )

@@ -31,7 +31,7 @@ async fn relay(allow: &str) -> TurnRelay {
             max_stream_connections: 16,
             user_quota: 2,
             total_quota: 100,
-            bandwidth_cap: 0,
+            bandwidth_cap: None,
         },
         meridian_runtime::Health::new(),
     )

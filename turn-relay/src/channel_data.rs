@@ -20,6 +20,10 @@
 //! the next. Everything of a client goes when the crate reports its allocation
 //! closed ([`Channels::forget`]). Whatever is not in the tables (Send and Data
 //! indications, unbound channels, TCP and TLS clients) takes the crate's path.
+//!
+//! Each relayed socket comes with its allocation's bandwidth [`Cap`]
+//! (`Channels::add_relay`), which this path charges for what it carries past
+//! the socket.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,9 +37,10 @@ use turn::proto::peeraddr::PeerAddress;
 use turn::proto::relayaddr::RelayedAddress;
 use webrtc_util::conn::Conn;
 
+use crate::bandwidth::{Cap, Direction};
+use crate::route::{ClientRoute, PeerRoute};
+
 type DynConn = Arc<dyn Conn + Send + Sync>;
-/// A client as the crate keys it: the listener's address and the client's.
-type Client = (SocketAddr, SocketAddr);
 
 /// Channel numbers served: RFC 5766 §11's 0x4000 through 0x7FFF, which the
 /// crate accepts and coturn's client uses, not only RFC 8656 §12's 0x4000
@@ -44,15 +49,22 @@ const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFF;
 /// Entries kept before expired ones are swept on insert.
 const SWEEP_AT: usize = 4096;
 
+/// A relayed socket the relay generator made, with its allocation's cap.
+struct Relay {
+    conn: Weak<dyn Conn + Send + Sync>,
+    cap: Arc<Cap>,
+}
+
+/// Where a client's data on a channel goes.
 struct ToPeer {
     relay: DynConn,
-    relayed: SocketAddr,
-    peer: SocketAddr,
+    cap: Arc<Cap>,
+    route: PeerRoute,
     expires: Instant,
 }
 
 struct ToClient {
-    relay: DynConn,
+    cap: Arc<Cap>,
     listener: DynConn,
     client: SocketAddr,
     channel: u16,
@@ -62,13 +74,13 @@ struct ToClient {
 #[derive(Default)]
 struct Tables {
     /// Relayed sockets by relayed address, as the relay generator made them.
-    relays: HashMap<SocketAddr, Weak<dyn Conn + Send + Sync>>,
+    relays: HashMap<SocketAddr, Relay>,
     /// Each client's relayed address, from the crate's Allocate success.
-    allocations: HashMap<Client, SocketAddr>,
+    allocations: HashMap<ClientRoute, SocketAddr>,
     /// ChannelBind requests let through, awaiting the crate's answer.
-    pending: HashMap<(Client, [u8; 12]), (u16, SocketAddr)>,
-    to_peer: HashMap<(Client, u16), ToPeer>,
-    to_client: HashMap<(SocketAddr, SocketAddr), ToClient>,
+    pending: HashMap<(ClientRoute, [u8; 12]), (u16, SocketAddr)>,
+    to_peer: HashMap<(ClientRoute, u16), ToPeer>,
+    to_client: HashMap<PeerRoute, ToClient>,
 }
 
 /// The channel bindings the data path serves, shared by the gate's UDP
@@ -123,15 +135,16 @@ impl Channels {
         }
     }
 
-    /// Records a relayed socket the generator made for the crate.
-    pub(crate) fn add_relay(&self, relayed: SocketAddr, conn: &DynConn) {
+    /// Records a relayed socket the generator made for the crate, at `relayed`,
+    /// and its allocation's bandwidth cap.
+    pub(crate) fn add_relay(&self, relayed: SocketAddr, conn: &DynConn, cap: Arc<Cap>) {
         let mut t = lock(&self.tables);
-        t.relays.retain(|_, c| c.strong_count() > 0);
-        t.relays.insert(relayed, Arc::downgrade(conn));
+        t.relays.retain(|_, r| r.conn.strong_count() > 0);
+        t.relays.insert(relayed, Relay { conn: Arc::downgrade(conn), cap });
     }
 
     /// A ChannelBind request from `client` that the gate passes to the crate.
-    pub(crate) fn bind_requested(&self, client: Client, request: &Message) {
+    pub(crate) fn bind_requested(&self, client: ClientRoute, request: &Message) {
         let mut number = ChannelNumber::default();
         let mut peer = PeerAddress::default();
         if number.get_from(request).is_err() || peer.get_from(request).is_err() || !CHANNELS.contains(&number.0) {
@@ -150,7 +163,7 @@ impl Channels {
     pub(crate) fn answered(
         &self,
         listener: &DynConn,
-        client: Client,
+        client: ClientRoute,
         (method, success, txid): (u8, bool, [u8; 12]),
         response: &[u8],
     ) {
@@ -174,46 +187,55 @@ impl Channels {
         }
     }
 
-    fn bound(&self, t: &mut Tables, listener: &DynConn, client: Client, channel: u16, peer: SocketAddr, now: Instant) {
+    fn bound(
+        &self,
+        t: &mut Tables,
+        listener: &DynConn,
+        client: ClientRoute,
+        channel: u16,
+        peer: SocketAddr,
+        now: Instant,
+    ) {
         let Some(relayed) = t.allocations.get(&client).copied() else { return };
-        let Some(relay) = t.relays.get(&relayed).and_then(Weak::upgrade) else { return };
+        let Some((relay, cap)) = t.relays.get(&relayed).and_then(|r| Some((r.conn.upgrade()?, Arc::clone(&r.cap))))
+        else {
+            return;
+        };
         if t.to_peer.len() >= SWEEP_AT {
             t.to_peer.retain(|_, e| e.expires > now);
             t.to_client.retain(|_, e| e.expires > now);
         }
         let expires = now + self.lifetime;
-        t.to_peer.insert((client, channel), ToPeer { relay: Arc::clone(&relay), relayed, peer, expires });
-        t.to_client.insert(
-            (relayed, peer),
-            ToClient { relay, listener: Arc::clone(listener), client: client.1, channel, expires },
-        );
+        let route = PeerRoute { relayed, peer };
+        t.to_peer.insert((client, channel), ToPeer { relay, cap: Arc::clone(&cap), route, expires });
+        t.to_client
+            .insert(route, ToClient { cap, listener: Arc::clone(listener), client: client.client, channel, expires });
     }
 
     /// Forgets `client`'s allocation and channels (the crate closed it).
-    pub fn forget(&self, listener: SocketAddr, client: SocketAddr) {
-        let key = (listener, client);
+    pub fn forget(&self, client: ClientRoute) {
         let mut t = lock(&self.tables);
-        t.to_peer.retain(|(c, _), _| *c != key);
-        if let Some(relayed) = t.allocations.remove(&key) {
-            t.to_client.retain(|(r, _), _| *r != relayed);
+        t.to_peer.retain(|(c, _), _| *c != client);
+        if let Some(relayed) = t.allocations.remove(&client) {
+            t.to_client.retain(|r, _| r.relayed != relayed);
             t.relays.remove(&relayed);
         }
     }
 
-    /// Where `client`'s data on `channel` goes: the relayed socket (and its
-    /// address) and the peer.
-    fn to_peer(&self, client: Client, channel: u16, now: Instant) -> Option<(DynConn, SocketAddr, SocketAddr)> {
+    /// Where `client`'s data on `channel` goes: the relayed socket, its cap and
+    /// its route to the peer.
+    fn to_peer(&self, client: ClientRoute, channel: u16, now: Instant) -> Option<(DynConn, Arc<Cap>, PeerRoute)> {
         let t = lock(&self.tables);
         let e = t.to_peer.get(&(client, channel)).filter(|e| e.expires > now)?;
-        Some((Arc::clone(&e.relay), e.relayed, e.peer))
+        Some((Arc::clone(&e.relay), Arc::clone(&e.cap), e.route))
     }
 
-    /// Where data from `peer` to `relayed` goes.
-    fn to_client(&self, relayed: SocketAddr, peer: SocketAddr, now: Instant) -> Option<Delivery> {
+    /// Where data from `route.peer` to `route.relayed` goes.
+    fn to_client(&self, route: PeerRoute, now: Instant) -> Option<Delivery> {
         let t = lock(&self.tables);
-        let e = t.to_client.get(&(relayed, peer)).filter(|e| e.expires > now)?;
+        let e = t.to_client.get(&route).filter(|e| e.expires > now)?;
         Some(Delivery {
-            relay: Arc::clone(&e.relay),
+            cap: Arc::clone(&e.cap),
             listener: Arc::clone(&e.listener),
             client: e.client,
             channel: e.channel,
@@ -224,41 +246,42 @@ impl Channels {
     /// ChannelData on a bound channel: sends its payload from the relayed socket
     /// to the peer and returns `true`. `false` leaves it to the crate (not
     /// ChannelData, malformed, or no binding here).
-    pub(crate) async fn client_data(&self, listener_addr: SocketAddr, client: SocketAddr, packet: &[u8]) -> bool {
-        let Some((channel, payload)) = channel_data(packet) else { return false };
+    pub(crate) async fn client_data(&self, client: ClientRoute, packet: &[u8]) -> bool {
+        let Some((channel, payload)) = parse(packet) else { return false };
         let now = Instant::now();
-        let Some((relay, relayed, peer)) = self.to_peer((listener_addr, client), channel, now) else { return false };
-        if let Some(other) = self.to_client(peer, relayed, now) {
-            // A hairpin: the peer is another allocation here, bound back to us.
+        let Some((relay, cap, route)) = self.to_peer(client, channel, now) else { return false };
+        // A hairpin: the peer is another allocation's relayed address here, and
+        // that allocation is bound back to ours as its peer.
+        if let Some(other) = self.to_client(PeerRoute { relayed: route.peer, peer: route.relayed }, now) {
             let n = payload.len();
-            if crate::relay::charge(&relay, true, n) && crate::relay::charge(&other.relay, false, n) {
+            if cap.charge(Direction::ToPeer, n, now) && other.cap.charge(Direction::FromPeer, n, now) {
                 self.hairpinned_messages.fetch_add(1, Ordering::Relaxed);
-                other.deliver(payload, relayed).await;
+                other.deliver(payload, route.relayed).await;
             }
             return true;
         }
         self.to_peer_messages.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = relay.send_to(payload, peer).await {
-            tracing::debug!(%client, %peer, error = %e, "channel data not relayed to the peer");
+        if let Err(e) = relay.send_to(payload, route.peer).await {
+            tracing::debug!(client = %client.client, peer = %route.peer, error = %e, "channel data not relayed to the peer");
         }
         true
     }
 
-    /// Relays `payload`, received on the relayed socket `relayed` from `peer`,
-    /// if that peer is bound to a channel: sends it to the client as ChannelData
-    /// and returns `true`. `false` leaves it to the crate.
-    pub(crate) async fn peer_data(&self, relayed: SocketAddr, peer: SocketAddr, payload: &[u8]) -> bool {
-        let Some(to) = self.to_client(relayed, peer, Instant::now()) else { return false };
+    /// Relays `payload`, received on the relayed socket `route.relayed` from
+    /// `route.peer`, if that peer is bound to a channel: sends it to the client
+    /// as ChannelData and returns `true`. `false` leaves it to the crate.
+    pub(crate) async fn peer_data(&self, route: PeerRoute, payload: &[u8]) -> bool {
+        let Some(to) = self.to_client(route, Instant::now()) else { return false };
         self.to_client_messages.fetch_add(1, Ordering::Relaxed);
-        to.deliver(payload, peer).await;
+        to.deliver(payload, route.peer).await;
         true
     }
 }
 
 /// A client's end of a channel binding.
 struct Delivery {
-    /// The allocation's relayed socket (for its cap).
-    relay: DynConn,
+    /// The allocation's bandwidth cap.
+    cap: Arc<Cap>,
     listener: DynConn,
     client: SocketAddr,
     channel: u16,
@@ -281,7 +304,7 @@ impl Delivery {
 
 /// The channel number and payload of a ChannelData message (RFC 8656 §12.4),
 /// or `None` if `packet` is not one or its length field overruns it.
-fn channel_data(packet: &[u8]) -> Option<(u16, &[u8])> {
+fn parse(packet: &[u8]) -> Option<(u16, &[u8])> {
     let header: [u8; 4] = packet.get(..4)?.try_into().ok()?;
     let channel = u16::from_be_bytes([header[0], header[1]]);
     if !CHANNELS.contains(&channel) {
@@ -297,16 +320,12 @@ mod tests {
 
     #[test]
     fn channel_data_is_read_by_its_length_field() {
-        assert_eq!(channel_data(&[0x40, 0x01, 0, 3, 7, 8, 9, 0]), Some((0x4001, &[7u8, 8, 9][..])), "padding ignored");
-        assert_eq!(channel_data(&[0x40, 0x01, 0, 5, 7, 8, 9]), None, "length beyond the packet");
-        assert_eq!(
-            channel_data(&[0x6b, 0x00, 0, 0]),
-            Some((0x6b00, &[][..])),
-            "RFC 5766's range, as coturn's client uses"
-        );
-        assert_eq!(channel_data(&[0x80, 0x00, 0, 0]), None, "0x8000 is outside the channel range");
-        assert_eq!(channel_data(&[0x00, 0x01, 0, 0]), None, "a STUN message");
-        assert_eq!(channel_data(&[0x40]), None);
+        assert_eq!(parse(&[0x40, 0x01, 0, 3, 7, 8, 9, 0]), Some((0x4001, &[7u8, 8, 9][..])), "padding ignored");
+        assert_eq!(parse(&[0x40, 0x01, 0, 5, 7, 8, 9]), None, "length beyond the packet");
+        assert_eq!(parse(&[0x6b, 0x00, 0, 0]), Some((0x6b00, &[][..])), "RFC 5766's range, as coturn's client uses");
+        assert_eq!(parse(&[0x80, 0x00, 0, 0]), None, "0x8000 is outside the channel range");
+        assert_eq!(parse(&[0x00, 0x01, 0, 0]), None, "a STUN message");
+        assert_eq!(parse(&[0x40]), None);
     }
 
     #[tokio::test]
@@ -315,10 +334,14 @@ mod tests {
         let relay: DynConn = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
         let listener: DynConn = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
         let relayed = relay.local_addr().expect("addr");
-        let client: Client = (listener.local_addr().expect("addr"), "127.0.0.1:5000".parse().expect("addr"));
+        let client = ClientRoute {
+            listener: listener.local_addr().expect("addr"),
+            client: "127.0.0.1:5000".parse().expect("addr"),
+        };
         let peer: SocketAddr = "127.0.0.1:6000".parse().expect("addr");
-        channels.add_relay(relayed, &relay);
         let now = Instant::now();
+        channels.add_relay(relayed, &relay, Arc::new(Cap::new(None, now)));
+        let route = PeerRoute { relayed, peer };
         {
             let mut t = lock(&channels.tables);
             channels.bound(&mut t, &listener, client, 0x4000, peer, now);
@@ -326,14 +349,14 @@ mod tests {
             t.allocations.insert(client, relayed);
             channels.bound(&mut t, &listener, client, 0x4000, peer, now);
         }
-        assert_eq!(channels.to_peer(client, 0x4000, now).map(|(_, r, p)| (r, p)), Some((relayed, peer)));
-        assert_eq!(channels.to_client(relayed, peer, now).map(|d| (d.client, d.channel)), Some((client.1, 0x4000)));
+        assert_eq!(channels.to_peer(client, 0x4000, now).map(|(_, _, r)| r), Some(route));
+        assert_eq!(channels.to_client(route, now).map(|d| (d.client, d.channel)), Some((client.client, 0x4000)));
         assert!(channels.to_peer(client, 0x4001, now).is_none(), "an unbound channel");
         let later = now + Duration::from_secs(601);
         assert!(channels.to_peer(client, 0x4000, later).is_none(), "expired");
-        assert!(channels.to_client(relayed, peer, later).is_none(), "expired");
-        channels.forget(client.0, client.1);
+        assert!(channels.to_client(route, later).is_none(), "expired");
+        channels.forget(client);
         assert!(channels.to_peer(client, 0x4000, now).is_none(), "forgotten with the allocation");
-        assert!(channels.to_client(relayed, peer, now).is_none(), "forgotten with the allocation");
+        assert!(channels.to_client(route, now).is_none(), "forgotten with the allocation");
     }
 }
