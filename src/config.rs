@@ -143,6 +143,11 @@ pub struct SfuSection {
     /// TURN REST API secret shared with the region's relay. Required with `turn_urls`.
     #[arg(long = "sfu-turn-secret", env = "MERIDIAN_SFU_TURN_SECRET", hide_env_values = true)]
     pub turn_secret: Option<String>,
+    /// The relay's UDP `host:port` to probe with a STUN Binding request each
+    /// heartbeat; unanswered three times in a row, the node leaves the registry
+    /// until it answers. `off` disables it (default: the first `turn:` UDP URL).
+    #[arg(long = "sfu-turn-probe", env = "MERIDIAN_SFU_TURN_PROBE")]
+    pub turn_probe: Option<String>,
     /// Offer loopback ICE candidates (tests and single-host setups; default false).
     #[arg(long = "sfu-include-loopback", env = "MERIDIAN_SFU_INCLUDE_LOOPBACK")]
     pub include_loopback: Option<bool>,
@@ -331,6 +336,7 @@ impl SfuSection {
                 advertise,
                 capacity,
                 turn_secret,
+                turn_probe,
                 include_loopback,
                 drain_grace,
                 metrics_listen
@@ -462,6 +468,8 @@ pub struct SfuRole {
     pub capacity: u32,
     /// TURN URLs and secret.
     pub turn: Option<(Vec<String>, String)>,
+    /// The TURN relay's UDP `host:port` probed each heartbeat (`None`: off).
+    pub turn_probe: Option<String>,
     /// Offer loopback candidates.
     pub include_loopback: bool,
     /// Drain grace period.
@@ -522,6 +530,11 @@ impl SfuSection {
             listen,
             advertise,
             capacity: self.capacity.unwrap_or(meridian_sfu::DEFAULT_CAPACITY),
+            turn_probe: match self.turn_probe.as_deref() {
+                Some("off") => None,
+                Some(target) => Some(target.to_owned()),
+                None => meridian_sfu::turn_probe::probe_target(&self.turn_urls),
+            },
             turn,
             include_loopback: self.include_loopback.unwrap_or(false),
             drain_grace: self.drain_grace.map(Duration::from_secs).unwrap_or(DEFAULT_DRAIN_GRACE),

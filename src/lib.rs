@@ -351,6 +351,9 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
                     ],
                     secret: opts.turn_secret.clone().into_bytes(),
                     ttl: DEFAULT_CREDENTIAL_TTL,
+                    // The relay is in this process and reports to its health; a
+                    // probe would tell nothing more.
+                    probe: None,
                 }),
                 ice: IceConfig { include_loopback: true, loopback_only: opts.bind.is_loopback() },
                 max_connections: meridian_sfu::DEFAULT_MAX_CONNECTIONS,

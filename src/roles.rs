@@ -171,6 +171,7 @@ pub async fn run_sfu(
                 urls,
                 secret: secret.into_bytes(),
                 ttl: DEFAULT_CREDENTIAL_TTL,
+                probe: role.turn_probe.clone(),
             }),
             ice: IceConfig { include_loopback: role.include_loopback, loopback_only: role.listen.ip().is_loopback() },
             max_connections: meridian_sfu::DEFAULT_MAX_CONNECTIONS,

@@ -303,3 +303,64 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, shutdown: impl 
     })
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    fn gateway() -> Arc<Gateway> {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = metrics::GatewayMetrics::register(&mut registry);
+        Arc::new(Gateway::new(
+            GatewayConfig {
+                public_url: "ws://gateway".into(),
+                default_region: "local".into(),
+                dev_tokens: false,
+                client_js: None,
+                max_connections: 16,
+                trusted_proxies: Vec::new(),
+                tls: None,
+            },
+            meridian_auth::TokenAuthority::new("devkey", "secret"),
+            Arc::new(meridian_schema::MemoryStore::new()),
+            meridian_geo::Locator::none(),
+            Observability { metrics, registry: Arc::new(registry), health: meridian_runtime::Health::new() },
+        ))
+    }
+
+    const PEER: &str = "192.0.2.1:40000";
+
+    /// Headers that never end held the connection (and its slot) for ever while
+    /// hyper had no timer; now the connection closes after [`HEADER_READ_TIMEOUT`].
+    #[tokio::test(start_paused = true)]
+    async fn headers_that_never_end_close_the_connection_after_the_header_timeout() {
+        let (mut client, server) = tokio::io::duplex(4096);
+        let start = tokio::time::Instant::now();
+        let connection = tokio::spawn(serve_connection(gateway(), PEER.parse().unwrap(), server));
+        client.write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nX-Slow: ").await.unwrap();
+        let mut answer = Vec::new();
+        let closed = tokio::time::timeout(HEADER_READ_TIMEOUT * 3, client.read_to_end(&mut answer)).await;
+        assert!(matches!(closed, Ok(Ok(_))), "closed: {closed:?}");
+        assert!(start.elapsed() >= HEADER_READ_TIMEOUT, "not before the timeout: {:?}", start.elapsed());
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "no answer or a 408: {answer}");
+        connection.await.unwrap();
+    }
+
+    /// The same connection with its headers finished is answered at once.
+    #[tokio::test(start_paused = true)]
+    async fn finished_headers_are_answered_before_the_timeout() {
+        let (mut client, server) = tokio::io::duplex(4096);
+        let start = tokio::time::Instant::now();
+        tokio::spawn(serve_connection(gateway(), PEER.parse().unwrap(), server));
+        client.write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("ok"), "{answer}");
+        assert!(start.elapsed() < HEADER_READ_TIMEOUT, "{:?}", start.elapsed());
+    }
+}

@@ -26,6 +26,7 @@ pub mod registry;
 pub mod room;
 pub mod sdp;
 pub mod signal;
+pub mod turn_probe;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -59,6 +60,10 @@ pub struct TurnAdvert {
     pub secret: Vec<u8>,
     /// Lifetime of minted credentials.
     pub ttl: Duration,
+    /// The relay's UDP `host:port` the node probes each heartbeat
+    /// ([`turn_probe`]), usually [`turn_probe::probe_target`] of `urls`; `None`
+    /// probes nothing.
+    pub probe: Option<String>,
 }
 
 /// SFU node configuration.
@@ -109,7 +114,11 @@ impl Sfu {
         metrics: &metrics::SfuMetrics,
     ) -> Result<Arc<Self>, engine::EngineError> {
         let engine = Arc::new(engine::Engine::new(&config.ice)?);
-        let metrics = metrics.node(&config.node_id);
+        let node_metrics = metrics;
+        let mut metrics = metrics.node(&config.node_id);
+        if config.turn.as_ref().is_some_and(|t| t.probe.is_some()) {
+            metrics.turn_relay_up = Some(node_metrics.turn_relay_up(&config.node_id));
+        }
         let rooms = Arc::new(RoomManager::new(
             engine,
             Arc::clone(&store),
@@ -141,4 +150,25 @@ pub async fn serve(sfu: Arc<Sfu>, listener: TcpListener, shutdown: impl Future<O
         signal::run_session(Arc::clone(&sfu), stream, peer)
     })
     .await;
+}
+
+/// A node on the memory store with no relay, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_node() -> Arc<Sfu> {
+    Sfu::new(
+        SfuConfig {
+            region: "test".into(),
+            node_id: "test-1".into(),
+            turn: None,
+            ice: engine::IceConfig { include_loopback: true, loopback_only: true },
+            max_connections: 16,
+            position: None,
+            advertise_signal: "127.0.0.1:9".into(),
+            capacity: 10,
+        },
+        TokenAuthority::new("devkey", "secret"),
+        Arc::new(meridian_schema::MemoryStore::new()),
+        &metrics::SfuMetrics::default(),
+    )
+    .expect("the WebRTC engine")
 }

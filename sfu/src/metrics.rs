@@ -8,6 +8,9 @@
 //!   or closed for the client's fault: `handshake` (bad path or token, draining,
 //!   a failed or timed-out upgrade) and `malformed` (a frame or request that does
 //!   not fit the protocol, or over a limit).
+//! - `meridian_sfu_turn_relay_up{node}`: 1 while the node's TURN relay answers
+//!   its probe ([`crate::turn_probe`]), 0 once it has not for a while (gauge;
+//!   absent for a node without a probed relay).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -34,6 +37,7 @@ pub struct SfuMetrics {
     tracks: Family<NodeLabel, Gauge>,
     forwarded_bytes: Family<NodeLabel, Counter>,
     signal_refusals: Family<RefusalLabel, Counter>,
+    turn_relay_up: Family<NodeLabel, Gauge>,
 }
 
 /// One node's handles into [`SfuMetrics`].
@@ -51,6 +55,9 @@ pub struct NodeMetrics {
     pub refused_handshakes: Counter,
     /// Sessions closed for a malformed frame or request (`reason="malformed"`).
     pub malformed_sessions: Counter,
+    /// 1 while the TURN relay answers its probe, 0 when it counts as down;
+    /// `None` (no series) for a node that probes no relay.
+    pub turn_relay_up: Option<Gauge>,
 }
 
 impl SfuMetrics {
@@ -67,6 +74,7 @@ impl SfuMetrics {
             "Signal connections refused or closed for the client's fault, by reason",
             m.signal_refusals.clone(),
         );
+        r.register("turn_relay_up", "1 while the node's TURN relay answers its probe", m.turn_relay_up.clone());
         m
     }
 
@@ -86,6 +94,15 @@ impl SfuMetrics {
             forwarded_bytes: self.forwarded_bytes.get_or_create(&label).clone(),
             refused_handshakes,
             malformed_sessions,
+            turn_relay_up: None,
         }
+    }
+
+    /// The `turn_relay_up` gauge of node `node`, set to 1 (a relay counts as up
+    /// until its probes say otherwise).
+    pub fn turn_relay_up(&self, node: &str) -> Gauge {
+        let gauge = self.turn_relay_up.get_or_create(&NodeLabel { node: node.to_owned() }).clone();
+        gauge.set(1);
+        gauge
     }
 }

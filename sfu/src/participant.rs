@@ -743,3 +743,59 @@ impl Participant {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use meridian_auth::{MintRequest, TokenAuthority};
+
+    use super::*;
+
+    /// A participant joined to a room on `sfu`, with its signal queue.
+    async fn joined(sfu: &crate::Sfu) -> (Arc<Participant>, mpsc::Receiver<Out>) {
+        let authority = TokenAuthority::new("devkey", "secret");
+        let token = authority
+            .mint(&MintRequest {
+                room: "caps".into(),
+                identity: "mallory".into(),
+                name: String::new(),
+                metadata: String::new(),
+                ttl: Duration::from_secs(600),
+                grants: Default::default(),
+            })
+            .unwrap();
+        let grant = authority.verify_join(&token.jwt, None).unwrap();
+        let (tx, rx) = mpsc::channel(SIGNAL_QUEUE);
+        let (_room, me) = sfu.rooms().join(&grant, tx, tracing::Span::none()).await.unwrap();
+        (me, rx)
+    }
+
+    /// An offer of `sections` audio sections that webrtc-rs would take.
+    fn offer(sections: usize) -> proto::SessionDescription {
+        let mut sdp = String::from(
+            "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+             a=fingerprint:sha-256 00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00\r\n",
+        );
+        for mid in 0..sections {
+            sdp.push_str(&format!(
+                "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=setup:actpass\r\na=mid:{mid}\r\na=sendonly\r\n\
+                 a=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n"
+            ));
+        }
+        proto::SessionDescription { r#type: "offer".into(), sdp, id: 1, ..Default::default() }
+    }
+
+    /// Each media section costs a transceiver; an offer over the cap is refused
+    /// before webrtc-rs sees it, and the session then closes.
+    #[tokio::test]
+    async fn an_offer_over_the_media_section_cap_is_refused_before_webrtc_sees_it() {
+        let sfu = crate::test_node();
+        let (me, _signal) = joined(&sfu).await;
+        match me.handle_offer(offer(MAX_MEDIA_SECTIONS + 1)).await {
+            Err(ParticipantError::BadRequest(why)) => {
+                assert!(why.contains(&format!("at most {MAX_MEDIA_SECTIONS}")), "{why}")
+            }
+            other => panic!("refused: {other:?}"),
+        }
+        assert!(me.publisher.get_transceivers().await.is_empty(), "nothing set up for the refused offer");
+    }
+}

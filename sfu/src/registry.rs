@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use meridian_runtime::Health;
 use meridian_schema::{NodeLoad, NodeRecord, StoreError};
 
+use crate::turn_probe::{self, Change, Reachability};
 use crate::Sfu;
 
 /// Time between heartbeats (2 s).
@@ -101,8 +102,14 @@ impl Sfu {
 /// When `health` fails (a listener or task of this process died), the node
 /// leaves the registry at once and heartbeats no more, so gateways stop routing
 /// to it; it then waits for `shutdown`.
+///
+/// With a probed TURN relay ([`crate::TurnAdvert::probe`]), each tick first
+/// probes it ([`turn_probe`]); while it counts as down the node stays out of the
+/// registry, and it heartbeats again from the first answer.
 pub async fn run_heartbeats(sfu: Arc<Sfu>, health: Health, shutdown: impl Future<Output = ()>) {
     let mut sampler = LoadSampler::default();
+    let probe = sfu.config.turn.as_ref().and_then(|t| t.probe.clone());
+    let mut relay = Reachability::default();
     let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -119,6 +126,11 @@ pub async fn run_heartbeats(sfu: Arc<Sfu>, health: Health, shutdown: impl Future
                 return;
             }
             _ = tick.tick() => {
+                if let Some(target) = &probe {
+                    if !relay_answers(&sfu, target, &mut relay).await {
+                        continue;
+                    }
+                }
                 if let Err(e) = sfu.heartbeat(&mut sampler).await {
                     tracing::warn!(node = %sfu.config.node_id, error = %e, "heartbeat failed");
                 }
@@ -126,6 +138,32 @@ pub async fn run_heartbeats(sfu: Arc<Sfu>, health: Health, shutdown: impl Future
         }
     }
     leave(&sfu).await;
+}
+
+/// Probes the relay once; logs, counts and leaves the registry on the way
+/// down. Returns whether the relay counts as up.
+async fn relay_answers(sfu: &Sfu, target: &str, relay: &mut Reachability) -> bool {
+    let result = turn_probe::probe(target).await;
+    let node = &sfu.config.node_id;
+    match (relay.observe(result.is_ok()), &result) {
+        (Some(Change::Down), Err(e)) => {
+            tracing::error!(%node, error = %e, failures = turn_probe::PROBE_FAILURES,
+                "the TURN relay does not answer: the node leaves the registry until it does");
+            if let Some(up) = &sfu.metrics.turn_relay_up {
+                up.set(0);
+            }
+            leave(sfu).await;
+        }
+        (Some(Change::Up), _) => {
+            tracing::info!(%node, relay = %target, "the TURN relay answers again: the node rejoins the registry");
+            if let Some(up) = &sfu.metrics.turn_relay_up {
+                up.set(1);
+            }
+        }
+        (None, Err(e)) if !relay.is_down() => tracing::warn!(%node, error = %e, "TURN relay probe failed"),
+        _ => {}
+    }
+    !relay.is_down()
 }
 
 async fn leave(sfu: &Sfu) {

@@ -305,3 +305,29 @@ async fn handle(
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A client that opens the TCP connection and never finishes the upgrade held
+    /// a connection slot for ever; now it is closed after [`HANDSHAKE_TIMEOUT`].
+    #[tokio::test(start_paused = true)]
+    async fn an_upgrade_that_never_finishes_is_closed_after_the_handshake_timeout() {
+        let sfu = crate::test_node();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let start = tokio::time::Instant::now();
+        let session = tokio::spawn(run_session(Arc::clone(&sfu), stream, peer));
+        client.write_all(b"GET /rtc?access_token=x HTTP/1.1\r\nHost: node\r\n").await.unwrap();
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(HANDSHAKE_TIMEOUT * 3, client.read_to_end(&mut rest)).await;
+        assert!(matches!(closed, Ok(Ok(0))), "closed without an answer: {closed:?}, {rest:?}");
+        session.await.unwrap();
+        assert!(start.elapsed() >= HANDSHAKE_TIMEOUT, "not before the timeout: {:?}", start.elapsed());
+        assert_eq!(sfu.metrics.refused_handshakes.get(), 1, "counted as a refused handshake");
+    }
+}
