@@ -407,6 +407,9 @@ pub struct GatewayRole {
     pub max_connections: usize,
     /// Demo page client build.
     pub client_js: Option<PathBuf>,
+    /// Whether `POST /dev/token` mints tokens without API credentials: never from
+    /// a config file, only `meridian dev` sets it.
+    pub dev_tokens: bool,
 }
 
 impl GatewaySection {
@@ -447,6 +450,7 @@ impl GatewaySection {
             tls,
             max_connections: self.max_connections.unwrap_or(meridian_gateway::DEFAULT_MAX_CONNECTIONS),
             client_js: self.client_js.clone(),
+            dev_tokens: false,
         })
     }
 }
