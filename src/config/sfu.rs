@@ -1,0 +1,179 @@
+//! `[sfu]` and an SFU node's resolved configuration.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+use super::{default_addr, ConfigError};
+
+/// `[sfu]`: one SFU node of a region.
+#[derive(Debug, Clone, Default, Deserialize, Args)]
+#[serde(deny_unknown_fields)]
+pub struct SfuSection {
+    /// Region id, e.g. `eu-west`. Required.
+    #[arg(long = "sfu-region", env = "MERIDIAN_SFU_REGION")]
+    pub region: Option<String>,
+    /// Region latitude in degrees, for nearest-region routing (default none).
+    #[arg(long = "sfu-latitude", env = "MERIDIAN_SFU_LATITUDE", allow_hyphen_values = true)]
+    pub latitude: Option<f64>,
+    /// Region longitude in degrees (default none).
+    #[arg(long = "sfu-longitude", env = "MERIDIAN_SFU_LONGITUDE", allow_hyphen_values = true)]
+    pub longitude: Option<f64>,
+    /// Node id, unique across regions (default `<region>-<hostname>`).
+    #[arg(long = "sfu-node-id", env = "MERIDIAN_SFU_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Signal listen address (default `0.0.0.0:7881`).
+    #[arg(long = "sfu-listen", env = "MERIDIAN_SFU_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Address gateways connect to (default `listen`; required when `listen` is a wildcard).
+    #[arg(long = "sfu-advertise", env = "MERIDIAN_SFU_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Participants before the node counts as full (default 500).
+    #[arg(long = "sfu-capacity", env = "MERIDIAN_SFU_CAPACITY")]
+    pub capacity: Option<u32>,
+    /// TURN URLs handed to clients, e.g. `turn:turn.eu.example.com:3478?transport=udp` (default none).
+    #[arg(long = "sfu-turn-url", env = "MERIDIAN_SFU_TURN_URLS", value_delimiter = ',')]
+    #[serde(default)]
+    pub turn_urls: Vec<String>,
+    /// TURN REST API secret shared with the region's relay. Required with `turn_urls`.
+    #[arg(long = "sfu-turn-secret", env = "MERIDIAN_SFU_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+    /// The relay's UDP `host:port` to probe with a STUN Binding request each
+    /// heartbeat; unanswered three times in a row, the node leaves the registry
+    /// until it answers. `off` disables it (default: the first `turn:` UDP URL).
+    #[arg(long = "sfu-turn-probe", env = "MERIDIAN_SFU_TURN_PROBE")]
+    pub turn_probe: Option<String>,
+    /// Offer loopback ICE candidates (tests and single-host setups; default false).
+    #[arg(long = "sfu-include-loopback", env = "MERIDIAN_SFU_INCLUDE_LOOPBACK")]
+    pub include_loopback: Option<bool>,
+    /// Seconds a draining node (SIGTERM) waits for its rooms to empty before it stops (default 30).
+    #[arg(long = "sfu-drain-grace", env = "MERIDIAN_SFU_DRAIN_GRACE")]
+    pub drain_grace: Option<u64>,
+    /// Where to serve Prometheus `/metrics` (default none).
+    #[arg(long = "sfu-metrics-listen", env = "MERIDIAN_SFU_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl SfuSection {
+    /// `self` (flags) over `file`.
+    pub fn over(&self, file: &Self) -> Self {
+        overlay!(
+            self,
+            file,
+            [
+                region,
+                latitude,
+                longitude,
+                node_id,
+                listen,
+                advertise,
+                capacity,
+                turn_secret,
+                turn_probe,
+                include_loopback,
+                drain_grace,
+                metrics_listen
+            ],
+            [turn_urls]
+        )
+    }
+}
+
+/// Default SFU signal listen address.
+pub const DEFAULT_SFU_LISTEN: &str = "0.0.0.0:7881";
+/// Default drain grace period of an SFU node.
+pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(30);
+
+/// A resolved SFU configuration.
+#[derive(Debug, Clone)]
+pub struct SfuRole {
+    /// Region id.
+    pub region: String,
+    /// Region position.
+    pub position: Option<(f64, f64)>,
+    /// Node id.
+    pub node_id: String,
+    /// Signal listen address.
+    pub listen: SocketAddr,
+    /// Address gateways connect to.
+    pub advertise: String,
+    /// Capacity in participants.
+    pub capacity: u32,
+    /// TURN URLs and secret.
+    pub turn: Option<(Vec<String>, String)>,
+    /// The TURN relay's UDP `host:port` probed each heartbeat (`None`: off).
+    pub turn_probe: Option<String>,
+    /// Offer loopback candidates.
+    pub include_loopback: bool,
+    /// Drain grace period.
+    pub drain_grace: Duration,
+    /// Where `/metrics` is served.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "node".into())
+}
+
+impl SfuSection {
+    /// Checks and fills defaults.
+    pub fn resolve(&self) -> Result<SfuRole, ConfigError> {
+        let region = self
+            .region
+            .clone()
+            .ok_or(ConfigError::Missing { key: "sfu.region", why: "the region this node serves" })?;
+        let position = match (self.latitude, self.longitude) {
+            (Some(la), Some(lo)) if (-90.0..=90.0).contains(&la) && (-180.0..=180.0).contains(&lo) => Some((la, lo)),
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "sfu.latitude",
+                    why: "latitude -90..90, longitude -180..180".into(),
+                })
+            }
+            (None, None) => None,
+            _ => return Err(ConfigError::Missing { key: "sfu.longitude", why: "latitude and longitude go together" }),
+        };
+        let listen = self.listen.unwrap_or_else(|| default_addr(DEFAULT_SFU_LISTEN));
+        let advertise = match &self.advertise {
+            Some(a) => a.clone(),
+            None if listen.ip().is_unspecified() => {
+                return Err(ConfigError::Missing {
+                    key: "sfu.advertise",
+                    why: "sfu.listen is a wildcard address; say where gateways reach this node (host:port)",
+                })
+            }
+            None => listen.to_string(),
+        };
+        let turn = match (self.turn_urls.is_empty(), &self.turn_secret) {
+            (true, _) => None,
+            (false, Some(secret)) => Some((self.turn_urls.clone(), secret.clone())),
+            (false, None) => {
+                return Err(ConfigError::Missing { key: "sfu.turn_secret", why: "credentials for sfu.turn_urls" })
+            }
+        };
+        Ok(SfuRole {
+            node_id: self.node_id.clone().unwrap_or_else(|| format!("{region}-{}", hostname())),
+            region,
+            position,
+            listen,
+            advertise,
+            capacity: self.capacity.unwrap_or(meridian_sfu::DEFAULT_CAPACITY),
+            turn_probe: match self.turn_probe.as_deref() {
+                Some("off") => None,
+                Some(target) => Some(target.to_owned()),
+                None => meridian_sfu::turn_probe::probe_target(&self.turn_urls),
+            },
+            turn,
+            include_loopback: self.include_loopback.unwrap_or(false),
+            drain_grace: self.drain_grace.map(Duration::from_secs).unwrap_or(DEFAULT_DRAIN_GRACE),
+            metrics_listen: self.metrics_listen,
+        })
+    }
+}
