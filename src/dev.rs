@@ -21,6 +21,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use meridian_auth::TokenAuthority;
 use meridian_geo::Position;
+use meridian_ids::{NodeId, RegionId};
 use meridian_runtime::Health;
 use meridian_schema::Store;
 use meridian_sfu::metrics::SfuMetrics;
@@ -80,7 +81,7 @@ pub struct DevOptions {
     /// `turn_tls_port + i`.
     pub regions: Vec<DevRegion>,
     /// Region for clients that cannot be located (default: the first).
-    pub default_region: Option<String>,
+    pub default_region: Option<RegionId>,
     /// Proxies whose forwarding headers the gateway believes.
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
@@ -89,7 +90,7 @@ pub struct DevOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DevRegion {
     /// Region id, e.g. `eu-west`.
-    pub id: String,
+    pub id: RegionId,
     /// Where it is, for nearest-region routing.
     pub position: Option<Position>,
 }
@@ -120,7 +121,7 @@ impl std::str::FromStr for DevRegion {
                 Some(Position { latitude, longitude })
             }
         };
-        Ok(Self { id: id.to_owned(), position })
+        Ok(Self { id: id.into(), position })
     }
 }
 
@@ -158,9 +159,9 @@ pub fn random_secret() -> String {
 #[derive(Debug, Clone)]
 pub struct RunningRegion {
     /// Region id.
-    pub id: String,
+    pub id: RegionId,
     /// Its SFU node's id.
-    pub node_id: String,
+    pub node_id: NodeId,
     /// Its SFU node's signal address.
     pub sfu_addr: SocketAddr,
     /// Its TURN relay's UDP address.
@@ -200,15 +201,15 @@ impl DevStack {
     }
 
     /// Region `id`'s TURN relay.
-    pub fn relay(&self, id: &str) -> Option<&TurnRelay> {
-        self.regions.iter().position(|r| r.id == id).map(|at| &self.relays[at])
+    pub fn relay(&self, id: &RegionId) -> Option<&TurnRelay> {
+        self.regions.iter().position(|r| r.id == *id).map(|at| &self.relays[at])
     }
 
     /// Puts region `id`'s node into draining (no new rooms), as SIGTERM will.
     ///
     /// Errors: an unknown region, or a store that cannot be reached.
-    pub async fn drain_region(&self, id: &str) -> anyhow::Result<()> {
-        let at = self.regions.iter().position(|r| r.id == id).with_context(|| format!("no region {id}"))?;
+    pub async fn drain_region(&self, id: &RegionId) -> anyhow::Result<()> {
+        let at = self.regions.iter().position(|r| r.id == *id).with_context(|| format!("no region {id}"))?;
         self.nodes[at].sfu.drain().await?;
         Ok(())
     }
@@ -295,7 +296,7 @@ fn sfu_section(opts: &DevOptions, region: &DevRegion, signal: SocketAddr, relay:
     let tcp = relay.tcp_addr().unwrap_or(udp);
     let tls = relay.tls_addr().unwrap_or(udp);
     SfuSection {
-        region: Some(region.id.clone()),
+        region: Some(region.id.to_string()),
         latitude: region.position.map(|p| p.latitude),
         longitude: region.position.map(|p| p.longitude),
         node_id: Some(format!("{}-1", region.id)),
@@ -314,11 +315,11 @@ fn sfu_section(opts: &DevOptions, region: &DevRegion, signal: SocketAddr, relay:
 }
 
 /// The gateway, as `[gateway]` would configure it: plain HTTP on `listen`.
-fn gateway_section(opts: &DevOptions, listen: SocketAddr, default_region: String) -> GatewaySection {
+fn gateway_section(opts: &DevOptions, listen: SocketAddr, default_region: &RegionId) -> GatewaySection {
     GatewaySection {
         listen: Some(listen),
         public_url: Some(format!("ws://{listen}")),
-        default_region: Some(default_region),
+        default_region: Some(default_region.to_string()),
         trusted_proxies: opts.trusted_proxies.clone(),
         geoip_db: opts.geoip_db.clone(),
         plain_http: Some(true),
@@ -336,7 +337,7 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
     let first = opts.regions.first().context("at least one region is needed")?;
     let default_region = opts.default_region.clone().unwrap_or_else(|| first.id.clone());
     if !opts.regions.iter().any(|r| r.id == default_region) {
-        anyhow::bail!("default region {default_region:?} is not one of the regions");
+        anyhow::bail!("default region {:?} is not one of the regions", default_region.as_str());
     }
     let mut registry = Registry::default();
     // One health for the whole dev process: a dead listener of any region takes
@@ -382,7 +383,7 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
         .await
         .with_context(|| format!("binding the gateway port {}:{}", opts.bind, opts.port))?;
     let gateway_addr = listener.local_addr()?;
-    let mut gateway_role = gateway_section(&opts, gateway_addr, default_region).resolve()?;
+    let mut gateway_role = gateway_section(&opts, gateway_addr, &default_region).resolve()?;
     gateway_role.dev_tokens = true;
     let gateway = roles::build_gateway(&gateway_role, &shared, registry)?;
     let (stop, stop_rx) = watch::channel(false);

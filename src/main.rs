@@ -251,8 +251,8 @@ async fn run() -> anyhow::Result<()> {
         Command::Token(args) => {
             let authority = TokenAuthority::new(&args.keys.api_key, &args.keys.api_secret);
             let minted = authority.mint(&MintRequest {
-                room: args.room,
-                identity: args.identity,
+                room: args.room.into(),
+                identity: args.identity.into(),
                 name: args.name,
                 metadata: String::new(),
                 ttl: Duration::from_secs(args.ttl),
@@ -282,7 +282,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         geoip_db: args.geoip_db.clone(),
         client_js: args.client_js.clone(),
         regions: if args.regions.is_empty() { DevOptions::default().regions } else { args.regions.clone() },
-        default_region: args.default_region.clone(),
+        default_region: args.default_region.clone().map(Into::into),
         trusted_proxies: args.trusted_proxies.clone(),
     })
     .await?;

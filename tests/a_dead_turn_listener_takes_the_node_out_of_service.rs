@@ -23,7 +23,7 @@ async fn a_dead_turn_listener_takes_the_node_out_of_the_registry_and_fails_healt
     assert_eq!(nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), ["local-1"]);
 
     let region = &stack.regions[0];
-    stack.relay("local").expect("the region's relay").break_udp_listener();
+    stack.relay(&"local".into()).expect("the region's relay").break_udp_listener();
     let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     client.send_to(&[0u8; 24], region.turn_addr).await.unwrap();
     tokio::time::timeout(GUARD, stack.health().failed()).await.expect("the dead listener is reported");
@@ -155,7 +155,7 @@ async fn a_node_whose_relay_stops_answering_leaves_the_registry_until_it_answers
     assert_eq!(relay_up().as_deref(), Some("meridian_sfu_turn_relay_up{node=\"probed-1\"} 1"));
 
     // Now the relay's listener really dies (in the relay's process, here the stack's).
-    stack.relay("local").expect("the region's relay").break_udp_listener();
+    stack.relay(&"local".into()).expect("the region's relay").break_udp_listener();
     let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     client.send_to(&[0u8; 24], relay).await.unwrap();
     tokio::time::timeout(GUARD, stack.health().failed()).await.expect("the dead listener is reported");

@@ -134,7 +134,7 @@ async fn later_joiners_follow_a_live_room_and_route_explains_it() {
     }
     // The empty room is gone; the next joiner is placed afresh.
     eventually("the room record is removed when the room empties", || async {
-        stack.store.room("standup").await.unwrap().is_none()
+        stack.store.room(&"standup".into()).await.unwrap().is_none()
     })
     .await;
     let (_carol, region, _) = landed(&stack, "standup", "carol", SINGAPORE_IP).await;
@@ -186,10 +186,10 @@ async fn a_stale_node_gets_no_joins_and_a_draining_one_no_new_rooms() {
     // The same node heard from now would win: staleness is what kept it out.
     stack.store.heartbeat(&ghost(std::time::SystemTime::now())).await.unwrap();
     assert_eq!(route_of(&stack, &format!("ip={LONDON_IP}")).await["region"], "uk-south");
-    stack.store.remove_node("uk-south-1").await.unwrap();
+    stack.store.remove_node(&"uk-south-1".into()).await.unwrap();
 
     // Draining: eu-west keeps its live room but takes no new one.
-    stack.drain_region("eu-west").await.unwrap();
+    stack.drain_region(&"eu-west".into()).await.unwrap();
     let v = route_of(&stack, &format!("ip={LONDON_IP}&room=ghost-check")).await;
     assert_eq!((v["node"].as_str(), v["reason"].as_str()), (Some("eu-west-1"), Some("room_affinity")), "{v}");
     let (_ws2, region, _) = landed(&stack, "ghost-check", "bob", LONDON_IP).await;
@@ -225,11 +225,18 @@ async fn a_room_pinned_to_a_region_takes_its_joiners_there() {
     send(&mut ws, In::Leave(Default::default())).await;
     while recv(&mut ws).await.is_some() {}
     let released = || async {
-        stack.store.room("asia-standup").await.unwrap().expect("a pinned room outlives its session").node.is_none()
+        stack
+            .store
+            .room(&"asia-standup".into())
+            .await
+            .unwrap()
+            .expect("a pinned room outlives its session")
+            .node
+            .is_none()
     };
     eventually("the node is released when the room empties", released).await;
-    let kept = stack.store.room("asia-standup").await.unwrap().expect("a pinned room outlives its session");
-    assert_eq!((kept.region.as_deref(), kept.pinned), (Some("ap-southeast"), true));
+    let kept = stack.store.room(&"asia-standup".into()).await.unwrap().expect("a pinned room outlives its session");
+    assert_eq!((kept.region, kept.pinned), (Some("ap-southeast".into()), true));
     let (_ws, region, _) = landed(&stack, "asia-standup", "bob", SEATTLE_IP).await;
     assert_eq!(region, "ap-southeast", "the pin holds for the next session");
     stack.shutdown().await;

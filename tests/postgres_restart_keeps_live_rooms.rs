@@ -115,7 +115,7 @@ async fn live_rooms_carry_on_while_postgres_restarts() {
         sfu_pid: None,
     }));
     eventually("the call's room is placed", || async {
-        stack.store.room("load-0").await.ok().flatten().is_some_and(|r| r.node.is_some())
+        stack.store.room(&"load-0".into()).await.ok().flatten().is_some_and(|r| r.node.is_some())
     })
     .await;
     // A token for the live room, minted while the store is up.

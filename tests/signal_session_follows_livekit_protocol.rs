@@ -50,10 +50,10 @@ async fn join_response_names_room_region_node_and_turn_credentials() {
     assert!(expiry > SystemTime::now() + Duration::from_secs(3600), "credential valid for hours");
     assert!(!turn.credential.is_empty());
 
-    let record = stack.store.room("demo").await.unwrap().expect("room recorded");
+    let record = stack.store.room(&"demo".into()).await.unwrap().expect("room recorded");
     assert_eq!(
-        (record.sid, record.region.as_deref(), record.node.as_deref()),
-        (room.sid, Some("local"), Some("local-1"))
+        (record.sid.into_string(), record.region, record.node),
+        (room.sid, Some("local".into()), Some("local-1".into()))
     );
 
     send(&mut ws, In::PingReq(proto::Ping { timestamp: 1234, rtt: 0 })).await;

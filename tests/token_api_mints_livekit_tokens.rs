@@ -33,7 +33,7 @@ async fn a_token_minted_with_basic_auth_verifies_and_is_recorded() {
     assert!((590..=600).contains(&ttl), "expires_at is about 600 s away, got {ttl}");
 
     let grant = TokenAuthority::new(KEY, SECRET).verify_join(v["token"].as_str().unwrap(), None).expect("verifies");
-    assert_eq!((grant.identity(), grant.room(), grant.name()), ("alice", "demo", "Alice"));
+    assert_eq!((grant.identity().as_str(), grant.room().as_str(), grant.name()), ("alice", "demo", "Alice"));
     assert!(!grant.grants().can_publish && grant.grants().room_admin && grant.grants().can_subscribe);
 
     let record = stack.store.token(v["id"].as_str().unwrap()).await.unwrap().expect("token recorded");

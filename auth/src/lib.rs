@@ -25,6 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::prelude::{Engine, BASE64_STANDARD};
 use jsonwebtoken::errors::ErrorKind;
 use livekit_api::access_token::{AccessToken, AccessTokenError, Claims, TokenVerifier, VideoGrants};
+use meridian_ids::{ParticipantIdentity, RoomName};
 use sha1::{Digest, Sha1};
 
 /// The time `secs` seconds after the Unix epoch, or `None` when `SystemTime`
@@ -67,9 +68,9 @@ impl Default for Grants {
 #[derive(Debug, Clone)]
 pub struct MintRequest {
     /// Room the token admits to (`video.room`).
-    pub room: String,
+    pub room: RoomName,
     /// Participant identity (`sub`).
-    pub identity: String,
+    pub identity: ParticipantIdentity,
     /// Display name (`name`), may be empty.
     pub name: String,
     /// Participant metadata (`metadata`), may be empty.
@@ -97,17 +98,17 @@ pub struct MintedToken {
 /// makes one, so holding it proves the check happened.
 #[derive(Debug, Clone)]
 pub struct VerifiedGrant {
-    identity: String,
+    identity: ParticipantIdentity,
     name: String,
     metadata: String,
-    room: String,
+    room: RoomName,
     grants: Grants,
     expires_at: SystemTime,
 }
 
 impl VerifiedGrant {
     /// Participant identity (JWT `sub`).
-    pub fn identity(&self) -> &str {
+    pub fn identity(&self) -> &ParticipantIdentity {
         &self.identity
     }
     /// Display name (JWT `name`), may be empty.
@@ -118,8 +119,8 @@ impl VerifiedGrant {
     pub fn metadata(&self) -> &str {
         &self.metadata
     }
-    /// Room the token admits to.
-    pub fn room(&self) -> &str {
+    /// Room the token admits to (`video.room`).
+    pub fn room(&self) -> &RoomName {
         &self.room
     }
     /// Grants in the room.
@@ -219,10 +220,10 @@ impl TokenAuthority {
     /// Errors: [`TokenError::Incomplete`] when room or identity is empty,
     /// [`TokenError::Malformed`] when the TTL is zero or over [`MAX_TOKEN_TTL`].
     pub fn mint(&self, req: &MintRequest) -> Result<MintedToken, TokenError> {
-        if req.room.is_empty() {
+        if req.room.as_str().is_empty() {
             return Err(TokenError::Incomplete("room"));
         }
-        if req.identity.is_empty() {
+        if req.identity.as_str().is_empty() {
             return Err(TokenError::Incomplete("identity"));
         }
         if req.ttl.is_zero() || req.ttl > MAX_TOKEN_TTL {
@@ -230,7 +231,7 @@ impl TokenAuthority {
         }
         let grants = VideoGrants {
             room_join: true,
-            room: req.room.clone(),
+            room: req.room.to_string(),
             room_admin: req.grants.room_admin,
             can_publish: Some(req.grants.can_publish),
             can_subscribe: Some(req.grants.can_subscribe),
@@ -239,7 +240,7 @@ impl TokenAuthority {
             ..VideoGrants::default()
         };
         let jwt = AccessToken::with_api_key(&self.api_key, &self.api_secret)
-            .with_identity(&req.identity)
+            .with_identity(req.identity.as_str())
             .with_name(&req.name)
             .with_metadata(&req.metadata)
             .with_ttl(req.ttl)
@@ -283,10 +284,10 @@ impl TokenAuthority {
                 hidden: video.hidden,
                 room_admin: video.room_admin,
             },
-            identity: claims.sub,
+            identity: claims.sub.into(),
             name: claims.name,
             metadata: claims.metadata,
-            room: claims.video.room,
+            room: claims.video.room.into(),
             expires_at,
         })
     }
@@ -376,7 +377,7 @@ mod tests {
         let auth = TokenAuthority::new("devkey", "secret");
         let t = auth.mint(&req("demo", "alice")).unwrap();
         let g = auth.verify_join(&t.jwt, None).unwrap();
-        assert_eq!((g.identity(), g.room(), g.name()), ("alice", "demo", "Alice"));
+        assert_eq!((g.identity().as_str(), g.room().as_str(), g.name()), ("alice", "demo", "Alice"));
         assert_eq!(g.grants(), Grants::default());
         let ttl = t.expires_at.duration_since(t.issued_at).unwrap();
         assert_eq!(ttl, DEFAULT_TOKEN_TTL);

@@ -169,8 +169,8 @@ fn route_bench(networks: u32, regions: u32, decisions: u32, runs: usize, explain
         let position = Some((rng.random_range(-50.0..60.0), rng.random_range(-180.0..180.0)));
         for n in 0..4 {
             nodes.push(NodeRecord {
-                id: format!("r{r}-{n}"),
-                region: format!("r{r}"),
+                id: format!("r{r}-{n}").into(),
+                region: format!("r{r}").into(),
                 position,
                 signal_addr: "127.0.0.1:1".into(),
                 turn_urls: vec![],
@@ -181,6 +181,7 @@ fn route_bench(networks: u32, regions: u32, decisions: u32, runs: usize, explain
             });
         }
     }
+    let default_region = meridian_ids::RegionId::new("r0");
     let mut per_decision = Vec::new();
     let mut checksum = 0usize;
     for _ in 0..runs {
@@ -189,8 +190,9 @@ fn route_bench(networks: u32, regions: u32, decisions: u32, runs: usize, explain
             let ip = ips[i as usize % ips.len()];
             let located = locator.locate(ip);
             let position = located.map(|l| l.position);
-            let route = meridian_gateway::route::choose(&nodes, "r0", position, None, None, now, &mut rng, explain);
-            checksum += route.map(|r| r.node.id.len()).unwrap_or(0);
+            let route =
+                meridian_gateway::route::choose(&nodes, &default_region, position, None, None, now, &mut rng, explain);
+            checksum += route.map(|r| r.node.id.as_str().len()).unwrap_or(0);
         }
         per_decision.push(started.elapsed().as_nanos() as f64 / f64::from(decisions));
     }

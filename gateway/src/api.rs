@@ -16,7 +16,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use meridian_auth::{Grants, MintRequest, TokenError, DEFAULT_TOKEN_TTL};
-use meridian_schema::{ids, RoomRecord, TokenGrants, TokenRecord};
+use meridian_ids::{RegionId, RoomName, RoomSid};
+use meridian_schema::{RoomRecord, TokenGrants, TokenRecord};
 use serde::Deserialize;
 
 use crate::http_util::{json, json_error, Body};
@@ -90,7 +91,8 @@ pub(crate) async fn explain_route(gw: &Gateway, req: &Request<Incoming>) -> Resp
     let Some(ip) = q.get("ip").and_then(|ip| ip.parse::<std::net::IpAddr>().ok()) else {
         return json_error(400, "invalid request: query parameter `ip` must be an IP address");
     };
-    let plan = match gw.route(ip, q.get("room").map(String::as_str), &[], crate::route::Explain::Yes).await {
+    let room = q.get("room").map(|r| RoomName::new(r.as_str()));
+    let plan = match gw.route(ip, room.as_ref(), &[], crate::route::Explain::Yes).await {
         Ok(plan) => plan,
         Err(e) => return json_error(503, &format!("store unavailable: {e}")),
     };
@@ -124,8 +126,8 @@ pub(crate) async fn explain_route(gw: &Gateway, req: &Request<Incoming>) -> Resp
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RoomRequest {
-    name: String,
-    region: Option<String>,
+    name: RoomName,
+    region: Option<RegionId>,
 }
 
 /// Handles `POST /v1/rooms` (API auth): `{"name": str, "region"?: str}` creates a
@@ -141,21 +143,22 @@ pub(crate) async fn create_room(gw: &Gateway, req: Request<Incoming>) -> Respons
         Ok(p) => p,
         Err(refusal) => return *refusal,
     };
-    if parsed.name.trim().is_empty() {
+    if parsed.name.as_str().trim().is_empty() {
         return json_error(400, "invalid request: field `name` must not be empty");
     }
     if let Some(region) = &parsed.region {
         match gw.store.nodes().await {
             Ok(nodes) if nodes.iter().any(|n| &n.region == region) => {}
             Ok(_) => {
-                return json_error(400, &format!("invalid request: field `region`: no node serves region {region:?}"))
+                let region = region.as_str();
+                return json_error(400, &format!("invalid request: field `region`: no node serves region {region:?}"));
             }
             Err(e) => return json_error(503, &format!("store unavailable: {e}")),
         }
     }
     let record = RoomRecord {
         name: parsed.name,
-        sid: ids::new(ids::ROOM),
+        sid: RoomSid::random(),
         pinned: parsed.region.is_some(),
         region: parsed.region,
         node: None,
@@ -208,8 +211,8 @@ pub(crate) async fn mint_token(gw: &Gateway, req: Request<Incoming>, skip_auth: 
     }
     let ttl = parsed.ttl.map(Duration::from_secs).unwrap_or(DEFAULT_TOKEN_TTL);
     let mint = MintRequest {
-        room: parsed.room,
-        identity: parsed.identity,
+        room: parsed.room.into(),
+        identity: parsed.identity.into(),
         name: parsed.name,
         metadata: parsed.metadata,
         ttl,

@@ -41,6 +41,7 @@ use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use meridian_auth::TokenAuthority;
 use meridian_geo::Locator;
+use meridian_ids::{NodeId, RegionId, RoomName};
 use meridian_schema::Store;
 use tokio::net::TcpListener;
 
@@ -57,7 +58,7 @@ pub struct GatewayConfig {
     /// URL handed to clients in `/v1/tokens` answers, e.g. `ws://127.0.0.1:7880`.
     pub public_url: String,
     /// Region for clients that cannot be located.
-    pub default_region: String,
+    pub default_region: RegionId,
     /// Serve `POST /dev/token` without auth (`meridian dev` only).
     pub dev_tokens: bool,
     /// Path of `livekit-client.umd.js` for the demo page; `None` serves a 404 that
@@ -166,8 +167,8 @@ impl Gateway {
     async fn route(
         &self,
         ip: std::net::IpAddr,
-        room: Option<&str>,
-        unreachable: &[String],
+        room: Option<&RoomName>,
+        unreachable: &[NodeId],
         explain: route::Explain,
     ) -> Result<RoutePlan, RouteError> {
         let located = tracing::info_span!("gateway.geo_lookup").in_scope(|| self.locator.locate(ip));
@@ -195,16 +196,16 @@ impl Gateway {
             };
             let from_cache = (snapshot.read_at != now || room_from_cache)
                 .then(|| now.duration_since(snapshot.read_at).unwrap_or_default());
-            let room_node = record.as_ref().and_then(|r| r.node.clone());
-            let pinned_region = record.as_ref().filter(|r| r.pinned).and_then(|r| r.region.clone());
+            let room_node = record.as_ref().and_then(|r| r.node.as_ref());
+            let pinned_region = record.as_ref().filter(|r| r.pinned).and_then(|r| r.region.as_ref());
             let mut nodes = snapshot.nodes;
             nodes.retain(|n| !unreachable.contains(&n.id));
             let route = route::choose(
                 &nodes,
                 &self.config.default_region,
                 located.as_ref().map(|l| l.position),
-                room_node.as_deref(),
-                pinned_region.as_deref(),
+                room_node,
+                pinned_region,
                 // Staleness as of the snapshot: nodes do not go stale because
                 // the store went down.
                 snapshot.read_at,

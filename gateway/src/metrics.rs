@@ -7,6 +7,7 @@
 //!   region and reason (`room_affinity`, `nearest`, `default_unlocated`).
 //! - `meridian_gateway_join_refusals_total{status}`: joins refused, by HTTP status.
 
+use meridian_ids::RegionId;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -62,9 +63,9 @@ impl GatewayMetrics {
     }
 
     /// Records a routed join that took `seconds` to reach the node.
-    pub fn routed(&self, region: &str, reason: &str, seconds: f64) {
-        self.decisions.get_or_create(&DecisionLabels { region: region.to_owned(), reason: reason.to_owned() }).inc();
-        self.join_duration.get_or_create(&RegionLabel { region: region.to_owned() }).observe(seconds);
+    pub fn routed(&self, region: &RegionId, reason: &str, seconds: f64) {
+        self.decisions.get_or_create(&DecisionLabels { region: region.to_string(), reason: reason.to_owned() }).inc();
+        self.join_duration.get_or_create(&RegionLabel { region: region.to_string() }).observe(seconds);
     }
 
     /// Records a refused join.

@@ -17,6 +17,7 @@ use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use meridian_auth::{TokenError, VerifiedGrant};
+use meridian_ids::{NodeId, RegionId};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
@@ -96,8 +97,8 @@ pub(crate) async fn rtc(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>) 
             }
         };
         let current = tracing::Span::current();
-        current.record("room", grant.room());
-        current.record("participant", grant.identity());
+        current.record("room", grant.room().as_str());
+        current.record("participant", grant.identity().as_str());
         let client = gw.client_ip(peer, &req);
         rtc_routed(gw, client, req, grant).await
     }
@@ -115,7 +116,7 @@ async fn rtc_routed(
     grant: VerifiedGrant,
 ) -> Response<Body> {
     let started = std::time::Instant::now();
-    let mut unreachable: Vec<String> = Vec::new();
+    let mut unreachable: Vec<NodeId> = Vec::new();
     let (route, upstream) = loop {
         let plan = match gw.route(client, Some(grant.room()), &unreachable, crate::route::Explain::No).await {
             Ok(plan) => plan,
@@ -186,7 +187,7 @@ async fn rtc_routed(
 async fn connect_upstream(
     node: &str,
     client: std::net::IpAddr,
-    region: &str,
+    region: &RegionId,
     req: &Request<Incoming>,
 ) -> Result<Response<Incoming>, Box<dyn std::error::Error + Send + Sync>> {
     let tcp = TcpStream::connect(node).await?;
@@ -207,7 +208,7 @@ async fn connect_upstream(
         }
     }
     headers.insert("x-forwarded-for", HeaderValue::from_str(&client.to_string())?);
-    headers.insert(REGION_HEADER, HeaderValue::from_str(region)?);
+    headers.insert(REGION_HEADER, HeaderValue::from_str(region.as_str())?);
     // W3C trace context of the current span (gateway.proxy_connect), so the node's
     // spans join this trace.
     let cx = tracing_opentelemetry::OpenTelemetrySpanExt::context(&tracing::Span::current());

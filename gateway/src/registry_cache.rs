@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use meridian_ids::RoomName;
 use meridian_schema::{NodeRecord, RoomRecord};
 
 /// Rooms whose placement is remembered at most; past it the map starts over
@@ -33,7 +34,7 @@ pub struct Snapshot {
 #[derive(Default)]
 pub struct RegistryCache {
     nodes: Mutex<Option<Snapshot>>,
-    rooms: Mutex<HashMap<String, RoomRecord>>,
+    rooms: Mutex<HashMap<RoomName, RoomRecord>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -53,14 +54,14 @@ impl RegistryCache {
     }
 
     /// Remembers a good read of room `name` (`None`: the store has no such room).
-    pub fn room_read(&self, name: &str, record: Option<&RoomRecord>) {
+    pub fn room_read(&self, name: &RoomName, record: Option<&RoomRecord>) {
         let mut rooms = lock(&self.rooms);
         match record {
             Some(r) => {
                 if rooms.len() >= MAX_CACHED_ROOMS && !rooms.contains_key(name) {
                     rooms.clear();
                 }
-                rooms.insert(name.to_owned(), r.clone());
+                rooms.insert(name.clone(), r.clone());
             }
             None => {
                 rooms.remove(name);
@@ -69,7 +70,7 @@ impl RegistryCache {
     }
 
     /// The last good read of room `name`, if it existed then.
-    pub fn room(&self, name: &str) -> Option<RoomRecord> {
+    pub fn room(&self, name: &RoomName) -> Option<RoomRecord> {
         lock(&self.rooms).get(name).cloned()
     }
 }
@@ -92,12 +93,13 @@ mod tests {
     #[test]
     fn rooms_are_remembered_forgotten_and_bounded() {
         let cache = RegistryCache::default();
-        cache.room_read("demo", Some(&room("demo")));
-        assert_eq!(cache.room("demo").unwrap().node.as_deref(), Some("local-1"));
-        cache.room_read("demo", None);
-        assert!(cache.room("demo").is_none(), "a room the store no longer has is forgotten");
+        let demo = RoomName::new("demo");
+        cache.room_read(&demo, Some(&room("demo")));
+        assert_eq!(cache.room(&demo).unwrap().node, Some("local-1".into()));
+        cache.room_read(&demo, None);
+        assert!(cache.room(&demo).is_none(), "a room the store no longer has is forgotten");
         for i in 0..(MAX_CACHED_ROOMS + 10) {
-            cache.room_read(&format!("r{i}"), Some(&room("r")));
+            cache.room_read(&format!("r{i}").into(), Some(&room("r")));
         }
         assert!(lock(&cache.rooms).len() <= MAX_CACHED_ROOMS);
         assert!(cache.nodes().is_none());

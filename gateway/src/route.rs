@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use meridian_geo::Position;
+use meridian_ids::{NodeId, RegionId};
 use meridian_schema::NodeRecord;
 use rand::seq::IndexedRandom;
 use rand::Rng;
@@ -74,7 +75,7 @@ pub fn node_state(node: &NodeRecord, now: SystemTime) -> NodeState {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NodeView {
     /// Node id.
-    pub id: String,
+    pub id: NodeId,
     /// Its state.
     pub state: NodeState,
     /// Participants on it.
@@ -87,7 +88,7 @@ pub struct NodeView {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Candidate {
     /// Region id.
-    pub region: String,
+    pub region: RegionId,
     /// Great-circle distance from the client in km, when both have positions.
     pub distance_km: Option<f64>,
     /// Whether this is the chosen region.
@@ -102,7 +103,7 @@ pub struct Candidate {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     /// Chosen region.
-    pub region: String,
+    pub region: RegionId,
     /// Chosen node.
     pub node: NodeRecord,
     /// Why.
@@ -133,17 +134,17 @@ pub enum Explain {
 #[allow(clippy::too_many_arguments)] // each input is one fact the decision weighs; a struct would only rename them
 pub fn choose(
     nodes: &[NodeRecord],
-    default_region: &str,
+    default_region: &RegionId,
     client: Option<Position>,
-    room_node: Option<&str>,
-    pinned_region: Option<&str>,
+    room_node: Option<&NodeId>,
+    pinned_region: Option<&RegionId>,
     now: SystemTime,
     rng: &mut impl Rng,
     explain: Explain,
 ) -> Option<Route> {
-    let mut regions: BTreeMap<&str, RegionNodes> = BTreeMap::new();
+    let mut regions: BTreeMap<&RegionId, RegionNodes> = BTreeMap::new();
     for n in nodes {
-        let r = regions.entry(n.region.as_str()).or_insert_with(|| RegionNodes {
+        let r = regions.entry(&n.region).or_insert_with(|| RegionNodes {
             position: None,
             nodes: Vec::new(),
             healthy: Vec::new(),
@@ -157,9 +158,9 @@ pub fn choose(
     let distance = |r: &RegionNodes| Some(client?.distance_km(&r.position?));
 
     let affinity = room_node
-        .and_then(|id| nodes.iter().find(|n| n.id == id))
+        .and_then(|id| nodes.iter().find(|n| n.id == *id))
         .filter(|n| node_state(n, now) != NodeState::Stale)
-        .map(|n| (n.region.as_str(), n, RouteReason::RoomAffinity));
+        .map(|n| (&n.region, n, RouteReason::RoomAffinity));
     let (region, node, reason) = match affinity {
         Some(found) => found,
         None => {
@@ -170,7 +171,7 @@ pub fn choose(
                 .min_by(|a, b| a.2.total_cmp(&b.2))
                 .map(|(id, r, _)| (id, r, RouteReason::Nearest));
             let fallback = || {
-                let usable = |(_, r): &(&&str, &RegionNodes)| !r.healthy.is_empty();
+                let usable = |(_, r): &(&&RegionId, &RegionNodes)| !r.healthy.is_empty();
                 regions
                     .iter()
                     .filter(usable)
@@ -299,7 +300,8 @@ mod tests {
     #[test]
     fn an_unlocated_client_lands_in_the_default_region() {
         let nodes = vec![node("local-1", "local", None, 0)];
-        let r = choose(&nodes, "local", None, None, None, now(), &mut rng(), Explain::Yes).unwrap();
+        let local = RegionId::new("local");
+        let r = choose(&nodes, &local, None, None, None, now(), &mut rng(), Explain::Yes).unwrap();
         assert_eq!(
             (r.region.as_str(), r.node.id.as_str(), r.reason),
             ("local", "local-1", RouteReason::DefaultUnlocated)
@@ -309,7 +311,8 @@ mod tests {
     #[test]
     fn a_client_in_paris_goes_to_eu_west_and_the_others_are_explained() {
         let paris = Position { latitude: 48.86, longitude: 2.35 };
-        let r = choose(&three(), "us-west", Some(paris), None, None, now(), &mut rng(), Explain::Yes).unwrap();
+        let us_west = RegionId::new("us-west");
+        let r = choose(&three(), &us_west, Some(paris), None, None, now(), &mut rng(), Explain::Yes).unwrap();
         assert_eq!((r.region.as_str(), r.reason), ("eu-west", RouteReason::Nearest));
         let eu = r.candidates.iter().find(|c| c.region == "eu-west").unwrap();
         assert!(eu.chosen && eu.distance_km.unwrap() < 400.0, "{eu:?}");
@@ -319,9 +322,10 @@ mod tests {
 
     #[test]
     fn stale_draining_and_full_nodes_get_no_new_joins() {
+        let eu_west = RegionId::new("eu-west");
         let mut nodes = three();
         nodes[0].last_seen = now() - STALE_AFTER - Duration::from_millis(1);
-        let r = choose(&nodes, "eu-west", Some(pos(LONDON)), None, None, now(), &mut rng(), Explain::Yes).unwrap();
+        let r = choose(&nodes, &eu_west, Some(pos(LONDON)), None, None, now(), &mut rng(), Explain::Yes).unwrap();
         assert_eq!(r.region, "us-west", "the stale London node is skipped");
         let eu = r.candidates.iter().find(|c| c.region == "eu-west").unwrap();
         assert_eq!((eu.why.as_str(), eu.nodes[0].state), ("no healthy node", NodeState::Stale));
@@ -329,35 +333,34 @@ mod tests {
         let mut nodes = three();
         nodes[0].draining = true;
         nodes[1].load.participants = 100;
-        let r = choose(&nodes, "eu-west", Some(pos(LONDON)), None, None, now(), &mut rng(), Explain::Yes).unwrap();
+        let r = choose(&nodes, &eu_west, Some(pos(LONDON)), None, None, now(), &mut rng(), Explain::Yes).unwrap();
         assert_eq!(r.region, "ap-southeast", "draining London and full Seattle are skipped");
     }
 
     #[test]
     fn a_live_room_keeps_its_node_until_the_node_goes_stale() {
+        let (eu_west, us_west_1) = (RegionId::new("eu-west"), NodeId::new("us-west-1"));
         let mut nodes = three();
         nodes[1].draining = true;
-        let r =
-            choose(&nodes, "eu-west", Some(pos(SINGAPORE)), Some("us-west-1"), None, now(), &mut rng(), Explain::Yes)
-                .unwrap();
+        let r = choose(&nodes, &eu_west, Some(pos(SINGAPORE)), Some(&us_west_1), None, now(), &mut rng(), Explain::Yes)
+            .unwrap();
         assert_eq!(
             (r.node.id.as_str(), r.reason),
             ("us-west-1", RouteReason::RoomAffinity),
             "draining keeps its rooms"
         );
         nodes[1].last_seen = now() - Duration::from_secs(60);
-        let r =
-            choose(&nodes, "eu-west", Some(pos(SINGAPORE)), Some("us-west-1"), None, now(), &mut rng(), Explain::Yes)
-                .unwrap();
+        let r = choose(&nodes, &eu_west, Some(pos(SINGAPORE)), Some(&us_west_1), None, now(), &mut rng(), Explain::Yes)
+            .unwrap();
         assert_eq!((r.region.as_str(), r.reason), ("ap-southeast", RouteReason::Nearest), "a dead node's room moves");
     }
 
     #[test]
     fn two_random_choices_prefer_the_less_loaded_node() {
         let nodes = vec![node("eu-west-1", "eu-west", Some(LONDON), 90), node("eu-west-2", "eu-west", Some(LONDON), 5)];
-        let mut rng = rng();
+        let (mut rng, eu_west) = (rng(), RegionId::new("eu-west"));
         for _ in 0..20 {
-            let r = choose(&nodes, "eu-west", Some(pos(LONDON)), None, None, now(), &mut rng, Explain::Yes).unwrap();
+            let r = choose(&nodes, &eu_west, Some(pos(LONDON)), None, None, now(), &mut rng, Explain::Yes).unwrap();
             assert_eq!(r.node.id, "eu-west-2");
         }
     }
@@ -366,21 +369,21 @@ mod tests {
     fn nothing_healthy_means_no_route() {
         let mut nodes = three();
         nodes.iter_mut().for_each(|n| n.draining = true);
-        assert!(choose(&nodes, "eu-west", Some(pos(LONDON)), None, None, now(), &mut rng(), Explain::Yes).is_none());
-        assert!(choose(&[], "eu-west", None, None, None, now(), &mut rng(), Explain::Yes).is_none());
+        let eu_west = RegionId::new("eu-west");
+        assert!(choose(&nodes, &eu_west, Some(pos(LONDON)), None, None, now(), &mut rng(), Explain::Yes).is_none());
+        assert!(choose(&[], &eu_west, None, None, None, now(), &mut rng(), Explain::Yes).is_none());
     }
 
     #[test]
     fn a_pinned_room_goes_to_its_region_while_it_has_a_healthy_node() {
+        let (eu_west, asia) = (RegionId::new("eu-west"), RegionId::new("ap-southeast"));
         let mut nodes = three();
         let r =
-            choose(&nodes, "eu-west", Some(pos(LONDON)), None, Some("ap-southeast"), now(), &mut rng(), Explain::Yes)
-                .unwrap();
+            choose(&nodes, &eu_west, Some(pos(LONDON)), None, Some(&asia), now(), &mut rng(), Explain::Yes).unwrap();
         assert_eq!((r.region.as_str(), r.reason), ("ap-southeast", RouteReason::PinnedRegion));
         nodes[2].draining = true;
         let r =
-            choose(&nodes, "eu-west", Some(pos(LONDON)), None, Some("ap-southeast"), now(), &mut rng(), Explain::Yes)
-                .unwrap();
+            choose(&nodes, &eu_west, Some(pos(LONDON)), None, Some(&asia), now(), &mut rng(), Explain::Yes).unwrap();
         assert_eq!((r.region.as_str(), r.reason), ("eu-west", RouteReason::Nearest), "no healthy node there: nearest");
     }
 }

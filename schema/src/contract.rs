@@ -3,6 +3,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use meridian_ids::{NodeId, RegionId, RoomName};
+
 use crate::{NodeLoad, NodeRecord, RoomRecord, Store, TokenGrants, TokenRecord};
 
 fn at(secs: u64) -> SystemTime {
@@ -47,21 +49,23 @@ async fn rooms_move_to_another_node(store: &dyn Store) {
         pinned: false,
     };
     store.get_or_create_room(&room).await.unwrap();
-    assert!(store.place_room("moving", "us-west", "us-west-2").await.unwrap());
-    let moved = store.room("moving").await.unwrap().unwrap();
-    assert_eq!((moved.region.as_deref(), moved.node.as_deref()), (Some("us-west"), Some("us-west-2")));
+    let (moving, us_west, us_west_2) = (room.name.clone(), RegionId::new("us-west"), NodeId::new("us-west-2"));
+    assert!(store.place_room(&moving, &us_west, &us_west_2).await.unwrap());
+    let moved = store.room(&moving).await.unwrap().unwrap();
+    assert_eq!((moved.region, moved.node), (Some(us_west.clone()), Some(us_west_2.clone())));
     assert_eq!(moved.sid, "RM_moving", "the room keeps its sid when it moves");
-    assert!(!store.place_room("absent", "us-west", "us-west-2").await.unwrap());
-    assert!(store.release_room("moving").await.unwrap());
-    assert_eq!(store.room("moving").await.unwrap(), None, "an unpinned room goes when released");
+    assert!(!store.place_room(&RoomName::new("absent"), &us_west, &us_west_2).await.unwrap());
+    assert!(store.release_room(&moving).await.unwrap());
+    assert_eq!(store.room(&moving).await.unwrap(), None, "an unpinned room goes when released");
 
     let pinned = RoomRecord { name: "pinned".into(), sid: "RM_pinned".into(), pinned: true, node: None, ..room };
+    let name = pinned.name.clone();
     store.get_or_create_room(&pinned).await.unwrap();
-    assert!(store.place_room("pinned", "eu-west", "eu-west-1").await.unwrap());
-    assert!(store.release_room("pinned").await.unwrap());
-    assert_eq!(store.room("pinned").await.unwrap(), Some(pinned), "a pinned room keeps its region, not its node");
-    assert!(store.delete_room("pinned").await.unwrap());
-    assert!(!store.release_room("pinned").await.unwrap());
+    assert!(store.place_room(&name, &"eu-west".into(), &"eu-west-1".into()).await.unwrap());
+    assert!(store.release_room(&name).await.unwrap());
+    assert_eq!(store.room(&name).await.unwrap(), Some(pinned), "a pinned room keeps its region, not its node");
+    assert!(store.delete_room(&name).await.unwrap());
+    assert!(!store.release_room(&name).await.unwrap());
 }
 
 async fn nodes_heartbeat_and_leave(store: &dyn Store) {
@@ -86,10 +90,10 @@ async fn nodes_heartbeat_and_leave(store: &dyn Store) {
         vec![later, node("eu-west-2", 1_700_000_000)],
         "a heartbeat replaces the entry; nodes come ordered by id"
     );
-    assert!(store.remove_node("eu-west-1").await.unwrap());
-    assert!(!store.remove_node("eu-west-1").await.unwrap());
+    assert!(store.remove_node(&"eu-west-1".into()).await.unwrap());
+    assert!(!store.remove_node(&"eu-west-1".into()).await.unwrap());
     assert_eq!(store.nodes().await.unwrap().len(), 1);
-    assert!(store.remove_node("eu-west-2").await.unwrap());
+    assert!(store.remove_node(&"eu-west-2".into()).await.unwrap());
 }
 
 async fn tokens_round_trip(store: &dyn Store) {
@@ -103,7 +107,7 @@ async fn tokens_round_trip(store: &dyn Store) {
     assert_eq!(store.token("TK_a").await.unwrap(), Some(a.clone()), "token round-trips");
     assert_eq!(store.token("TK_missing").await.unwrap(), None, "unknown token is None");
     assert_eq!(
-        store.tokens_for_room("demo").await.unwrap(),
+        store.tokens_for_room(&"demo".into()).await.unwrap(),
         vec![a.clone(), b.clone()],
         "tokens_for_room lists the room's tokens oldest first"
     );
@@ -126,7 +130,8 @@ async fn rooms_are_created_once(store: &dyn Store) {
         created_at: at(1_700_000_000),
         pinned: false,
     };
-    assert_eq!(store.room("demo").await.unwrap(), None);
+    let demo = first.name.clone();
+    assert_eq!(store.room(&demo).await.unwrap(), None);
     assert_eq!(store.get_or_create_room(&first).await.unwrap(), first, "creates the room");
     let second = RoomRecord { sid: "RM_second".into(), created_at: at(1_700_000_999), ..first.clone() };
     assert_eq!(
@@ -134,8 +139,8 @@ async fn rooms_are_created_once(store: &dyn Store) {
         first,
         "an existing room keeps its sid and creation time"
     );
-    assert_eq!(store.room("demo").await.unwrap(), Some(first));
-    assert!(store.delete_room("demo").await.unwrap());
-    assert!(!store.delete_room("demo").await.unwrap());
-    assert_eq!(store.room("demo").await.unwrap(), None);
+    assert_eq!(store.room(&demo).await.unwrap(), Some(first));
+    assert!(store.delete_room(&demo).await.unwrap());
+    assert!(!store.delete_room(&demo).await.unwrap());
+    assert_eq!(store.room(&demo).await.unwrap(), None);
 }

@@ -6,12 +6,12 @@
 //! embedded in the binary ([`postgres::migrate`]).
 
 pub mod contract;
-pub mod ids;
 pub mod memory;
 pub mod postgres;
 
 use std::time::SystemTime;
 
+use meridian_ids::{NodeId, ParticipantIdentity, RegionId, RoomName, RoomSid};
 use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryStore;
@@ -21,13 +21,13 @@ pub use postgres::PgStore;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomRecord {
     /// Room name as it appears in the token's `video.room` grant.
-    pub name: String,
+    pub name: RoomName,
     /// LiveKit room sid (`RM_` + 12 characters), fixed at creation.
-    pub sid: String,
+    pub sid: RoomSid,
     /// Region hosting the room, once placed.
-    pub region: Option<String>,
+    pub region: Option<RegionId>,
     /// Node hosting the room, once placed.
-    pub node: Option<String>,
+    pub node: Option<NodeId>,
     /// Creation time (second precision is kept by Postgres down to microseconds).
     pub created_at: SystemTime,
     /// Created through the API with a region: the record outlives the room's
@@ -59,9 +59,9 @@ pub struct TokenRecord {
     /// API key that signed it (the JWT `iss`).
     pub api_key: String,
     /// Room of the `video.room` grant.
-    pub room: String,
+    pub room: RoomName,
     /// Participant identity (the JWT `sub`).
-    pub identity: String,
+    pub identity: ParticipantIdentity,
     /// Grants given.
     pub grants: TokenGrants,
     /// When it was minted.
@@ -89,9 +89,9 @@ pub struct NodeLoad {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeRecord {
     /// Node id (`ServerInfo.node_id`), unique across regions.
-    pub id: String,
+    pub id: NodeId,
     /// Region the node serves.
-    pub region: String,
+    pub region: RegionId,
     /// The region's position (latitude, longitude in degrees), if it has one.
     pub position: Option<(f64, f64)>,
     /// Where gateways reach the node's signal listener (`host:port`).
@@ -137,29 +137,29 @@ pub trait Store: Send + Sync + 'static {
     /// The token with this id, if recorded.
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
     /// Every token recorded for `room`, oldest first.
-    async fn tokens_for_room(&self, room: &str) -> Result<Vec<TokenRecord>, StoreError>;
+    async fn tokens_for_room(&self, room: &RoomName) -> Result<Vec<TokenRecord>, StoreError>;
     /// Marks a token revoked at `at`; returns false when no such token exists.
     async fn revoke_token(&self, id: &str, at: SystemTime) -> Result<bool, StoreError>;
     /// Returns the room named `room.name`, creating it from `room` when absent.
     /// An existing room keeps its sid, placement and creation time.
     async fn get_or_create_room(&self, room: &RoomRecord) -> Result<RoomRecord, StoreError>;
     /// The room with this name, if any.
-    async fn room(&self, name: &str) -> Result<Option<RoomRecord>, StoreError>;
+    async fn room(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError>;
     /// Deletes a room; returns false when it did not exist.
-    async fn delete_room(&self, name: &str) -> Result<bool, StoreError>;
+    async fn delete_room(&self, name: &RoomName) -> Result<bool, StoreError>;
     /// A room's last participant left: a pinned room forgets its node (and keeps
     /// its region), any other room is deleted. Returns false when absent.
-    async fn release_room(&self, name: &str) -> Result<bool, StoreError>;
+    async fn release_room(&self, name: &RoomName) -> Result<bool, StoreError>;
     /// Moves a room to `node` in `region` (a node taking over a room whose node
     /// died); returns false when no such room exists.
-    async fn place_room(&self, name: &str, region: &str, node: &str) -> Result<bool, StoreError>;
+    async fn place_room(&self, name: &RoomName, region: &RegionId, node: &NodeId) -> Result<bool, StoreError>;
 
     /// Inserts or replaces a node's registry entry (its heartbeat).
     async fn heartbeat(&self, node: &NodeRecord) -> Result<(), StoreError>;
     /// Every registered node, ordered by id.
     async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
     /// Removes a node's entry (clean shutdown); returns false when absent.
-    async fn remove_node(&self, id: &str) -> Result<bool, StoreError>;
+    async fn remove_node(&self, id: &NodeId) -> Result<bool, StoreError>;
     /// Whether other processes see this store's writes. The memory store does not,
     /// so a multi-process deployment (roles `gateway` and `sfu`) refuses it.
     fn is_shared(&self) -> bool;

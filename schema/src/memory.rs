@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use meridian_ids::{NodeId, RegionId, RoomName};
+
 use crate::{NodeRecord, RoomRecord, Store, StoreError, TokenRecord};
 
 /// Rooms and tokens in process memory, lost on exit.
@@ -15,9 +17,9 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    rooms: HashMap<String, RoomRecord>,
+    rooms: HashMap<RoomName, RoomRecord>,
     tokens: Vec<TokenRecord>,
-    nodes: std::collections::BTreeMap<String, NodeRecord>,
+    nodes: std::collections::BTreeMap<NodeId, NodeRecord>,
 }
 
 impl MemoryStore {
@@ -47,8 +49,8 @@ impl Store for MemoryStore {
         Ok(self.lock().tokens.iter().find(|t| t.id == id).cloned())
     }
 
-    async fn tokens_for_room(&self, room: &str) -> Result<Vec<TokenRecord>, StoreError> {
-        let mut tokens: Vec<TokenRecord> = self.lock().tokens.iter().filter(|t| t.room == room).cloned().collect();
+    async fn tokens_for_room(&self, room: &RoomName) -> Result<Vec<TokenRecord>, StoreError> {
+        let mut tokens: Vec<TokenRecord> = self.lock().tokens.iter().filter(|t| t.room == *room).cloned().collect();
         tokens.sort_by(|a, b| (a.issued_at, &a.id).cmp(&(b.issued_at, &b.id)));
         Ok(tokens)
     }
@@ -69,15 +71,15 @@ impl Store for MemoryStore {
         Ok(inner.rooms.entry(room.name.clone()).or_insert_with(|| room.clone()).clone())
     }
 
-    async fn room(&self, name: &str) -> Result<Option<RoomRecord>, StoreError> {
+    async fn room(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError> {
         Ok(self.lock().rooms.get(name).cloned())
     }
 
-    async fn delete_room(&self, name: &str) -> Result<bool, StoreError> {
+    async fn delete_room(&self, name: &RoomName) -> Result<bool, StoreError> {
         Ok(self.lock().rooms.remove(name).is_some())
     }
 
-    async fn release_room(&self, name: &str) -> Result<bool, StoreError> {
+    async fn release_room(&self, name: &RoomName) -> Result<bool, StoreError> {
         let mut inner = self.lock();
         match inner.rooms.get_mut(name) {
             Some(r) if r.pinned => {
@@ -89,14 +91,14 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn place_room(&self, name: &str, region: &str, node: &str) -> Result<bool, StoreError> {
+    async fn place_room(&self, name: &RoomName, region: &RegionId, node: &NodeId) -> Result<bool, StoreError> {
         Ok(self
             .lock()
             .rooms
             .get_mut(name)
             .map(|r| {
-                r.region = Some(region.to_owned());
-                r.node = Some(node.to_owned());
+                r.region = Some(region.clone());
+                r.node = Some(node.clone());
             })
             .is_some())
     }
@@ -110,7 +112,7 @@ impl Store for MemoryStore {
         Ok(self.lock().nodes.values().cloned().collect())
     }
 
-    async fn remove_node(&self, id: &str) -> Result<bool, StoreError> {
+    async fn remove_node(&self, id: &NodeId) -> Result<bool, StoreError> {
         Ok(self.lock().nodes.remove(id).is_some())
     }
 

@@ -3,6 +3,8 @@
 use std::time::SystemTime;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use meridian_ids::{NodeId, ParticipantIdentity, RegionId, RoomName, RoomSid};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use crate::{NodeRecord, RoomRecord, Store, StoreError, TokenGrants, TokenRecord};
@@ -77,6 +79,12 @@ impl PgStore {
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(unavailable)
     }
+
+    /// Runs one statement; whether it touched a row.
+    async fn changed(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<bool, StoreError> {
+        let n = self.client().await?.execute(sql, params).await.map_err(unavailable)?;
+        Ok(n > 0)
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -90,8 +98,8 @@ fn token_from_row(row: &Row) -> Result<TokenRecord, StoreError> {
     Ok(TokenRecord {
         id: row.get("id"),
         api_key: row.get("api_key"),
-        room: row.get("room"),
-        identity: row.get("identity"),
+        room: RoomName::new(row.get::<_, String>("room")),
+        identity: ParticipantIdentity::new(row.get::<_, String>("identity")),
         grants,
         issued_at: row.get("issued_at"),
         expires_at: row.get("expires_at"),
@@ -101,10 +109,10 @@ fn token_from_row(row: &Row) -> Result<TokenRecord, StoreError> {
 
 fn room_from_row(row: &Row) -> RoomRecord {
     RoomRecord {
-        name: row.get("name"),
-        sid: row.get("sid"),
-        region: row.get("region"),
-        node: row.get("node"),
+        name: RoomName::new(row.get::<_, String>("name")),
+        sid: RoomSid::new(row.get::<_, String>("sid")),
+        region: row.get::<_, Option<String>>("region").map(RegionId::new),
+        node: row.get::<_, Option<String>>("node").map(NodeId::new),
         created_at: row.get("created_at"),
         pinned: row.get("pinned"),
     }
@@ -118,8 +126,8 @@ fn node_from_row(row: &Row) -> Result<NodeRecord, StoreError> {
     let lon: Option<f64> = row.get("longitude");
     let capacity: i32 = row.get("capacity");
     Ok(NodeRecord {
-        id: row.get("id"),
-        region: row.get("region"),
+        id: NodeId::new(row.get::<_, String>("id")),
+        region: RegionId::new(row.get::<_, String>("region")),
         position: lat.zip(lon),
         signal_addr: row.get("signal_addr"),
         turn_urls: serde_json::from_value(turn_urls).map_err(|e| corrupt("turn_urls", e))?,
@@ -142,7 +150,16 @@ impl Store for PgStore {
             .execute(
                 "INSERT INTO tokens (id, api_key, room, identity, grants, issued_at, expires_at, revoked_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
-                &[&t.id, &t.api_key, &t.room, &t.identity, &grants, &t.issued_at, &t.expires_at, &t.revoked_at],
+                &[
+                    &t.id,
+                    &t.api_key,
+                    &t.room.as_str(),
+                    &t.identity.as_str(),
+                    &grants,
+                    &t.issued_at,
+                    &t.expires_at,
+                    &t.revoked_at,
+                ],
             )
             .await
             .map_err(unavailable)?;
@@ -155,20 +172,14 @@ impl Store for PgStore {
         row.as_ref().map(token_from_row).transpose()
     }
 
-    async fn tokens_for_room(&self, room: &str) -> Result<Vec<TokenRecord>, StoreError> {
+    async fn tokens_for_room(&self, room: &RoomName) -> Result<Vec<TokenRecord>, StoreError> {
         let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE room = $1 ORDER BY issued_at, id");
-        let rows = self.client().await?.query(&sql, &[&room]).await.map_err(unavailable)?;
+        let rows = self.client().await?.query(&sql, &[&room.as_str()]).await.map_err(unavailable)?;
         rows.iter().map(token_from_row).collect()
     }
 
     async fn revoke_token(&self, id: &str, at: SystemTime) -> Result<bool, StoreError> {
-        let n = self
-            .client()
-            .await?
-            .execute("UPDATE tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1", &[&id, &at])
-            .await
-            .map_err(unavailable)?;
-        Ok(n > 0)
+        self.changed("UPDATE tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1", &[&id, &at]).await
     }
 
     async fn get_or_create_room(&self, r: &RoomRecord) -> Result<RoomRecord, StoreError> {
@@ -177,42 +188,44 @@ impl Store for PgStore {
             .execute(
                 "INSERT INTO rooms (name, sid, region, node, created_at, pinned) VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (name) DO NOTHING",
-                &[&r.name, &r.sid, &r.region, &r.node, &r.created_at, &r.pinned],
+                &[
+                    &r.name.as_str(),
+                    &r.sid.as_str(),
+                    &r.region.as_ref().map(RegionId::as_str),
+                    &r.node.as_ref().map(NodeId::as_str),
+                    &r.created_at,
+                    &r.pinned,
+                ],
             )
             .await
             .map_err(unavailable)?;
         let sql = format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE name = $1");
-        let row = client.query_one(&sql, &[&r.name]).await.map_err(unavailable)?;
+        let row = client.query_one(&sql, &[&r.name.as_str()]).await.map_err(unavailable)?;
         Ok(room_from_row(&row))
     }
 
-    async fn room(&self, name: &str) -> Result<Option<RoomRecord>, StoreError> {
+    async fn room(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError> {
         let sql = format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE name = $1");
-        let row = self.client().await?.query_opt(&sql, &[&name]).await.map_err(unavailable)?;
+        let row = self.client().await?.query_opt(&sql, &[&name.as_str()]).await.map_err(unavailable)?;
         Ok(row.as_ref().map(room_from_row))
     }
 
-    async fn release_room(&self, name: &str) -> Result<bool, StoreError> {
+    async fn release_room(&self, name: &RoomName) -> Result<bool, StoreError> {
         let client = self.client().await?;
         let cleared = client
-            .execute("UPDATE rooms SET node = NULL WHERE name = $1 AND pinned", &[&name])
+            .execute("UPDATE rooms SET node = NULL WHERE name = $1 AND pinned", &[&name.as_str()])
             .await
             .map_err(unavailable)?;
         if cleared > 0 {
             return Ok(true);
         }
-        let n = client.execute("DELETE FROM rooms WHERE name = $1", &[&name]).await.map_err(unavailable)?;
+        let n = client.execute("DELETE FROM rooms WHERE name = $1", &[&name.as_str()]).await.map_err(unavailable)?;
         Ok(n > 0)
     }
 
-    async fn place_room(&self, name: &str, region: &str, node: &str) -> Result<bool, StoreError> {
-        let n = self
-            .client()
-            .await?
-            .execute("UPDATE rooms SET region = $2, node = $3 WHERE name = $1", &[&name, &region, &node])
-            .await
-            .map_err(unavailable)?;
-        Ok(n > 0)
+    async fn place_room(&self, name: &RoomName, region: &RegionId, node: &NodeId) -> Result<bool, StoreError> {
+        let sql = "UPDATE rooms SET region = $2, node = $3 WHERE name = $1";
+        self.changed(sql, &[&name.as_str(), &region.as_str(), &node.as_str()]).await
     }
 
     async fn heartbeat(&self, n: &NodeRecord) -> Result<(), StoreError> {
@@ -227,7 +240,18 @@ impl Store for PgStore {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                  ON CONFLICT (id) DO UPDATE SET region = $2, latitude = $3, longitude = $4, signal_addr = $5,
                    turn_urls = $6, capacity = $7, load = $8, draining = $9, last_seen = $10",
-                &[&n.id, &n.region, &lat, &lon, &n.signal_addr, &turn_urls, &capacity, &load, &n.draining, &n.last_seen],
+                &[
+                    &n.id.as_str(),
+                    &n.region.as_str(),
+                    &lat,
+                    &lon,
+                    &n.signal_addr,
+                    &turn_urls,
+                    &capacity,
+                    &load,
+                    &n.draining,
+                    &n.last_seen,
+                ],
             )
             .await
             .map_err(unavailable)?;
@@ -248,18 +272,15 @@ impl Store for PgStore {
         rows.iter().map(node_from_row).collect()
     }
 
-    async fn remove_node(&self, id: &str) -> Result<bool, StoreError> {
-        let n = self.client().await?.execute("DELETE FROM nodes WHERE id = $1", &[&id]).await.map_err(unavailable)?;
-        Ok(n > 0)
+    async fn remove_node(&self, id: &NodeId) -> Result<bool, StoreError> {
+        self.changed("DELETE FROM nodes WHERE id = $1", &[&id.as_str()]).await
     }
 
     fn is_shared(&self) -> bool {
         true
     }
 
-    async fn delete_room(&self, name: &str) -> Result<bool, StoreError> {
-        let n =
-            self.client().await?.execute("DELETE FROM rooms WHERE name = $1", &[&name]).await.map_err(unavailable)?;
-        Ok(n > 0)
+    async fn delete_room(&self, name: &RoomName) -> Result<bool, StoreError> {
+        self.changed("DELETE FROM rooms WHERE name = $1", &[&name.as_str()]).await
     }
 }

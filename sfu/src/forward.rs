@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use livekit_protocol::TrackInfo;
+use meridian_ids::{ParticipantSid, TrackSid};
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -38,10 +39,10 @@ pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A track a participant publishes, as forwarded by this node.
 pub struct PublishedTrack {
-    /// Track sid (`TR_…`).
-    pub sid: String,
+    /// Track sid (`TR_…`), as `info.sid` announced it.
+    pub sid: TrackSid,
     /// Publishing participant's sid (`PA_…`).
-    pub publisher_sid: String,
+    pub publisher_sid: ParticipantSid,
     info: Mutex<TrackInfo>,
     local: Arc<TrackLocalStaticRTP>,
     media_ssrc: u32,
@@ -55,7 +56,7 @@ impl PublishedTrack {
     /// `PA_…|TR_…` and its track id `TR_…`, which is how livekit-client maps
     /// subscribed media to the publication.
     pub fn new(
-        publisher_sid: &str,
+        publisher_sid: &ParticipantSid,
         mut info: TrackInfo,
         remote: &TrackRemote,
         mid: Option<String>,
@@ -67,8 +68,8 @@ impl PublishedTrack {
         let local =
             Arc::new(TrackLocalStaticRTP::new(codec, info.sid.clone(), format!("{publisher_sid}|{}", info.sid)));
         Self {
-            sid: info.sid.clone(),
-            publisher_sid: publisher_sid.to_owned(),
+            sid: TrackSid::new(info.sid.as_str()),
+            publisher_sid: publisher_sid.clone(),
             info: Mutex::new(info),
             local,
             media_ssrc: remote.ssrc(),

@@ -87,7 +87,7 @@ impl SignalHarness {
             Arc::new(meridian_schema::MemoryStore::new()),
             "fuzz".into(),
             "fuzz-node".into(),
-            crate::metrics::SfuMetrics::default().node("fuzz-node"),
+            crate::metrics::SfuMetrics::default().node(&"fuzz-node".into()),
         );
         let authority = TokenAuthority::new("devkey", "secret");
         let token = authority

@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meridian_auth::TokenAuthority;
+use meridian_ids::{NodeId, RegionId};
 use meridian_schema::Store;
 use tokio::net::TcpListener;
 
@@ -70,9 +71,9 @@ pub struct TurnAdvert {
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
     /// Region this node belongs to (`ServerInfo.region`).
-    pub region: String,
+    pub region: RegionId,
     /// This node's id (`ServerInfo.node_id`).
-    pub node_id: String,
+    pub node_id: NodeId,
     /// TURN relay handed to clients in `JoinResponse.ice_servers`, if any.
     pub turn: Option<TurnAdvert>,
     /// ICE candidate gathering.

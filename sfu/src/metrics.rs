@@ -12,6 +12,7 @@
 //!   its probe ([`crate::turn_probe`]), 0 once it has not for a while (gauge;
 //!   absent for a node without a probed relay).
 
+use meridian_ids::NodeId;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -79,12 +80,12 @@ impl SfuMetrics {
     }
 
     /// The handles of node `node`.
-    pub fn node(&self, node: &str) -> NodeMetrics {
-        let label = NodeLabel { node: node.to_owned() };
+    pub fn node(&self, node: &NodeId) -> NodeMetrics {
+        let label = NodeLabel { node: node.to_string() };
         // One statement per `get_or_create`: each holds the family's read lock until
         // the end of its statement, and a second one in the same family would wait
         // for a write lock for ever.
-        let refusals = |reason| RefusalLabel { node: node.to_owned(), reason };
+        let refusals = |reason| RefusalLabel { node: node.to_string(), reason };
         let refused_handshakes = self.signal_refusals.get_or_create(&refusals("handshake")).clone();
         let malformed_sessions = self.signal_refusals.get_or_create(&refusals("malformed")).clone();
         NodeMetrics {
@@ -100,8 +101,8 @@ impl SfuMetrics {
 
     /// The `turn_relay_up` gauge of node `node`, set to 1 (a relay counts as up
     /// until its probes say otherwise).
-    pub fn turn_relay_up(&self, node: &str) -> Gauge {
-        let gauge = self.turn_relay_up.get_or_create(&NodeLabel { node: node.to_owned() }).clone();
+    pub fn turn_relay_up(&self, node: &NodeId) -> Gauge {
+        let gauge = self.turn_relay_up.get_or_create(&NodeLabel { node: node.to_string() }).clone();
         gauge.set(1);
         gauge
     }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use livekit_protocol as proto;
 use livekit_protocol::signal_response::Message as Out;
 use meridian_auth::{Grants, VerifiedGrant};
+use meridian_ids::{ParticipantIdentity, ParticipantSid, TrackSid};
 use tokio::sync::{mpsc, Notify};
 use webrtc::data_channel::data_channel_init::RTCDataChannelInit;
 use webrtc::data_channel::data_channel_message::DataChannelMessage;
@@ -29,7 +30,6 @@ use webrtc::track::track_remote::TrackRemote;
 use crate::forward::{self, PublishedTrack};
 use crate::room::Room;
 use crate::sdp;
-use meridian_schema::ids;
 
 /// Longest an answer to a publisher offer waits for webrtc-rs to start its receivers.
 pub const RECEIVER_START_WAIT: Duration = Duration::from_millis(500);
@@ -111,9 +111,9 @@ type CandidateBuffer = Mutex<Option<Vec<RTCIceCandidateInit>>>;
 /// A participant in a room on this node.
 pub struct Participant {
     /// Participant sid (`PA_…`).
-    pub sid: String,
+    pub sid: ParticipantSid,
     /// Identity from the token.
-    pub identity: String,
+    pub identity: ParticipantIdentity,
     name: String,
     metadata: String,
     grants: Grants,
@@ -135,7 +135,7 @@ pub struct Participant {
     /// the sender, so that two concurrent subscriptions to one track (the room
     /// announcing a new track while this participant's join subscribes to what is
     /// published) add one down-track, not two.
-    down_tracks: tokio::sync::Mutex<HashMap<String, Arc<RTCRtpSender>>>,
+    down_tracks: tokio::sync::Mutex<HashMap<TrackSid, Arc<RTCRtpSender>>>,
     /// The `sfu.join` span; milestones (`sfu.ice_connected`, `sfu.first_rtp_forwarded`) are its children.
     trace: tracing::Span,
     /// Data channels this node opens on the subscriber PC, by kind, that carry
@@ -200,8 +200,8 @@ impl Participant {
             )
             .await?;
         let me = Arc::new(Self {
-            sid: ids::new(ids::PARTICIPANT),
-            identity: grant.identity().to_owned(),
+            sid: ParticipantSid::random(),
+            identity: grant.identity().clone(),
             name: grant.name().to_owned(),
             metadata: grant.metadata().to_owned(),
             grants: grant.grants(),
@@ -291,8 +291,8 @@ impl Participant {
             tracing::debug!(participant = %self.sid, "undecodable data packet dropped");
             return;
         };
-        packet.participant_identity = self.identity.clone();
-        packet.participant_sid = self.sid.clone();
+        packet.participant_identity = self.identity.to_string();
+        packet.participant_sid = self.sid.to_string();
         room.relay_data(self, kind, &packet).await;
     }
 
@@ -305,7 +305,7 @@ impl Participant {
     }
 
     /// Identity from the token.
-    pub fn identity(&self) -> &str {
+    pub fn identity(&self) -> &ParticipantIdentity {
         &self.identity
     }
 
@@ -341,8 +341,8 @@ impl Participant {
         let tracks: Vec<proto::TrackInfo> = lock(&self.published).iter().map(|t| t.info()).collect();
         let joined = unix(self.joined_at);
         proto::ParticipantInfo {
-            sid: self.sid.clone(),
-            identity: self.identity.clone(),
+            sid: self.sid.to_string(),
+            identity: self.identity.to_string(),
             name: self.name.clone(),
             metadata: self.metadata.clone(),
             state: state as i32,
@@ -374,7 +374,7 @@ impl Participant {
     pub async fn handle_offer(
         self: &Arc<Self>,
         offer: proto::SessionDescription,
-    ) -> Result<Vec<String>, ParticipantError> {
+    ) -> Result<Vec<TrackSid>, ParticipantError> {
         let sections = sdp::media_sections(&offer.sdp);
         if sections.len() > MAX_MEDIA_SECTIONS {
             return Err(ParticipantError::BadRequest(format!(
@@ -579,7 +579,7 @@ impl Participant {
             )));
         }
         let info = proto::TrackInfo {
-            sid: ids::new(ids::TRACK),
+            sid: TrackSid::random().into_string(),
             r#type: req.r#type,
             name: req.name,
             muted: req.muted,
@@ -668,15 +668,15 @@ impl Participant {
     }
 
     /// Removes a published track; returns it if it was there.
-    pub(crate) fn remove_published(&self, track_sid: &str) -> Option<Arc<PublishedTrack>> {
+    pub(crate) fn remove_published(&self, track_sid: &TrackSid) -> Option<Arc<PublishedTrack>> {
         let mut published = lock(&self.published);
-        let at = published.iter().position(|t| t.sid == track_sid)?;
+        let at = published.iter().position(|t| t.sid == *track_sid)?;
         Some(published.remove(at))
     }
 
     /// Handles `MuteTrackRequest`; returns whether the track's state changed.
     pub fn handle_mute(&self, req: &proto::MuteTrackRequest) -> bool {
-        lock(&self.published).iter().find(|t| t.sid == req.sid).is_some_and(|t| t.set_muted(req.muted))
+        lock(&self.published).iter().find(|t| t.sid == *req.sid).is_some_and(|t| t.set_muted(req.muted))
     }
 
     /// Adds a down-track for `track` to the subscriber PC and offers it.
@@ -696,7 +696,7 @@ impl Participant {
     }
 
     /// Removes the down-track of `track_sid`, if any, and offers the change.
-    pub async fn unsubscribe(&self, track_sid: &str) -> Result<(), ParticipantError> {
+    pub async fn unsubscribe(&self, track_sid: &TrackSid) -> Result<(), ParticipantError> {
         {
             let mut down_tracks = self.down_tracks.lock().await;
             let Some(sender) = down_tracks.remove(track_sid) else { return Ok(()) };

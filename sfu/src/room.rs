@@ -14,13 +14,13 @@ use livekit_protocol as proto;
 use livekit_protocol::participant_info::State;
 use livekit_protocol::signal_response::Message as Out;
 use meridian_auth::VerifiedGrant;
+use meridian_ids::{NodeId, ParticipantSid, RegionId, RoomName, RoomSid, TrackSid};
 use meridian_schema::{RoomRecord, Store};
 
 use crate::engine::{Engine, EngineError};
 use crate::forward::PublishedTrack;
 use crate::metrics::NodeMetrics;
 use crate::participant::{DataKind, Participant, SignalTx};
-use meridian_schema::ids;
 use prometheus_client::metrics::counter::Counter;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -31,12 +31,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// A room hosted on this node.
 pub struct Room {
     /// Room name (the token's `video.room`).
-    pub name: String,
+    pub name: RoomName,
     /// Room sid (`RM_…`).
-    pub sid: String,
+    pub sid: RoomSid,
     created_at: SystemTime,
     engine: Arc<Engine>,
-    participants: Mutex<HashMap<String, Arc<Participant>>>,
+    participants: Mutex<HashMap<ParticipantSid, Arc<Participant>>>,
     metrics: NodeMetrics,
 }
 
@@ -55,8 +55,8 @@ impl Room {
         let created = self.created_at.duration_since(UNIX_EPOCH).unwrap_or_default();
         let participants = lock(&self.participants);
         proto::Room {
-            sid: self.sid.clone(),
-            name: self.name.clone(),
+            sid: self.sid.to_string(),
+            name: self.name.to_string(),
             creation_time: created.as_secs() as i64,
             creation_time_ms: created.as_millis() as i64,
             num_participants: participants.len() as u32,
@@ -71,8 +71,8 @@ impl Room {
     }
 
     /// Everyone in the room but `except`.
-    pub fn others(&self, except: &str) -> Vec<Arc<Participant>> {
-        lock(&self.participants).values().filter(|p| p.sid != except).cloned().collect()
+    pub fn others(&self, except: &ParticipantSid) -> Vec<Arc<Participant>> {
+        lock(&self.participants).values().filter(|p| p.sid != *except).cloned().collect()
     }
 
     /// Number of participants.
@@ -112,7 +112,7 @@ impl Room {
     }
 
     /// Removes `publisher`'s track `track_sid` from the room. Idempotent.
-    pub(crate) async fn unpublish(&self, publisher: &Arc<Participant>, track_sid: &str) {
+    pub(crate) async fn unpublish(&self, publisher: &Arc<Participant>, track_sid: &TrackSid) {
         if publisher.remove_published(track_sid).is_none() {
             return;
         }
@@ -134,7 +134,7 @@ impl Room {
         let bytes = bytes::Bytes::from(prost::Message::encode_to_vec(packet));
         for p in self.others(&from.sid) {
             if packet.destination_identities.is_empty()
-                || packet.destination_identities.iter().any(|d| d == p.identity())
+                || packet.destination_identities.iter().any(|d| p.identity() == d.as_str())
             {
                 p.send_data(kind, &bytes).await;
             }
@@ -189,14 +189,20 @@ pub struct RoomManager {
     engine: Arc<Engine>,
     metrics: NodeMetrics,
     store: Arc<dyn Store>,
-    region: String,
-    node: String,
-    rooms: Mutex<HashMap<String, Arc<Room>>>,
+    region: RegionId,
+    node: NodeId,
+    rooms: Mutex<HashMap<RoomName, Arc<Room>>>,
 }
 
 impl RoomManager {
     /// No rooms yet. Rooms are recorded in `store` with `region` and `node`.
-    pub fn new(engine: Arc<Engine>, store: Arc<dyn Store>, region: String, node: String, metrics: NodeMetrics) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        store: Arc<dyn Store>,
+        region: RegionId,
+        node: NodeId,
+        metrics: NodeMetrics,
+    ) -> Self {
         Self { engine, metrics, store, region, node, rooms: Mutex::new(HashMap::new()) }
     }
 
@@ -214,7 +220,7 @@ impl RoomManager {
     }
 
     /// Whether a room of this name is live on this node.
-    pub fn has_room(&self, name: &str) -> bool {
+    pub fn has_room(&self, name: &RoomName) -> bool {
         lock(&self.rooms).contains_key(name)
     }
 
@@ -241,18 +247,19 @@ impl RoomManager {
                 let record = self
                     .store
                     .get_or_create_room(&RoomRecord {
-                        name: grant.room().to_owned(),
-                        sid: ids::new(ids::ROOM),
+                        name: grant.room().clone(),
+                        sid: RoomSid::random(),
                         region: Some(self.region.clone()),
                         node: Some(self.node.clone()),
                         created_at: SystemTime::now(),
                         pinned: false,
                     })
                     .await?;
-                if record.node.as_deref() != Some(self.node.as_str()) {
+                if record.node.as_ref() != Some(&self.node) {
                     // The room's node is gone (the gateway only sends joins here
                     // when it is): take the room over.
-                    tracing::info!(room = %record.name, from = ?record.node, "taking over room");
+                    let from = record.node.as_ref().map(NodeId::as_str);
+                    tracing::info!(room = %record.name, ?from, "taking over room");
                     self.store.place_room(&record.name, &self.region, &self.node).await?;
                 }
                 let mut rooms = lock(&self.rooms);
@@ -270,7 +277,7 @@ impl RoomManager {
                 }))
             }
         };
-        let duplicate = lock(&room.participants).values().find(|p| p.identity == grant.identity()).cloned();
+        let duplicate = lock(&room.participants).values().find(|p| p.identity == *grant.identity()).cloned();
         if let Some(old) = duplicate {
             old.send(Out::Leave(proto::LeaveRequest {
                 can_reconnect: false,

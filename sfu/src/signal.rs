@@ -187,7 +187,7 @@ fn join_response(sfu: &Sfu, room: &Room, me: &Participant) -> proto::JoinRespons
         .turn
         .iter()
         .map(|turn| {
-            let c = meridian_auth::turn_rest::mint(&turn.secret, &me.identity, turn.ttl, SystemTime::now());
+            let c = meridian_auth::turn_rest::mint(&turn.secret, me.identity.as_str(), turn.ttl, SystemTime::now());
             proto::IceServer { urls: turn.urls.clone(), username: c.username, credential: c.password }
         })
         .collect();
@@ -200,15 +200,15 @@ fn join_response(sfu: &Sfu, room: &Room, me: &Participant) -> proto::JoinRespons
         server_version: LIVEKIT_COMPAT_VERSION.into(),
         ice_servers,
         subscriber_primary: false,
-        server_region: sfu.config.region.clone(),
+        server_region: sfu.config.region.to_string(),
         ping_timeout: PING_TIMEOUT.as_secs() as i32,
         ping_interval: PING_INTERVAL.as_secs() as i32,
         server_info: Some(proto::ServerInfo {
             edition: proto::server_info::Edition::Standard as i32,
             version: LIVEKIT_COMPAT_VERSION.into(),
             protocol: PROTOCOL_VERSION,
-            region: sfu.config.region.clone(),
-            node_id: sfu.config.node_id.clone(),
+            region: sfu.config.region.to_string(),
+            node_id: sfu.config.node_id.to_string(),
             ..Default::default()
         }),
         ..Default::default()

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
+use meridian_ids::RegionId;
 use serde::Deserialize;
 
 use super::{default_addr, ConfigError};
@@ -68,7 +69,7 @@ pub struct GatewayRole {
     /// URL handed out with tokens.
     pub public_url: String,
     /// Default region.
-    pub default_region: String,
+    pub default_region: RegionId,
     /// Trusted proxies.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// City database.
@@ -108,7 +109,7 @@ impl GatewaySection {
                       behind a TLS-terminating load balancer",
             });
         }
-        let default_region = self.default_region.clone().ok_or(ConfigError::Missing {
+        let default_region = self.default_region.clone().map(RegionId::new).ok_or(ConfigError::Missing {
             key: "gateway.default_region",
             why: "where clients that cannot be located go",
         })?;

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
+use meridian_ids::{NodeId, RegionId};
 use serde::Deserialize;
 
 use super::{default_addr, ConfigError};
@@ -90,11 +91,11 @@ pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct SfuRole {
     /// Region id.
-    pub region: String,
+    pub region: RegionId,
     /// Region position.
     pub position: Option<(f64, f64)>,
     /// Node id.
-    pub node_id: String,
+    pub node_id: NodeId,
     /// Signal listen address.
     pub listen: SocketAddr,
     /// Address gateways connect to.
@@ -128,6 +129,7 @@ impl SfuSection {
         let region = self
             .region
             .clone()
+            .map(RegionId::new)
             .ok_or(ConfigError::Missing { key: "sfu.region", why: "the region this node serves" })?;
         let position = match (self.latitude, self.longitude) {
             (Some(la), Some(lo)) if (-90.0..=90.0).contains(&la) && (-180.0..=180.0).contains(&lo) => Some((la, lo)),
@@ -159,7 +161,7 @@ impl SfuSection {
             }
         };
         Ok(SfuRole {
-            node_id: self.node_id.clone().unwrap_or_else(|| format!("{region}-{}", hostname())),
+            node_id: NodeId::new(self.node_id.clone().unwrap_or_else(|| format!("{region}-{}", hostname()))),
             region,
             position,
             listen,

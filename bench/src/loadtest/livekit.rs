@@ -45,8 +45,8 @@ pub(crate) async fn join_rooms(
             let identity = format!("{}-{room}-{i}", if publisher { "pub" } else { "sub" });
             let token = authority
                 .mint(&MintRequest {
-                    room: format!("load-{room}"),
-                    identity: identity.clone(),
+                    room: format!("load-{room}").into(),
+                    identity: identity.as_str().into(),
                     name: String::new(),
                     metadata: String::new(),
                     ttl: Duration::from_secs(3600),
