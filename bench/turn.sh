@@ -12,7 +12,7 @@
 #                                           the relay (coturn's turnutils_peer)
 # Client to client, both allocations are on the relay; Meridian passes bound
 # channels' data from one client to the other directly (a hairpin, see
-# turn-relay/src/fastpath.rs), coturn through its relayed sockets. The peer load
+# turn-relay/src/channel_data.rs), coturn through its relayed sockets. The peer load
 # crosses the relayed sockets on both servers.
 # For each run: messages the clients got back, messages per second over the
 # client's own transmit time (whole seconds, as it prints them), loss, the server's CPU seconds
