@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{scoped_postgres, KEY, SECRET};
+use common::{eventually, scoped_postgres, KEY, SECRET};
 use livekit_protocol as proto;
 use prost::Message as _;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -45,14 +45,15 @@ impl Procs {
         assert!(ok, "kill {sig} {name}");
     }
 
-    fn wait_exit(&mut self, name: &str, within: Duration) -> std::process::ExitStatus {
+    /// Waits for `name` to exit, with [`GUARD`] against a hang (not a timing assertion).
+    fn wait_exit(&mut self, name: &str) -> std::process::ExitStatus {
         let child = &mut self.0.iter_mut().find(|(n, _)| n == name).expect("known process").1;
-        let deadline = Instant::now() + within;
+        let deadline = Instant::now() + GUARD;
         loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "{name} did not exit within {within:?}");
+            assert!(Instant::now() < deadline, "{name} never exited");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -185,17 +186,9 @@ async fn https(
     Ok((status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
 }
 
-async fn wait_until<F, Fut>(what: &str, within: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !f().await {
-        assert!(Instant::now() < deadline, "{what} within {within:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+/// Guards every wait of this test against a hang. The waits are for events; on
+/// a loaded machine they take longer, which is no failure.
+const GUARD: Duration = Duration::from_secs(120);
 
 /// Joins `room` over WSS; the region of the JoinResponse, or the HTTP status of a refusal.
 async fn join_region(addr: SocketAddr, connector: &TlsConnector, room: &str, identity: &str) -> Result<String, u16> {
@@ -281,7 +274,7 @@ async fn gateway_and_nodes_as_processes_route_fail_over_drain_and_reload() {
         spawn("gateway", &["gateway", "--config", cfg], &db, &dir, otlp),
     ]);
     let connector = tls_connector(&[&der1]);
-    wait_until("the gateway answers over HTTPS", Duration::from_secs(30), || async {
+    eventually("the gateway answers over HTTPS", || async {
         matches!(https(gw_addr, &connector, "GET", "/healthz", "").await, Ok((200, _)))
     })
     .await;
@@ -292,7 +285,7 @@ async fn gateway_and_nodes_as_processes_route_fail_over_drain_and_reload() {
             .map(|r| r.get::<_, i64>(0))
             .unwrap_or(0)
     };
-    wait_until("both nodes register", Duration::from_secs(30), || async { registered().await == 2 }).await;
+    eventually("both nodes register", || async { registered().await == 2 }).await;
 
     assert_eq!(join_region(gw_addr, &connector, "r1", "alice").await, Ok("eu-west".into()), "the default region");
 
@@ -301,7 +294,7 @@ async fn gateway_and_nodes_as_processes_route_fail_over_drain_and_reload() {
     let named = |name: &str| -> Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)> {
         spans.lock().unwrap().iter().filter(|(_, s)| s.name == name).cloned().collect()
     };
-    wait_until("both processes export the join's spans", Duration::from_secs(20), || async {
+    eventually("both processes export the join's spans", || async {
         !named("sfu.join").is_empty() && !named("gateway.join").is_empty()
     })
     .await;
@@ -339,7 +332,7 @@ async fn gateway_and_nodes_as_processes_route_fail_over_drain_and_reload() {
         let eu = v["candidates"].as_array().unwrap().iter().find(|c| c["region"] == "eu-west").cloned().unwrap();
         eu["nodes"][0]["state"].as_str().unwrap().to_owned()
     };
-    wait_until("the dead node goes stale", Duration::from_secs(10), || async { eu_state().await == "stale" }).await;
+    eventually("the dead node goes stale", || async { eu_state().await == "stale" }).await;
     // The 5 s staleness rule itself is tested in virtual time
     // (gateway/src/route.rs); here the wall clock only reports.
     let stale_after = killed_at.elapsed();
@@ -349,14 +342,14 @@ async fn gateway_and_nodes_as_processes_route_fail_over_drain_and_reload() {
     let (_, _, der2) = write_cert(&dir, "first");
     procs.signal("gateway", "-HUP");
     let only_new = tls_connector(&[&der2]);
-    wait_until("the new certificate is served", Duration::from_secs(10), || async {
+    eventually("the new certificate is served", || async {
         matches!(https(gw_addr, &only_new, "GET", "/healthz", "").await, Ok((200, _)))
     })
     .await;
 
     // SIGTERM drains us-west: it leaves the registry and exits; nothing takes new rooms.
     procs.signal("sfu-us", "-TERM");
-    let status = procs.wait_exit("sfu-us", Duration::from_secs(20));
+    let status = procs.wait_exit("sfu-us");
     assert!(status.success(), "a drained node exits cleanly: {status}");
     let left = admin.query_opt(&format!("SELECT id FROM {schema}.nodes WHERE id = 'us-west-1'"), &[]).await.unwrap();
     assert!(left.is_none(), "the drained node removed its registry entry");
