@@ -1,0 +1,4 @@
+output "id" {
+  description = "The peering connection."
+  value       = aws_vpc_peering_connection.this.id
+}
