@@ -17,6 +17,7 @@ use webrtc::api::{APIBuilder, API};
 use webrtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::network_type::NetworkType;
+use webrtc::ice::udp_network::{EphemeralUDP, UDPNetwork};
 use webrtc::interceptor::registry::Registry;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::RTCPeerConnection;
@@ -36,6 +37,11 @@ pub struct IceConfig {
     pub include_loopback: bool,
     /// Only gather candidates on loopback addresses (default false).
     pub loopback_only: bool,
+    /// The UDP ports ICE binds its host candidates to, first and last
+    /// inclusive (LiveKit's `rtc.port_range_start`/`port_range_end`), so that a
+    /// firewall can open exactly them; `None` takes the kernel's ephemeral ports
+    /// (default). Each peer connection binds one port of it while it lives.
+    pub port_range: Option<(u16, u16)>,
 }
 
 /// Errors setting up the engine or a peer connection. All are ours or the host's.
@@ -94,6 +100,10 @@ impl Engine {
         }
         if ice.loopback_only {
             settings.set_ip_filter(Box::new(|ip| ip.is_loopback()));
+        }
+        if let Some((first, last)) = ice.port_range {
+            let ports = EphemeralUDP::new(first, last).map_err(|e| EngineError::WebRtc(e.into()))?;
+            settings.set_udp_network(UDPNetwork::Ephemeral(ports));
         }
         // SRTP with AES_CM_128_HMAC_SHA1_80 only (RFC 3711; WebRTC's mandatory
         // profile, RFC 8827 §6.5), not AEAD_AES_128_GCM: webrtc-srtp's GCM path costs
@@ -183,5 +193,33 @@ pub async fn await_receivers(
             return Err(missing);
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The host candidates of a node's peer connection use ports of its range only.
+    #[tokio::test]
+    async fn host_candidates_take_their_ports_from_the_configured_range() {
+        let range = (47_100, 47_119);
+        let ice = IceConfig { include_loopback: true, loopback_only: true, port_range: Some(range) };
+        let engine = Engine::new(&ice).unwrap();
+        let pc = engine.peer_connection().await.unwrap();
+        pc.create_data_channel("probe", None).await.unwrap();
+        let offer = pc.create_offer(None).await.unwrap();
+        let mut gathered = pc.gathering_complete_promise().await;
+        pc.set_local_description(offer).await.unwrap();
+        let _ = gathered.recv().await;
+        let sdp = pc.local_description().await.unwrap().sdp;
+        let ports: Vec<u16> = sdp
+            .lines()
+            .filter_map(|l| l.strip_prefix("a=candidate:"))
+            .filter_map(|c| c.split(' ').nth(5)?.parse().ok())
+            .collect();
+        assert!(!ports.is_empty(), "some host candidate: {sdp}");
+        assert!(ports.iter().all(|p| (range.0..=range.1).contains(p)), "{ports:?} within {range:?}");
+        pc.close().await.unwrap();
     }
 }

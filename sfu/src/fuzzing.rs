@@ -80,7 +80,7 @@ impl SignalHarness {
             .enable_all()
             .build()
             .expect("fuzz harness: a current-thread runtime");
-        let engine = Engine::new(&IceConfig { include_loopback: true, loopback_only: true })
+        let engine = Engine::new(&IceConfig { include_loopback: true, loopback_only: true, port_range: None })
             .expect("fuzz harness: the WebRTC engine");
         let rooms = RoomManager::new(
             Arc::new(engine),

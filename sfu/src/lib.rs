@@ -161,7 +161,7 @@ pub(crate) fn test_node() -> Arc<Sfu> {
             region: "test".into(),
             node_id: "test-1".into(),
             turn: None,
-            ice: engine::IceConfig { include_loopback: true, loopback_only: true },
+            ice: engine::IceConfig { include_loopback: true, loopback_only: true, port_range: None },
             max_connections: 16,
             position: None,
             advertise_signal: "127.0.0.1:9".into(),

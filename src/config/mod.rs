@@ -186,6 +186,7 @@ mod tests {
         assert_eq!(gw.default_region, "eu-west");
         let sfu = file.sfu.resolve().expect("sfu");
         assert_eq!((sfu.region.as_str(), sfu.capacity), ("eu-west", 500));
+        assert_eq!(sfu.ice_port_range, Some((50000, 60000)));
         let turn = file.turn.resolve().expect("turn");
         assert_eq!(turn.relay.tcp_listen, Some(turn.relay.listen), "TCP on the UDP port by default");
         assert_eq!(turn.tls.map(|t| t.0.port()), Some(5349));
@@ -202,6 +203,12 @@ mod tests {
         assert!(e.contains("lisen"), "unknown keys are refused: {e}");
         let sfu = SfuSection { region: Some("eu".into()), ..Default::default() };
         assert!(sfu.resolve().unwrap_err().to_string().contains("sfu.advertise"));
+        let local =
+            || SfuSection { region: Some("eu".into()), advertise: Some("10.0.0.1:7881".into()), ..Default::default() };
+        let half = SfuSection { ice_port_range_start: Some(50000), ..local() };
+        assert!(half.resolve().unwrap_err().to_string().contains("sfu.ice_port_range_end"));
+        let reversed = SfuSection { ice_port_range_start: Some(50010), ice_port_range_end: Some(50000), ..local() };
+        assert!(reversed.resolve().unwrap_err().to_string().contains("sfu.ice_port_range_start"));
         assert!(DatabaseSection::default().required().unwrap_err().to_string().contains("database.url"));
         let turn = TurnSection { relay_ip: Some([203, 0, 113, 5].into()), ..Default::default() };
         assert!(turn.resolve().unwrap_err().to_string().contains("turn.secret"));

@@ -49,6 +49,14 @@ pub struct SfuSection {
     /// Offer loopback ICE candidates (tests and single-host setups; default false).
     #[arg(long = "sfu-include-loopback", env = "MERIDIAN_SFU_INCLUDE_LOOPBACK")]
     pub include_loopback: Option<bool>,
+    /// First UDP port of the range ICE binds to (LiveKit's
+    /// `rtc.port_range_start`; default none: the kernel's ephemeral ports). With
+    /// `ice_port_range_end`, a firewall opens exactly these.
+    #[arg(long = "sfu-ice-port-range-start", env = "MERIDIAN_SFU_ICE_PORT_RANGE_START")]
+    pub ice_port_range_start: Option<u16>,
+    /// Last UDP port of that range, inclusive (LiveKit's `rtc.port_range_end`).
+    #[arg(long = "sfu-ice-port-range-end", env = "MERIDIAN_SFU_ICE_PORT_RANGE_END")]
+    pub ice_port_range_end: Option<u16>,
     /// Seconds a draining node (SIGTERM) waits for its rooms to empty before it stops (default 30).
     #[arg(long = "sfu-drain-grace", env = "MERIDIAN_SFU_DRAIN_GRACE")]
     pub drain_grace: Option<u64>,
@@ -74,6 +82,8 @@ impl SfuSection {
                 turn_secret,
                 turn_probe,
                 include_loopback,
+                ice_port_range_start,
+                ice_port_range_end,
                 drain_grace,
                 metrics_listen
             ],
@@ -108,6 +118,8 @@ pub struct SfuRole {
     pub turn_probe: Option<String>,
     /// Offer loopback candidates.
     pub include_loopback: bool,
+    /// The UDP ports ICE binds to, first and last inclusive (`None`: ephemeral).
+    pub ice_port_range: Option<(u16, u16)>,
     /// Drain grace period.
     pub drain_grace: Duration,
     /// Where `/metrics` is served.
@@ -160,6 +172,22 @@ impl SfuSection {
                 return Err(ConfigError::Missing { key: "sfu.turn_secret", why: "credentials for sfu.turn_urls" })
             }
         };
+        let ice_port_range = match (self.ice_port_range_start, self.ice_port_range_end) {
+            (None, None) => None,
+            (Some(first), Some(last)) if first != 0 && first <= last => Some((first, last)),
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "sfu.ice_port_range_start",
+                    why: "a port from 1 up to sfu.ice_port_range_end".into(),
+                })
+            }
+            _ => {
+                return Err(ConfigError::Missing {
+                    key: "sfu.ice_port_range_end",
+                    why: "ice_port_range_start and ice_port_range_end go together",
+                })
+            }
+        };
         Ok(SfuRole {
             node_id: NodeId::new(self.node_id.clone().unwrap_or_else(|| format!("{region}-{}", hostname()))),
             region,
@@ -174,6 +202,7 @@ impl SfuSection {
             },
             turn,
             include_loopback: self.include_loopback.unwrap_or(false),
+            ice_port_range,
             drain_grace: self.drain_grace.map(Duration::from_secs).unwrap_or(DEFAULT_DRAIN_GRACE),
             metrics_listen: self.metrics_listen,
         })

@@ -66,7 +66,11 @@ pub async fn start_sfu(
                 ttl: DEFAULT_CREDENTIAL_TTL,
                 probe: role.turn_probe.clone(),
             }),
-            ice: IceConfig { include_loopback: role.include_loopback, loopback_only: addr.ip().is_loopback() },
+            ice: IceConfig {
+                include_loopback: role.include_loopback,
+                loopback_only: addr.ip().is_loopback(),
+                port_range: role.ice_port_range,
+            },
             max_connections: meridian_sfu::DEFAULT_MAX_CONNECTIONS,
             position: role.position,
             advertise_signal: role.advertise.clone(),
