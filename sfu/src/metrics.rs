@@ -9,8 +9,8 @@
 //!   a failed or timed-out upgrade) and `malformed` (a frame or request that does
 //!   not fit the protocol, or over a limit).
 //! - `meridian_sfu_turn_relay_up{node}`: 1 while the node's TURN relay answers
-//!   its probe ([`crate::turn_probe`]), 0 once it has not for a while (gauge;
-//!   absent for a node without a probed relay).
+//!   its probe ([`crate::turn_probe`]), 0 before the first answer and once it has
+//!   not answered for a while (gauge; absent for a node without a probed relay).
 
 use meridian_ids::NodeId;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -99,11 +99,8 @@ impl SfuMetrics {
         }
     }
 
-    /// The `turn_relay_up` gauge of node `node`, set to 1 (a relay counts as up
-    /// until its probes say otherwise).
+    /// The `turn_relay_up` gauge of node `node`: 0 until a probe is answered.
     pub fn turn_relay_up(&self, node: &NodeId) -> Gauge {
-        let gauge = self.turn_relay_up.get_or_create(&NodeLabel { node: node.to_string() }).clone();
-        gauge.set(1);
-        gauge
+        self.turn_relay_up.get_or_create(&NodeLabel { node: node.to_string() }).clone()
     }
 }

@@ -149,19 +149,19 @@ async fn relay_answers(sfu: &Sfu, target: &str, relay: &mut Reachability) -> boo
         (Some(Change::Down), Err(e)) => {
             tracing::error!(%node, error = %e, failures = turn_probe::PROBE_FAILURES,
                 "the TURN relay does not answer: the node leaves the registry until it does");
-            if let Some(up) = &sfu.metrics.turn_relay_up {
-                up.set(0);
-            }
             leave(sfu).await;
         }
         (Some(Change::Up), _) => {
-            tracing::info!(%node, relay = %target, "the TURN relay answers again: the node rejoins the registry");
-            if let Some(up) = &sfu.metrics.turn_relay_up {
-                up.set(1);
-            }
+            tracing::info!(%node, relay = %target, "the TURN relay answers again: the node rejoins the registry")
         }
         (None, Err(e)) if !relay.is_down() => tracing::warn!(%node, error = %e, "TURN relay probe failed"),
         _ => {}
+    }
+    if let Some(up) = &sfu.metrics.turn_relay_up {
+        // Up from the first answer on, until it counts as down.
+        if result.is_ok() || relay.is_down() {
+            up.set(i64::from(!relay.is_down()));
+        }
     }
     !relay.is_down()
 }
