@@ -156,11 +156,17 @@ pub async fn serve(sfu: Arc<Sfu>, listener: TcpListener, shutdown: impl Future<O
 /// A node on the memory store with no relay, for unit tests.
 #[cfg(test)]
 pub(crate) fn test_node() -> Arc<Sfu> {
+    test_node_with(None, &metrics::SfuMetrics::default())
+}
+
+/// A node on the memory store advertising `turn`, with its metrics in `metrics`.
+#[cfg(test)]
+pub(crate) fn test_node_with(turn: Option<TurnAdvert>, metrics: &metrics::SfuMetrics) -> Arc<Sfu> {
     Sfu::new(
         SfuConfig {
             region: "test".into(),
             node_id: "test-1".into(),
-            turn: None,
+            turn,
             ice: engine::IceConfig { include_loopback: true, loopback_only: true, port_range: None },
             max_connections: 16,
             position: None,
@@ -169,7 +175,7 @@ pub(crate) fn test_node() -> Arc<Sfu> {
         },
         TokenAuthority::new("devkey", "secret"),
         Arc::new(meridian_schema::MemoryStore::new()),
-        &metrics::SfuMetrics::default(),
+        metrics,
     )
     .expect("the WebRTC engine")
 }

@@ -175,7 +175,103 @@ async fn leave(sfu: &Sfu) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use tokio::net::UdpSocket;
+    use tokio::time::sleep;
+    use webrtc::stun::message::{Message, BINDING_SUCCESS};
+
     use super::*;
+
+    /// Whether the node has an entry in its store now.
+    async fn listed(sfu: &Sfu) -> bool {
+        sfu.store.nodes().await.unwrap().iter().any(|n| n.id == sfu.config.node_id)
+    }
+
+    /// Heartbeats until the returned sender fires (or is dropped).
+    fn heartbeating(sfu: &Arc<Sfu>, health: &Health) -> tokio::sync::oneshot::Sender<()> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(run_heartbeats(Arc::clone(sfu), health.clone(), async move {
+            let _ = stopped.await;
+        }));
+        stop
+    }
+
+    /// In virtual time: an entry removed is written again within one interval; a
+    /// failed health removes it for good; shutdown removes it too.
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_renew_the_entry_until_health_fails() {
+        let sfu = crate::test_node();
+        let health = Health::new();
+        let stop = heartbeating(&sfu, &health);
+        sleep(HEARTBEAT_INTERVAL / 2).await;
+        assert!(listed(&sfu).await, "the first heartbeat is at once");
+        sfu.store.remove_node(&sfu.config.node_id).await.unwrap();
+        sleep(HEARTBEAT_INTERVAL).await;
+        assert!(listed(&sfu).await, "written again by the next heartbeat");
+
+        health.task_ended("a listener", "test");
+        sleep(HEARTBEAT_INTERVAL / 2).await;
+        assert!(!listed(&sfu).await, "left at once");
+        sleep(HEARTBEAT_INTERVAL * 10).await;
+        assert!(!listed(&sfu).await, "and never heartbeats again");
+        drop(stop);
+    }
+
+    /// A relay that answers STUN Binding requests while `answering` holds.
+    async fn relay(answering: Arc<AtomicBool>) -> String {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                let mut request = Message::new();
+                request.raw = buf[..n].to_vec();
+                if !answering.load(Ordering::SeqCst) || request.decode().is_err() {
+                    continue;
+                }
+                let mut answer = Message::new();
+                answer.build(&[Box::new(request.transaction_id), Box::new(BINDING_SUCCESS)]).unwrap();
+                let _ = socket.send_to(&answer.raw, from).await;
+            }
+        });
+        addr
+    }
+
+    /// In virtual time: three silent probes in a row take the node out of the
+    /// registry (one or two do not), the first answer brings it back, and the
+    /// gauge follows.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_relay_takes_the_node_out_until_it_answers() {
+        let answering = Arc::new(AtomicBool::new(true));
+        let target = relay(Arc::clone(&answering)).await;
+        let turn = crate::TurnAdvert {
+            urls: vec![format!("turn:{target}?transport=udp")],
+            secret: b"s".to_vec(),
+            ttl: Duration::from_secs(600),
+            probe: Some(target),
+        };
+        let metrics = crate::metrics::SfuMetrics::default();
+        let sfu = crate::test_node_with(Some(turn), &metrics);
+        let up = sfu.metrics.turn_relay_up.clone().expect("a probed relay has the gauge");
+        let _stop = heartbeating(&sfu, &Health::new());
+        sleep(HEARTBEAT_INTERVAL / 2).await;
+        assert!(listed(&sfu).await);
+        assert_eq!(up.get(), 1, "the first probe was answered");
+
+        answering.store(false, Ordering::SeqCst);
+        // Two silent probes (each waits PROBE_TIMEOUT, then the next tick).
+        sleep(HEARTBEAT_INTERVAL * 2).await;
+        assert!(listed(&sfu).await, "one or two silent probes are not enough");
+        sleep(HEARTBEAT_INTERVAL * 4).await;
+        assert!(!listed(&sfu).await, "three in a row take the node out");
+        assert_eq!(up.get(), 0);
+
+        answering.store(true, Ordering::SeqCst);
+        sleep(HEARTBEAT_INTERVAL * 2).await;
+        assert!(listed(&sfu).await, "the first answer brings it back");
+        assert_eq!(up.get(), 1);
+    }
 
     #[test]
     fn this_process_has_cpu_time() {
