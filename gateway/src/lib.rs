@@ -312,6 +312,10 @@ mod tests {
     use super::*;
 
     fn gateway() -> Arc<Gateway> {
+        gateway_on(Arc::new(meridian_schema::MemoryStore::new()))
+    }
+
+    fn gateway_on(store: Arc<dyn Store>) -> Arc<Gateway> {
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = metrics::GatewayMetrics::register(&mut registry);
         Arc::new(Gateway::new(
@@ -325,7 +329,7 @@ mod tests {
                 tls: None,
             },
             meridian_auth::TokenAuthority::new("devkey", "secret"),
-            Arc::new(meridian_schema::MemoryStore::new()),
+            store,
             meridian_geo::Locator::none(),
             Observability { metrics, registry: Arc::new(registry), health: meridian_runtime::Health::new() },
         ))
@@ -363,5 +367,68 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.ends_with("ok"), "{answer}");
         assert!(start.elapsed() < HEADER_READ_TIMEOUT, "{:?}", start.elapsed());
+    }
+
+    /// A node that accepts the connection and never answers the upgrade held
+    /// the join for ever; now it is given up after [`proxy::UPSTREAM_TIMEOUT`]
+    /// and the join routed again (here to nothing: 503).
+    #[tokio::test(start_paused = true)]
+    async fn a_node_that_never_answers_the_upgrade_is_given_up_after_the_upstream_timeout() {
+        let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let signal_addr = hanging.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = hanging.accept().await {
+                held.push(stream);
+            }
+        });
+        let store: Arc<dyn Store> = Arc::new(meridian_schema::MemoryStore::new());
+        store
+            .heartbeat(&meridian_schema::NodeRecord {
+                id: "local-1".into(),
+                region: "local".into(),
+                position: None,
+                signal_addr,
+                turn_urls: Vec::new(),
+                capacity: 10,
+                load: Default::default(),
+                draining: false,
+                last_seen: std::time::SystemTime::now(),
+            })
+            .await
+            .unwrap();
+        let token = meridian_auth::TokenAuthority::new("devkey", "secret")
+            .mint(&meridian_auth::MintRequest {
+                room: "r".into(),
+                identity: "a".into(),
+                name: String::new(),
+                metadata: String::new(),
+                ttl: std::time::Duration::from_secs(600),
+                grants: Default::default(),
+            })
+            .unwrap()
+            .jwt;
+        let (mut client, server) = tokio::io::duplex(8192);
+        let start = tokio::time::Instant::now();
+        tokio::spawn(serve_connection(gateway_on(store), PEER.parse().unwrap(), server));
+        let upgrade = format!(
+            "GET /rtc?access_token={token} HTTP/1.1\r\nHost: gateway\r\nConnection: Upgrade\r\n\
+             Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        client.write_all(upgrade.as_bytes()).await.unwrap();
+        let answer = tokio::time::timeout(proxy::UPSTREAM_TIMEOUT * 6, async {
+            let mut answer = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = client.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed without an answer");
+                answer.extend_from_slice(&buf[..n]);
+            }
+            String::from_utf8_lossy(&answer).into_owned()
+        })
+        .await
+        .expect("an answer, not a join held for ever");
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(start.elapsed() >= proxy::UPSTREAM_TIMEOUT, "not before the timeout: {:?}", start.elapsed());
     }
 }
