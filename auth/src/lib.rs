@@ -134,12 +134,17 @@ impl VerifiedGrant {
 }
 
 /// Why a token or API credential was refused. Every variant is the client's fault;
-/// [`TokenError::http_status`] maps it to 401 (who are you) or 403 (not allowed).
+/// [`TokenError::http_status`] maps it to LiveKit's status for it (401, or 400 for
+/// a request that names no identity or room; `pkg/service/auth.go`, `utils.go`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     /// No token was presented.
     #[error("no access token")]
     Missing,
+    /// An `Authorization` header that is not `Bearer <token>` (LiveKit's
+    /// `ErrMissingAuthorization`, word for word).
+    #[error("invalid authorization header. Must start with Bearer ")]
+    BadAuthorizationHeader,
     /// The token is not a well-formed JWT, or its claims do not decode.
     #[error("invalid token: malformed ({0})")]
     Malformed(String),
@@ -158,29 +163,29 @@ pub enum TokenError {
     /// The token carries no `roomJoin` grant.
     #[error("permission denied: token has no roomJoin grant")]
     NoRoomJoin,
-    /// The token names no room or no identity.
+    /// A token to mint names no room or no identity.
     #[error("permission denied: token names no {0}")]
     Incomplete(&'static str),
-    /// The token admits to another room than the one asked for.
-    #[error("permission denied: token is for room {granted:?}, not {requested:?}")]
-    WrongRoom {
-        /// The room in the token.
-        granted: String,
-        /// The room the request asked for.
-        requested: String,
-    },
+    /// A join token with an empty identity (`sub`); LiveKit's `ErrIdentityEmpty`.
+    #[error("identity cannot be empty")]
+    IdentityEmpty,
+    /// Neither the join token nor the URL's `room` names a room; LiveKit's
+    /// `ErrNoRoomName`.
+    #[error("no room name")]
+    NoRoomName,
     /// Server-API credentials were missing or wrong.
     #[error("invalid API credentials")]
     BadApiCredentials,
 }
 
 impl TokenError {
-    /// HTTP status for this refusal: 401 when the caller is not authenticated, 403
-    /// when an authentic token does not allow the request (as LiveKit's
-    /// `/rtc/validate` answers).
+    /// HTTP status for this refusal, as LiveKit's `/rtc` and `/rtc/validate`
+    /// answer it: 400 for a join that names no identity or no room (and a mint
+    /// request that does not), 401 for everything else (no, bad or expired token,
+    /// no `roomJoin` grant).
     pub fn http_status(&self) -> u16 {
         match self {
-            TokenError::NoRoomJoin | TokenError::Incomplete(_) | TokenError::WrongRoom { .. } => 403,
+            TokenError::IdentityEmpty | TokenError::NoRoomName | TokenError::Incomplete(_) => 400,
             _ => 401,
         }
     }
@@ -258,24 +263,24 @@ impl TokenAuthority {
     }
 
     /// Verifies a join token: signature, `iss`, expiry and not-before (60 s
-    /// leeway), the `roomJoin` grant, a room and an identity, and, when `room` is
-    /// given, that the token is for that room.
-    pub fn verify_join(&self, token: &str, room: Option<&str>) -> Result<VerifiedGrant, TokenError> {
+    /// leeway), the `roomJoin` grant and an identity. The room is the token's
+    /// when it names one, else `url_room` (the `/rtc` URL's `room`), as LiveKit's
+    /// `ValidateConnectRequest` decides: a token's room wins over the URL's.
+    pub fn verify_join(&self, token: &str, url_room: Option<&str>) -> Result<VerifiedGrant, TokenError> {
         let claims = self.verify(token)?;
         let expires_at = claim_time(claims.exp, "exp")?;
         let video = &claims.video;
         if !video.room_join {
             return Err(TokenError::NoRoomJoin);
         }
-        if video.room.is_empty() {
-            return Err(TokenError::Incomplete("room"));
-        }
         if claims.sub.is_empty() {
-            return Err(TokenError::Incomplete("identity"));
+            return Err(TokenError::IdentityEmpty);
         }
-        if let Some(requested) = room.filter(|r| !r.is_empty() && *r != video.room) {
-            return Err(TokenError::WrongRoom { granted: video.room.clone(), requested: requested.to_owned() });
-        }
+        let room = match (video.room.as_str(), url_room.unwrap_or("")) {
+            ("", "") => return Err(TokenError::NoRoomName),
+            ("", from_url) => from_url.to_owned(),
+            (from_token, _) => from_token.to_owned(),
+        };
         Ok(VerifiedGrant {
             grants: Grants {
                 can_publish: video.can_publish(),
@@ -287,9 +292,30 @@ impl TokenAuthority {
             identity: claims.sub.into(),
             name: claims.name,
             metadata: claims.metadata,
-            room: claims.video.room.into(),
+            room: room.into(),
             expires_at,
         })
+    }
+
+    /// The join token of a `/rtc` or `/rtc/validate` request, where LiveKit's
+    /// middleware looks for it (`pkg/service/auth.go`): the `Authorization`
+    /// header's `Bearer <token>` when the header is there (LiveKit's Rust-based
+    /// SDKs send it), else the `access_token` query parameter (livekit-client).
+    ///
+    /// Errors: [`TokenError::BadAuthorizationHeader`] for a header of another
+    /// scheme, [`TokenError::Missing`] when neither holds a token.
+    pub fn join_token<'a>(
+        authorization: Option<&'a str>,
+        access_token: Option<&'a str>,
+    ) -> Result<&'a str, TokenError> {
+        let token = match authorization {
+            Some(header) => header.strip_prefix("Bearer ").ok_or(TokenError::BadAuthorizationHeader)?,
+            None => access_token.unwrap_or(""),
+        };
+        if token.is_empty() {
+            return Err(TokenError::Missing);
+        }
+        Ok(token)
     }
 
     /// Checks a server-API `Authorization` header value: `Basic base64(key:secret)`
@@ -385,7 +411,7 @@ mod tests {
     }
 
     #[test]
-    fn wrong_secret_wrong_key_and_wrong_room_are_refused_with_reasons() {
+    fn wrong_secret_and_wrong_key_are_refused_with_reasons() {
         let t = TokenAuthority::new("devkey", "secret").mint(&req("demo", "alice")).unwrap();
         assert_eq!(
             TokenAuthority::new("devkey", "other").verify_join(&t.jwt, None).unwrap_err(),
@@ -395,8 +421,6 @@ mod tests {
             TokenAuthority::new("otherkey", "secret").verify_join(&t.jwt, None).unwrap_err(),
             TokenError::UnknownKey
         );
-        let err = TokenAuthority::new("devkey", "secret").verify_join(&t.jwt, Some("lobby")).unwrap_err();
-        assert_eq!(err.http_status(), 403);
         assert!(matches!(
             TokenAuthority::new("devkey", "secret").verify_join("abc", None),
             Err(TokenError::Malformed(_))
@@ -428,6 +452,60 @@ mod tests {
         }
         assert_eq!(unix_time(u64::MAX), None);
         assert_eq!(unix_time(1), UNIX_EPOCH.checked_add(Duration::from_secs(1)));
+    }
+
+    /// Signed claims as a test gives them (after a mint, see above).
+    fn signed(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(b"secret"),
+        )
+        .unwrap()
+    }
+
+    /// LiveKit's `ValidateConnectRequest`: the token's room wins over the URL's,
+    /// the URL's serves a token without one, and none at all is a 400; so is an
+    /// empty identity; no `roomJoin` is a 401.
+    #[test]
+    fn the_room_comes_from_the_token_else_the_url_as_livekit_decides() {
+        let auth = TokenAuthority::new("devkey", "secret");
+        let t = auth.mint(&req("demo", "alice")).unwrap();
+        assert_eq!(auth.verify_join(&t.jwt, Some("lobby")).unwrap().room(), "demo", "the token's room wins");
+        let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 600;
+        let roomless = signed(serde_json::json!({
+            "iss": "devkey", "sub": "alice", "exp": exp, "video": { "roomJoin": true },
+        }));
+        assert_eq!(auth.verify_join(&roomless, Some("lobby")).unwrap().room(), "lobby", "else the URL's");
+        for url_room in [None, Some("")] {
+            let err = auth.verify_join(&roomless, url_room).unwrap_err();
+            assert_eq!((err.clone(), err.http_status()), (TokenError::NoRoomName, 400));
+        }
+        let nameless = signed(serde_json::json!({
+            "iss": "devkey", "sub": "", "exp": exp, "video": { "roomJoin": true, "room": "demo" },
+        }));
+        let err = auth.verify_join(&nameless, None).unwrap_err();
+        assert_eq!(
+            (err.clone(), err.http_status(), err.to_string().as_str()),
+            (TokenError::IdentityEmpty, 400, "identity cannot be empty")
+        );
+        let no_join = signed(serde_json::json!({
+            "iss": "devkey", "sub": "alice", "exp": exp, "video": { "room": "demo" },
+        }));
+        let err = auth.verify_join(&no_join, None).unwrap_err();
+        assert_eq!((err.clone(), err.http_status()), (TokenError::NoRoomJoin, 401));
+    }
+
+    #[test]
+    fn the_join_token_is_the_bearer_header_else_the_access_token_parameter() {
+        let join_token = TokenAuthority::join_token;
+        assert_eq!(join_token(Some("Bearer abc"), Some("xyz")), Ok("abc"), "the header wins");
+        assert_eq!(join_token(None, Some("xyz")), Ok("xyz"));
+        assert_eq!(join_token(Some("Basic abc"), Some("xyz")), Err(TokenError::BadAuthorizationHeader));
+        assert_eq!(join_token(Some("bearer abc"), None), Err(TokenError::BadAuthorizationHeader), "LiveKit's case");
+        assert_eq!(join_token(Some("Bearer "), None), Err(TokenError::Missing));
+        assert_eq!(join_token(None, None), Err(TokenError::Missing));
+        assert_eq!(TokenError::BadAuthorizationHeader.http_status(), 401);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! Input: one mode byte (taken modulo 6), then text:
 //! 0. the token; `verify_join(token, None)`;
 //! 1. `token\nroom`; `verify_join(token, Some(room))`;
-//! 2. an `Authorization` value; `check_api_auth`;
+//! 2. an `Authorization` value; `check_api_auth`, and `join_token` as `/rtc`
+//!    reads it;
 //! 3. `header JSON\npayload JSON[\nroom]`, signed by the harness with the
 //!    authority's secret (HS256), so the claims checks after the signature run;
 //!    `verify_join`;
@@ -14,7 +15,8 @@
 //! 5. typed claims: `exp` and `nbf` as 8 big-endian bytes each, a byte of grant
 //!    flags, then `room\nidentity`; the harness writes the claims JSON and signs
 //!    it, so time claims anywhere in `u64` are tried (a byte mutator rarely writes
-//!    a 19-digit number into JSON); `verify_join`.
+//!    a 19-digit number into JSON); `verify_join`, whose grant must then name
+//!    the token's room, or the URL's when the token names none.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -39,38 +41,42 @@ fuzz_target!(|data: &[u8]| {
         0 => check_grant(authority.verify_join(&text, None), None),
         1 => {
             let (token, room) = text.split_once('\n').unwrap_or((&text, ""));
-            check_grant(authority.verify_join(token, Some(room)), Some(room));
+            check_grant(authority.verify_join(token, Some(room)), None);
         }
         2 => {
             let _ = authority.check_api_auth(Some(&text));
+            if let Ok(token) = TokenAuthority::join_token(Some(&text), None) {
+                assert!(!token.is_empty() && text.starts_with("Bearer "), "{text:?}");
+            }
         }
         3 => {
             let (token, room) = signed(&text);
-            check_grant(authority.verify_join(&token, Some(&room)), Some(&room));
+            check_grant(authority.verify_join(&token, Some(&room)), None);
         }
         4 => {
             let (token, _) = signed(&text);
             let _ = authority.check_api_auth(Some(&format!("Bearer {token}")));
         }
         _ => {
-            let Some((claims, room)) = typed_claims(rest) else { return };
+            let Some((claims, token_room, url_room)) = typed_claims(rest) else { return };
             let (token, _) = signed(&claims);
-            check_grant(authority.verify_join(&token, Some(&room)), Some(&room));
+            let expected = if token_room.is_empty() { &url_room } else { &token_room };
+            check_grant(authority.verify_join(&token, Some(&url_room)), Some(expected));
         }
     }
 });
 
-/// A grant that verified names a room and an identity, and the room asked for.
+/// A grant that verified names a room and an identity, and `room` when given.
 fn check_grant(result: Result<meridian_auth::VerifiedGrant, meridian_auth::TokenError>, room: Option<&str>) {
     let Ok(grant) = result else { return };
     assert!(!grant.room().as_str().is_empty() && !grant.identity().as_str().is_empty(), "{grant:?}");
-    if let Some(room) = room.filter(|r| !r.is_empty()) {
+    if let Some(room) = room {
         assert_eq!(grant.room(), room, "a grant for another room");
     }
 }
 
-/// Mode 5's claims JSON (as `signed` takes it) and the room asked for.
-fn typed_claims(rest: &[u8]) -> Option<(String, String)> {
+/// Mode 5's claims JSON (as `signed` takes it), the token's room and the URL's.
+fn typed_claims(rest: &[u8]) -> Option<(String, String, String)> {
     let exp = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
     let nbf = u64::from_be_bytes(rest.get(8..16)?.try_into().ok()?);
     let flags = *rest.get(16)?;
@@ -91,7 +97,13 @@ fn typed_claims(rest: &[u8]) -> Option<(String, String)> {
             "roomAdmin": bit(5),
         },
     });
-    Some((claims.to_string(), if bit(6) { String::new() } else { room.to_owned() }))
+    // Bit 6 asks for no room in the URL, bit 7 for another room than the token's.
+    let url_room = match (bit(6), bit(7)) {
+        (true, _) => String::new(),
+        (false, true) => format!("{room}-other"),
+        (false, false) => room.to_owned(),
+    };
+    Some((claims.to_string(), room.to_owned(), url_room))
 }
 
 /// `header\npayload[\nroom]` as a JWT signed with the authority's secret, and the room.

@@ -11,7 +11,7 @@
 //! | `GET /v1/route?ip=…[&room=…]` | explain the routing decision for a client address (API auth) |
 //! | `POST /v1/rooms` | create a room, optionally pinned to a region (API auth) |
 //! | `POST /dev/token` | mint without auth, only when [`GatewayConfig::dev_tokens`] is on |
-//! | `GET /rtc/validate` | LiveKit's token pre-check: 200, or 401/403 with the reason |
+//! | `GET /rtc/validate` | LiveKit's token pre-check (token from `Authorization: Bearer` or `access_token`): 200, or 401/400 with the reason |
 //! | `GET /rtc` (WebSocket) | verify, geolocate, pick region and node, proxy the signal socket ([`proxy`]) |
 //! | `GET /rtc/v1`, `/rtc/v1/validate` | 404, so `livekit-client` falls back to the dual-PC `/rtc` path |
 //! | `GET /healthz` | 200 `ok`, or 503 naming the failed tasks once any has failed ([`meridian_runtime::Health`]) |

@@ -16,7 +16,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use meridian_auth::{TokenError, VerifiedGrant};
+use meridian_auth::{TokenAuthority, TokenError, VerifiedGrant};
 use meridian_ids::{NodeId, RegionId};
 use tokio::net::TcpStream;
 use tracing::Instrument;
@@ -31,7 +31,9 @@ use crate::Gateway;
 const SPLICE_BUFFER: usize = 2048;
 
 /// Request headers copied to the node on the upgrade.
-const FORWARDED_HEADERS: [HeaderName; 6] = [
+const FORWARDED_HEADERS: [HeaderName; 7] = [
+    // The join token of LiveKit's Rust-based SDKs; the node checks it again.
+    header::AUTHORIZATION,
     header::UPGRADE,
     header::CONNECTION,
     header::SEC_WEBSOCKET_KEY,
@@ -53,9 +55,13 @@ pub const UPSTREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 /// Header naming the region the gateway chose, sent to the node.
 pub const REGION_HEADER: &str = "x-meridian-region";
 
-fn check_token(gw: &Gateway, uri: &hyper::Uri) -> Result<VerifiedGrant, TokenError> {
-    let q = query(uri);
-    let token = q.get("access_token").map(String::as_str).unwrap_or("");
+/// The request's join token (the `Authorization: Bearer` header, else
+/// `access_token`), verified for the URL's `room`.
+fn check_token(gw: &Gateway, req: &Request<Incoming>) -> Result<VerifiedGrant, TokenError> {
+    let q = query(req.uri());
+    // A header that is not text is no `Bearer` header either.
+    let authorization = req.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
+    let token = TokenAuthority::join_token(authorization, q.get("access_token").map(String::as_str))?;
     gw.authority.verify_join(token, q.get("room").map(String::as_str))
 }
 
@@ -63,11 +69,12 @@ fn refusal(e: &TokenError) -> Response<Body> {
     text(e.http_status(), &e.to_string())
 }
 
-/// `GET /rtc/validate?access_token=…`: 200 `success` when the token would be
-/// admitted, else 401/403 with the reason as text (LiveKit's `rtcservice` answers).
+/// `GET /rtc/validate` (token in `Authorization: Bearer` or `access_token`): 200
+/// `success` when the token would be admitted, else 401 or 400 with the reason
+/// as text (LiveKit's `rtcservice` answers).
 /// Never 404: livekit-client reads 404 as "try another signalling path".
 pub(crate) fn validate(gw: &Gateway, req: &Request<Incoming>) -> Response<Body> {
-    match check_token(gw, req.uri()) {
+    match check_token(gw, req) {
         Ok(_) => text(200, "success"),
         Err(e) => refusal(&e),
     }
@@ -87,7 +94,7 @@ pub(crate) async fn rtc(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>) 
         node = tracing::field::Empty,
     );
     async move {
-        let checked = tracing::info_span!("gateway.token_check").in_scope(|| check_token(gw, req.uri()));
+        let checked = tracing::info_span!("gateway.token_check").in_scope(|| check_token(gw, &req));
         let grant = match checked {
             Ok(g) => g,
             Err(e) => {

@@ -76,8 +76,12 @@ pub async fn run_session(sfu: Arc<Sfu>, stream: TcpStream, peer: SocketAddr) {
         }
         let q: HashMap<String, String> =
             form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
-        let token = q.get("access_token").map(String::as_str).unwrap_or("");
-        match sfu.authority.verify_join(token, q.get("room").map(String::as_str)) {
+        // A header that is not text is no `Bearer` header either.
+        let authorization = req.headers().get("authorization").map(|v| v.to_str().unwrap_or(""));
+        let verified =
+            meridian_auth::TokenAuthority::join_token(authorization, q.get("access_token").map(String::as_str))
+                .and_then(|token| sfu.authority.verify_join(token, q.get("room").map(String::as_str)));
+        match verified {
             Ok(grant) if sfu.is_draining() && !sfu.rooms.has_room(grant.room()) => {
                 Err(refuse(503, "node draining: it takes no new rooms".into()))
             }
