@@ -108,7 +108,12 @@ async fn a_node_whose_relay_stops_answering_leaves_the_registry_until_it_answers
                 ttl: Duration::from_secs(600),
                 probe: Some(hop.addr.to_string()),
             }),
-            ice: meridian_sfu::engine::IceConfig { include_loopback: true, loopback_only: true, port_range: None },
+            ice: meridian_sfu::engine::IceConfig {
+                include_loopback: true,
+                loopback_only: true,
+                port_range: None,
+                node_ip: None,
+            },
             max_connections: 16,
             position: None,
             advertise_signal: "127.0.0.1:9".into(),

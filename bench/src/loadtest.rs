@@ -56,8 +56,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     // address in the run's own namespace), so its peers gather where it does.
     let loopback = cfg.target == Target::LiveKit
         && (cfg.url.contains("://127.") || cfg.url.contains("://localhost") || cfg.url.contains("://[::1]"));
-    let engine =
-        Arc::new(Engine::client(&IceConfig { include_loopback: loopback, loopback_only: loopback, port_range: None })?);
+    let engine = Arc::new(Engine::client(&IceConfig {
+        include_loopback: loopback,
+        loopback_only: loopback,
+        port_range: None,
+        node_ip: None,
+    })?);
     let shared = Arc::new(Shared::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let joined: Vec<Peer> = match cfg.target {

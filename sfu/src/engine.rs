@@ -18,6 +18,7 @@ use webrtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::network_type::NetworkType;
 use webrtc::ice::udp_network::{EphemeralUDP, UDPNetwork};
+use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
 use webrtc::interceptor::registry::Registry;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::RTCPeerConnection;
@@ -42,6 +43,11 @@ pub struct IceConfig {
     /// firewall can open exactly them; `None` takes the kernel's ephemeral ports
     /// (default). Each peer connection binds one port of it while it lives.
     pub port_range: Option<(u16, u16)>,
+    /// The node's public address behind a 1:1 NAT (a cloud's elastic IP),
+    /// advertised in place of the host's own address in its host candidates
+    /// (LiveKit's `rtc.node_ip`); `None` advertises the host's addresses
+    /// (default).
+    pub node_ip: Option<std::net::IpAddr>,
 }
 
 /// Errors setting up the engine or a peer connection. All are ours or the host's.
@@ -100,6 +106,9 @@ impl Engine {
         }
         if ice.loopback_only {
             settings.set_ip_filter(Box::new(|ip| ip.is_loopback()));
+        }
+        if let Some(ip) = ice.node_ip {
+            settings.set_nat_1to1_ips(vec![ip.to_string()], RTCIceCandidateType::Host);
         }
         if let Some((first, last)) = ice.port_range {
             let ports = EphemeralUDP::new(first, last).map_err(|e| EngineError::WebRtc(e.into()))?;
@@ -204,8 +213,27 @@ mod tests {
     #[tokio::test]
     async fn host_candidates_take_their_ports_from_the_configured_range() {
         let range = (47_100, 47_119);
-        let ice = IceConfig { include_loopback: true, loopback_only: true, port_range: Some(range) };
-        let engine = Engine::new(&ice).unwrap();
+        let ice = IceConfig { include_loopback: true, loopback_only: true, port_range: Some(range), node_ip: None };
+        let candidates = gathered(&ice).await;
+        let ports: Vec<u16> = candidates.iter().filter_map(|c| c.get(5)?.parse().ok()).collect();
+        assert!(!ports.is_empty(), "some host candidate: {candidates:?}");
+        assert!(ports.iter().all(|p| (range.0..=range.1).contains(p)), "{ports:?} within {range:?}");
+    }
+
+    /// Behind a 1:1 NAT the host candidates carry the public address.
+    #[tokio::test]
+    async fn host_candidates_carry_the_node_ip_when_one_is_set() {
+        let public = std::net::IpAddr::from([203, 0, 113, 7]);
+        let ice = IceConfig { include_loopback: true, loopback_only: true, port_range: None, node_ip: Some(public) };
+        let candidates = gathered(&ice).await;
+        let addresses: Vec<&str> = candidates.iter().filter_map(|c| c.get(4).map(String::as_str)).collect();
+        assert!(!addresses.is_empty(), "some host candidate: {candidates:?}");
+        assert!(addresses.iter().all(|a| *a == "203.0.113.7"), "{addresses:?}");
+    }
+
+    /// The words of each `a=candidate:` line of a node PC's gathered offer.
+    async fn gathered(ice: &IceConfig) -> Vec<Vec<String>> {
+        let engine = Engine::new(ice).unwrap();
         let pc = engine.peer_connection().await.unwrap();
         pc.create_data_channel("probe", None).await.unwrap();
         let offer = pc.create_offer(None).await.unwrap();
@@ -213,13 +241,10 @@ mod tests {
         pc.set_local_description(offer).await.unwrap();
         let _ = gathered.recv().await;
         let sdp = pc.local_description().await.unwrap().sdp;
-        let ports: Vec<u16> = sdp
-            .lines()
-            .filter_map(|l| l.strip_prefix("a=candidate:"))
-            .filter_map(|c| c.split(' ').nth(5)?.parse().ok())
-            .collect();
-        assert!(!ports.is_empty(), "some host candidate: {sdp}");
-        assert!(ports.iter().all(|p| (range.0..=range.1).contains(p)), "{ports:?} within {range:?}");
         pc.close().await.unwrap();
+        sdp.lines()
+            .filter_map(|l| l.strip_prefix("a=candidate:"))
+            .map(|c| c.split(' ').map(str::to_owned).collect())
+            .collect()
     }
 }

@@ -80,8 +80,9 @@ impl SignalHarness {
             .enable_all()
             .build()
             .expect("fuzz harness: a current-thread runtime");
-        let engine = Engine::new(&IceConfig { include_loopback: true, loopback_only: true, port_range: None })
-            .expect("fuzz harness: the WebRTC engine");
+        let engine =
+            Engine::new(&IceConfig { include_loopback: true, loopback_only: true, port_range: None, node_ip: None })
+                .expect("fuzz harness: the WebRTC engine");
         let rooms = RoomManager::new(
             Arc::new(engine),
             Arc::new(meridian_schema::MemoryStore::new()),

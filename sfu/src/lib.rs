@@ -167,7 +167,7 @@ pub(crate) fn test_node_with(turn: Option<TurnAdvert>, metrics: &metrics::SfuMet
             region: "test".into(),
             node_id: "test-1".into(),
             turn,
-            ice: engine::IceConfig { include_loopback: true, loopback_only: true, port_range: None },
+            ice: engine::IceConfig { include_loopback: true, loopback_only: true, port_range: None, node_ip: None },
             max_connections: 16,
             position: None,
             advertise_signal: "127.0.0.1:9".into(),

@@ -57,6 +57,11 @@ pub struct SfuSection {
     /// Last UDP port of that range, inclusive (LiveKit's `rtc.port_range_end`).
     #[arg(long = "sfu-ice-port-range-end", env = "MERIDIAN_SFU_ICE_PORT_RANGE_END")]
     pub ice_port_range_end: Option<u16>,
+    /// The node's public IP behind a 1:1 NAT (a cloud's elastic IP), put in its
+    /// ICE host candidates in place of the host's own (LiveKit's `rtc.node_ip`;
+    /// default none: the host's addresses).
+    #[arg(long = "sfu-node-ip", env = "MERIDIAN_SFU_NODE_IP")]
+    pub node_ip: Option<std::net::IpAddr>,
     /// Seconds a draining node (SIGTERM) waits for its rooms to empty before it stops (default 30).
     #[arg(long = "sfu-drain-grace", env = "MERIDIAN_SFU_DRAIN_GRACE")]
     pub drain_grace: Option<u64>,
@@ -84,6 +89,7 @@ impl SfuSection {
                 include_loopback,
                 ice_port_range_start,
                 ice_port_range_end,
+                node_ip,
                 drain_grace,
                 metrics_listen
             ],
@@ -120,6 +126,8 @@ pub struct SfuRole {
     pub include_loopback: bool,
     /// The UDP ports ICE binds to, first and last inclusive (`None`: ephemeral).
     pub ice_port_range: Option<(u16, u16)>,
+    /// The public IP put in ICE host candidates, behind a 1:1 NAT.
+    pub node_ip: Option<std::net::IpAddr>,
     /// Drain grace period.
     pub drain_grace: Duration,
     /// Where `/metrics` is served.
@@ -203,6 +211,7 @@ impl SfuSection {
             turn,
             include_loopback: self.include_loopback.unwrap_or(false),
             ice_port_range,
+            node_ip: self.node_ip,
             drain_grace: self.drain_grace.map(Duration::from_secs).unwrap_or(DEFAULT_DRAIN_GRACE),
             metrics_listen: self.metrics_listen,
         })

@@ -70,6 +70,7 @@ pub async fn start_sfu(
                 include_loopback: role.include_loopback,
                 loopback_only: addr.ip().is_loopback(),
                 port_range: role.ice_port_range,
+                node_ip: role.node_ip,
             },
             max_connections: meridian_sfu::DEFAULT_MAX_CONNECTIONS,
             position: role.position,

@@ -150,7 +150,7 @@ locals {
   # The environment file a platform hook writes with the per-node keys.
   env_keys = {
     gateway = []
-    sfu     = ["MERIDIAN_SFU_NODE_ID", "MERIDIAN_SFU_ADVERTISE"]
+    sfu     = ["MERIDIAN_SFU_NODE_ID", "MERIDIAN_SFU_ADVERTISE", "MERIDIAN_SFU_NODE_IP"]
     turn    = ["MERIDIAN_TURN_RELAY_IP"]
   }
 
