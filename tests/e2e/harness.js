@@ -9,13 +9,13 @@ export const API_KEY = 'devkey';
 export const API_SECRET = 'e2e-secret-not-for-production';
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
-/** Starts `meridian dev` on the given ports; resolves once it says it is up. */
-export async function startMeridian({ port = 7880, sfuPort = 7881, turnPort = 3478, turnTlsPort = turnPort + 1871, turnSecret } = {}) {
+/** Starts `meridian dev` on the given ports (every listener on `bind`); resolves once it says it is up. */
+export async function startMeridian({ port = 7880, sfuPort = 7881, turnPort = 3478, turnTlsPort = turnPort + 1871, turnSecret, bind = '127.0.0.1' } = {}) {
   const bin = process.env.MERIDIAN_BIN || '../../target/debug/meridian';
   const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info,webrtc=warn,webrtc_ice=warn,dtls=error,webrtc_dtls=error,turn=warn' };
   delete env.DATABASE_URL; // the dev job runs on its memory store
   const args = ['dev', '--port', String(port), '--sfu-port', String(sfuPort), '--turn-port', String(turnPort),
-    '--turn-tls-port', String(turnTlsPort), '--api-key', API_KEY, '--api-secret', API_SECRET];
+    '--turn-tls-port', String(turnTlsPort), '--api-key', API_KEY, '--api-secret', API_SECRET, '--bind', bind];
   if (turnSecret) args.push('--turn-secret', turnSecret);
   const child = spawn(bin, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs = [];
@@ -29,8 +29,8 @@ export async function startMeridian({ port = 7880, sfuPort = 7881, turnPort = 34
     child.on('exit', code => { clearTimeout(timer); reject(new Error(`meridian dev exited with ${code}:\n${logs.join('')}`)); });
   });
   return {
-    url: `http://127.0.0.1:${port}`,
-    wsUrl: `ws://127.0.0.1:${port}`,
+    url: `http://${bind}:${port}`,
+    wsUrl: `ws://${bind}:${port}`,
     logs,
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
