@@ -73,8 +73,11 @@ impl Health {
     /// Registers `meridian_task_failures_total{kind}` in `registry`: tasks that
     /// ended unexpectedly (`kind="ended"`), panics that took the process out of
     /// service (`kind="panic"`) and panics contained to one message
-    /// (`kind="contained_panic"`).
+    /// (`kind="contained_panic"`). Also registers the process's CPU and memory
+    /// metrics ([`crate::process`]): the health's registry is the process's, so
+    /// every role exports them.
     pub fn register(&self, registry: &mut Registry) {
+        crate::process::register(registry);
         registry.register(
             "meridian_task_failures",
             "Tasks that ended unexpectedly and panics, by kind",

@@ -10,10 +10,13 @@
 //! - [`accept`]: the bounded accept loop of every TCP listener.
 //! - [`log_limit`]: a per-source rate limit for log lines about refused or
 //!   malformed input, so that a flood of it cannot flood the disk.
+//! - [`process`]: the process's CPU time and resident memory as metrics, read
+//!   from `/proc` on each scrape (registered with the health's metrics).
 
 pub mod accept;
 pub mod health;
 pub mod log_limit;
 pub mod panic;
+pub mod process;
 
 pub use health::{Failure, Health};

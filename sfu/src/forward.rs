@@ -13,21 +13,34 @@
 //!
 //! Keyframes: [`PublishedTrack::request_keyframe`] sends a PLI (RFC 4585 §6.3.1)
 //! to the publisher, at most once per [`KEYFRAME_REQUEST_INTERVAL`].
+//!
+//! Reception reports: the subscriber's RTCP receiver (and sender) reports about a
+//! down-track go into the node's `meridian_sfu_subscriber_*` histograms
+//! ([`reception`] does the arithmetic).
+
+pub mod reception;
 
 use prometheus_client::metrics::counter::Counter;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use livekit_protocol::TrackInfo;
 use meridian_ids::{ParticipantSid, TrackSid};
 use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtcp::packet::Packet as RtcpPacket;
 use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use webrtc::rtcp::receiver_report::ReceiverReport;
+use webrtc::rtcp::reception_report::ReceptionReport;
+use webrtc::rtcp::sender_report::SenderReport;
 use webrtc::rtp::header::Header;
 use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
 use webrtc::track::track_remote::TrackRemote;
+
+use crate::metrics::SubscriberReports;
+use reception::Reception;
 
 /// The simulcast layer forwarded to subscribers (`q`, LiveKit's lowest layer).
 pub const FORWARDED_RID: &str = "q";
@@ -46,23 +59,29 @@ pub struct PublishedTrack {
     info: Mutex<TrackInfo>,
     local: Arc<TrackLocalStaticRTP>,
     media_ssrc: u32,
+    /// The codec's RTP clock rate, in Hz: the unit of reported jitter.
+    clock_rate: u32,
     publisher_pc: Weak<RTCPeerConnection>,
     last_keyframe_request: Mutex<Option<Instant>>,
+    reports: SubscriberReports,
 }
 
 impl PublishedTrack {
     /// A published track for `remote`, described by `info` (whose `mime_type` is
     /// filled from the negotiated codec). The local track's stream id is
     /// `PA_…|TR_…` and its track id `TR_…`, which is how livekit-client maps
-    /// subscribed media to the publication.
+    /// subscribed media to the publication. Subscribers' reports about its
+    /// down-tracks go to `reports`.
     pub fn new(
         publisher_sid: &ParticipantSid,
         mut info: TrackInfo,
         remote: &TrackRemote,
         mid: Option<String>,
         publisher_pc: Weak<RTCPeerConnection>,
+        reports: SubscriberReports,
     ) -> Self {
         let codec = remote.codec().capability;
+        let clock_rate = codec.clock_rate;
         info.mime_type = codec.mime_type.clone();
         info.mid = mid.unwrap_or_default();
         let local =
@@ -73,8 +92,10 @@ impl PublishedTrack {
             info: Mutex::new(info),
             local,
             media_ssrc: remote.ssrc(),
+            clock_rate,
             publisher_pc,
             last_keyframe_request: Mutex::new(None),
+            reports,
         }
     }
 
@@ -117,6 +138,17 @@ impl PublishedTrack {
             if let Err(e) = pc.write_rtcp(&[Box::new(pli)]).await {
                 tracing::debug!(track = %self.sid, error = %e, "PLI not sent");
             }
+        }
+    }
+
+    /// Records one subscriber's report block about a down-track of this track.
+    fn observe(&self, r: Reception) {
+        self.reports.loss_ratio.observe(r.loss_ratio);
+        if let Some(jitter) = r.jitter {
+            self.reports.jitter_seconds.observe(jitter.as_secs_f64());
+        }
+        if let Some(rtt) = r.round_trip {
+            self.reports.rtt_seconds.observe(rtt.as_secs_f64());
         }
     }
 }
@@ -177,19 +209,43 @@ pub fn spawn_drain(remote: Arc<TrackRemote>) {
     tokio::spawn(async move { while remote.read_rtp().await.is_ok() {} });
 }
 
-/// Watches a down-track's RTCP for keyframe requests (PLI, FIR) from the
-/// subscriber and passes them to the publisher.
+/// Watches a down-track's RTCP from the subscriber: keyframe requests (PLI, FIR)
+/// go to the publisher, and report blocks about this down-track go to the
+/// node's subscriber histograms.
 pub fn spawn_down_track_rtcp(sender: Arc<RTCRtpSender>, track: Weak<PublishedTrack>) {
     tokio::spawn(async move {
+        // The SSRCs this sender writes. The SRTCP session hands every sender of
+        // the PC the whole compound packet, with blocks about the other
+        // down-tracks too.
+        let ssrcs: Vec<u32> = sender.get_parameters().await.encodings.iter().map(|e| e.ssrc).collect();
         while let Ok((packets, _)) = sender.read_rtcp().await {
+            let Some(track) = track.upgrade() else { break };
+            let now = reception::compact_ntp(SystemTime::now());
+            for block in report_blocks(&packets).filter(|b| ssrcs.contains(&b.ssrc)) {
+                track.observe(Reception::of(block, track.clock_rate, now));
+            }
             let wants_keyframe = packets.iter().any(|p| {
                 let any = p.as_any();
                 any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
             });
             if wants_keyframe {
-                let Some(track) = track.upgrade() else { break };
                 track.request_keyframe(Instant::now()).await;
             }
         }
     });
+}
+
+/// The reception report blocks of receiver and sender reports in `packets`.
+fn report_blocks<'a>(
+    packets: &'a [Box<dyn RtcpPacket + Send + Sync>],
+) -> impl Iterator<Item = &'a ReceptionReport> + 'a {
+    packets.iter().flat_map(|p| {
+        let any = p.as_any();
+        let blocks = match (any.downcast_ref::<ReceiverReport>(), any.downcast_ref::<SenderReport>()) {
+            (Some(rr), _) => rr.reports.as_slice(),
+            (None, Some(sr)) => sr.reports.as_slice(),
+            (None, None) => &[],
+        };
+        blocks.iter()
+    })
 }

@@ -117,6 +117,7 @@ impl Sfu {
         let engine = Arc::new(engine::Engine::new(&config.ice)?);
         let node_metrics = metrics;
         let mut metrics = metrics.node(&config.node_id);
+        metrics.capacity.set(i64::from(config.capacity));
         if config.turn.as_ref().is_some_and(|t| t.probe.is_some()) {
             metrics.turn_relay_up = Some(node_metrics.turn_relay_up(&config.node_id));
         }

@@ -11,12 +11,23 @@
 //! - `meridian_sfu_turn_relay_up{node}`: 1 while the node's TURN relay answers
 //!   its probe ([`crate::turn_probe`]), 0 before the first answer and once it has
 //!   not answered for a while (gauge; absent for a node without a probed relay).
+//! - `meridian_sfu_capacity{node}`: participants before the node counts as full
+//!   (`sfu.capacity`, gauge), so that `participants / capacity` is its load.
+//! - `meridian_sfu_subscriber_loss_ratio{node}`,
+//!   `meridian_sfu_subscriber_jitter_seconds{node}`,
+//!   `meridian_sfu_subscriber_rtt_seconds{node}`: what subscribers' RTCP
+//!   reception reports say about the node's down-tracks (histograms, one
+//!   observation per report block): the fraction lost since the previous report,
+//!   the interarrival jitter, and the round trip from the report's LSR and DLSR
+//!   (RFC 3550 §6.4.1; only once the subscriber has had a sender report).
+//!   Arithmetic in [`crate::forward::reception`].
 
 use meridian_ids::NodeId;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -30,19 +41,70 @@ struct RefusalLabel {
     reason: &'static str,
 }
 
+type HistogramFamily = Family<NodeLabel, Histogram, fn() -> Histogram>;
+
+/// Buckets of `subscriber_loss_ratio`: none lost, then 0.5 % to all.
+const LOSS_BUCKETS: [f64; 9] = [0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
+
+fn loss_histogram() -> Histogram {
+    Histogram::new(LOSS_BUCKETS)
+}
+
+fn jitter_histogram() -> Histogram {
+    // 1 ms .. ~1 s
+    Histogram::new(exponential_buckets(0.001, 2.0, 11))
+}
+
+fn rtt_histogram() -> Histogram {
+    // 5 ms .. ~5 s
+    Histogram::new(exponential_buckets(0.005, 2.0, 11))
+}
+
 /// The metric families, registered once per process.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct SfuMetrics {
     rooms: Family<NodeLabel, Gauge>,
     participants: Family<NodeLabel, Gauge>,
     tracks: Family<NodeLabel, Gauge>,
+    capacity: Family<NodeLabel, Gauge>,
     forwarded_bytes: Family<NodeLabel, Counter>,
     signal_refusals: Family<RefusalLabel, Counter>,
     turn_relay_up: Family<NodeLabel, Gauge>,
+    subscriber_loss: HistogramFamily,
+    subscriber_jitter: HistogramFamily,
+    subscriber_rtt: HistogramFamily,
+}
+
+impl Default for SfuMetrics {
+    fn default() -> Self {
+        Self {
+            rooms: Family::default(),
+            participants: Family::default(),
+            tracks: Family::default(),
+            capacity: Family::default(),
+            forwarded_bytes: Family::default(),
+            signal_refusals: Family::default(),
+            turn_relay_up: Family::default(),
+            subscriber_loss: Family::new_with_constructor(loss_histogram as fn() -> Histogram),
+            subscriber_jitter: Family::new_with_constructor(jitter_histogram as fn() -> Histogram),
+            subscriber_rtt: Family::new_with_constructor(rtt_histogram as fn() -> Histogram),
+        }
+    }
+}
+
+/// One node's histograms of its subscribers' reception reports.
+#[derive(Clone, Debug)]
+pub struct SubscriberReports {
+    /// Fraction of packets lost, 0..1, per report block.
+    pub loss_ratio: Histogram,
+    /// Interarrival jitter, in seconds, per report block.
+    pub jitter_seconds: Histogram,
+    /// Round-trip time, in seconds, per report block that has one.
+    pub rtt_seconds: Histogram,
 }
 
 /// One node's handles into [`SfuMetrics`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct NodeMetrics {
     /// Rooms hosted.
     pub rooms: Gauge,
@@ -50,6 +112,8 @@ pub struct NodeMetrics {
     pub participants: Gauge,
     /// Tracks published.
     pub tracks: Gauge,
+    /// Participants before the node counts as full (set once, from the config).
+    pub capacity: Gauge,
     /// RTP bytes written to down-tracks.
     pub forwarded_bytes: Counter,
     /// Signal upgrades refused or failed (`reason="handshake"`).
@@ -59,6 +123,8 @@ pub struct NodeMetrics {
     /// 1 while the TURN relay answers its probe, 0 when it counts as down;
     /// `None` (no series) for a node that probes no relay.
     pub turn_relay_up: Option<Gauge>,
+    /// What the node's subscribers report about its down-tracks.
+    pub subscriber_reports: SubscriberReports,
 }
 
 impl SfuMetrics {
@@ -69,6 +135,7 @@ impl SfuMetrics {
         r.register("rooms", "Rooms hosted by the node", m.rooms.clone());
         r.register("participants", "Participants connected to the node", m.participants.clone());
         r.register("tracks", "Tracks published on the node", m.tracks.clone());
+        r.register("capacity", "Participants before the node counts as full", m.capacity.clone());
         r.register("forwarded_bytes", "RTP bytes written to down-tracks", m.forwarded_bytes.clone());
         r.register(
             "signal_refusals",
@@ -76,6 +143,21 @@ impl SfuMetrics {
             m.signal_refusals.clone(),
         );
         r.register("turn_relay_up", "1 while the node's TURN relay answers its probe", m.turn_relay_up.clone());
+        r.register(
+            "subscriber_loss_ratio",
+            "Fraction of packets lost on down-tracks, per subscriber RTCP report block",
+            m.subscriber_loss.clone(),
+        );
+        r.register(
+            "subscriber_jitter_seconds",
+            "Interarrival jitter of down-tracks, per subscriber RTCP report block",
+            m.subscriber_jitter.clone(),
+        );
+        r.register(
+            "subscriber_rtt_seconds",
+            "Round-trip time to subscribers, from RTCP report blocks' LSR and DLSR",
+            m.subscriber_rtt.clone(),
+        );
         m
     }
 
@@ -88,14 +170,21 @@ impl SfuMetrics {
         let refusals = |reason| RefusalLabel { node: node.to_string(), reason };
         let refused_handshakes = self.signal_refusals.get_or_create(&refusals("handshake")).clone();
         let malformed_sessions = self.signal_refusals.get_or_create(&refusals("malformed")).clone();
+        let subscriber_reports = SubscriberReports {
+            loss_ratio: self.subscriber_loss.get_or_create(&label).clone(),
+            jitter_seconds: self.subscriber_jitter.get_or_create(&label).clone(),
+            rtt_seconds: self.subscriber_rtt.get_or_create(&label).clone(),
+        };
         NodeMetrics {
             rooms: self.rooms.get_or_create(&label).clone(),
             participants: self.participants.get_or_create(&label).clone(),
             tracks: self.tracks.get_or_create(&label).clone(),
+            capacity: self.capacity.get_or_create(&label).clone(),
             forwarded_bytes: self.forwarded_bytes.get_or_create(&label).clone(),
             refused_handshakes,
             malformed_sessions,
             turn_relay_up: None,
+            subscriber_reports,
         }
     }
 

@@ -654,7 +654,9 @@ impl Participant {
         mid: Option<String>,
     ) {
         let rid = remote.rid().to_owned();
-        let track = Arc::new(PublishedTrack::new(&self.sid, info, &remote, mid, Arc::downgrade(&self.publisher)));
+        let reports = room.subscriber_reports().clone();
+        let track =
+            Arc::new(PublishedTrack::new(&self.sid, info, &remote, mid, Arc::downgrade(&self.publisher), reports));
         tracing::info!(participant = %self.sid, track = %track.sid, mime = %track.info().mime_type, %rid, "track published");
         lock(&self.published).push(Arc::clone(&track));
         let (room_weak, me_weak, sid) = (Arc::downgrade(room), Arc::downgrade(self), track.sid.clone());

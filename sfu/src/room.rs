@@ -46,6 +46,11 @@ impl Room {
         &self.metrics.forwarded_bytes
     }
 
+    /// The node's histograms of what subscribers report about down-tracks.
+    pub(crate) fn subscriber_reports(&self) -> &crate::metrics::SubscriberReports {
+        &self.metrics.subscriber_reports
+    }
+
     pub(crate) fn engine(&self) -> &Arc<Engine> {
         &self.engine
     }

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# monitoring/test.sh: every offline check of monitoring/.
+#
+#   rules      promtool check rules on alerts.yml and recording.yml
+#   config     promtool check config on prometheus.yml (and the rules it loads)
+#   unit       promtool test rules on every rules/*_test.yml
+#   static     check.py: each alert has for/severity/summary/description and a
+#              firing and a silent test, each recording rule a query test; the
+#              metrics below are exactly those the Rust sources register; the
+#              rules, tests and dashboard name only those (or recorded ones);
+#              prometheus.yml scrapes the ports terraform's config module uses
+#   dashboard  grafana/meridian.json's expressions through promtool check rules
+#   checker    check.py must refuse a metric name nobody exports
+#
+# Needs promtool (Debian's `prometheus` package, installed with apt-get when
+# missing and run as root) and python3 with PyYAML (python3-yaml). Without them
+# it says SKIPPED and exits 0, unless CI=true: then it fails. Offline.
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+ci=${CI:-false}
+start=$(date +%s)
+passed=0
+failed=0
+
+# The metrics the roles export: `type name`, the name as registered (counters
+# gain _total, histograms _bucket/_sum/_count). check.py fails when this list
+# and the Rust sources disagree, so a renamed metric cannot leave the rules and
+# the dashboard silently looking at nothing.
+KNOWN_METRICS='
+# runtime (every role): runtime/src/health.rs, runtime/src/process.rs
+counter   meridian_task_failures
+counter   process_cpu_seconds
+gauge     process_resident_memory_bytes
+gauge     meridian_process_cpus
+gauge     meridian_host_memory_bytes
+# gateway: gateway/src/metrics.rs
+histogram meridian_gateway_join_duration_seconds
+counter   meridian_gateway_routing_decisions
+counter   meridian_gateway_join_refusals
+# SFU node: sfu/src/metrics.rs
+gauge     meridian_sfu_rooms
+gauge     meridian_sfu_participants
+gauge     meridian_sfu_tracks
+gauge     meridian_sfu_capacity
+counter   meridian_sfu_forwarded_bytes
+counter   meridian_sfu_signal_refusals
+gauge     meridian_sfu_turn_relay_up
+histogram meridian_sfu_subscriber_loss_ratio
+histogram meridian_sfu_subscriber_jitter_seconds
+histogram meridian_sfu_subscriber_rtt_seconds
+# TURN relay: turn-relay/src/metrics.rs
+gauge     meridian_turn_allocations
+counter   meridian_turn_gate_requests
+gauge     meridian_turn_gate_sources
+'
+export KNOWN_METRICS
+
+missing() {
+  if [ "$ci" = true ]; then
+    echo "FAIL monitoring: $1 is missing and CI=true" >&2
+    echo "monitoring: 0 passed, 1 failed"
+    exit 1
+  fi
+  echo "SKIPPED monitoring: $1 is missing"
+  exit 0
+}
+
+# apt_install PACKAGE: as root with apt-get only; quiet; never fatal by itself.
+apt_install() {
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$1" >/dev/null 2>&1 ||
+    { apt-get update >/dev/null 2>&1 &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$1" >/dev/null 2>&1; } || true
+}
+
+command -v promtool >/dev/null || apt_install prometheus
+command -v promtool >/dev/null || missing "promtool (apt-get install prometheus)"
+command -v python3 >/dev/null || missing "python3"
+python3 -c 'import yaml' 2>/dev/null || apt_install python3-yaml
+python3 -c 'import yaml' 2>/dev/null || missing "PyYAML (apt-get install python3-yaml)"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# step NAME COMMAND...: run it, its output shown on failure.
+step() {
+  local name=$1
+  shift
+  local t0
+  t0=$(date +%s)
+  local log="$work/log-$name"
+  if "$@" >"$log" 2>&1; then
+    passed=$((passed + 1))
+    echo "ok   $name ($(($(date +%s) - t0)) s)"
+  else
+    failed=$((failed + 1))
+    echo "FAIL $name"
+    sed 's/^/     /' "$log"
+  fi
+}
+
+cd "$here" || exit 1
+step rules promtool check rules rules/alerts.yml rules/recording.yml
+step config promtool check config prometheus.yml
+tests=(rules/*_test.yml)
+step unit promtool test rules "${tests[@]}"
+step static python3 "$here/check.py" "$root" --dashboard-rules "$work/dashboard-rules.yml"
+dashboard() {
+  [ -s "$work/dashboard-rules.yml" ] || { echo "check.py wrote no dashboard expressions"; return 1; }
+  promtool check rules "$work/dashboard-rules.yml"
+}
+step dashboard dashboard
+
+# The name check must refuse what nobody exports; one that passes everything
+# would make `static` worthless.
+checker() {
+  printf 'rate(meridian_sfu_forwarded_byte_total[5m])\nmeridian:sfu_lod:ratio\nprocess_cpu_seconds\n' >"$work/bad.promql"
+  local out="$work/checker.out"
+  if python3 "$here/check.py" "$root" --names-only "$work/bad.promql" >"$out" 2>&1; then
+    echo "check.py accepted unknown metric names"
+    return 1
+  fi
+  local rc=0 want
+  for want in meridian_sfu_forwarded_byte_total meridian:sfu_lod:ratio "names process_cpu_seconds,"; do
+    grep -qF "$want" "$out" || { echo "check.py did not report: $want"; rc=1; }
+  done
+  [ $rc = 0 ] && echo "check.py reports each planted name"
+  cat "$out"
+  return $rc
+}
+step checker checker
+
+echo "monitoring: $passed passed, $failed failed ($(($(date +%s) - start)) s)"
+[ "$failed" = 0 ]
