@@ -410,7 +410,8 @@ mod tests {
             .jwt;
         let (mut client, server) = tokio::io::duplex(8192);
         let start = tokio::time::Instant::now();
-        tokio::spawn(serve_connection(gateway_on(store), PEER.parse().unwrap(), server));
+        let gateway = gateway_on(store);
+        tokio::spawn(serve_connection(Arc::clone(&gateway), PEER.parse().unwrap(), server));
         let upgrade = format!(
             "GET /rtc?access_token={token} HTTP/1.1\r\nHost: gateway\r\nConnection: Upgrade\r\n\
              Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
@@ -430,5 +431,11 @@ mod tests {
         .expect("an answer, not a join held for ever");
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
         assert!(start.elapsed() >= proxy::UPSTREAM_TIMEOUT, "not before the timeout: {:?}", start.elapsed());
+        let mut metrics = String::new();
+        prometheus_client::encoding::text::encode(&mut metrics, &gateway.observe.registry).unwrap();
+        assert!(
+            metrics.contains("meridian_gateway_join_refusals_total{status=\"503\"} 1"),
+            "the refusal is counted: {metrics}"
+        );
     }
 }

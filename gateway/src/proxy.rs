@@ -134,6 +134,7 @@ async fn rtc_routed(
             }
         };
         let Some(route) = plan.route else {
+            gw.observe.metrics.refused(503);
             return text(503, "no region has a node available");
         };
         let connect = tracing::info_span!("gateway.proxy_connect", node = %route.node.id, region = %route.region);
@@ -148,6 +149,7 @@ async fn rtc_routed(
                 tracing::warn!(node = %route.node.id, addr = %route.node.signal_addr, error = %e, "node unreachable");
                 unreachable.push(route.node.id.clone());
                 if unreachable.len() >= MAX_NODE_ATTEMPTS {
+                    gw.observe.metrics.refused(502);
                     return text(502, &format!("region {} node {} unreachable", route.region, route.node.id));
                 }
             }
@@ -159,6 +161,7 @@ async fn rtc_routed(
     if upstream.status() != StatusCode::SWITCHING_PROTOCOLS {
         // The node refused (e.g. it checks the token differently); pass its answer on.
         let status = upstream.status().as_u16();
+        gw.observe.metrics.refused(status);
         return text(status, &format!("node refused the join with status {status}"));
     }
     let mut reply = Response::new(Body::default());
