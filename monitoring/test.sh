@@ -45,6 +45,7 @@ gauge     meridian_sfu_participants
 gauge     meridian_sfu_tracks
 gauge     meridian_sfu_capacity
 counter   meridian_sfu_forwarded_bytes
+counter   meridian_sfu_heartbeat_failures
 counter   meridian_sfu_signal_refusals
 gauge     meridian_sfu_turn_relay_up
 histogram meridian_sfu_subscriber_loss_ratio

@@ -4,6 +4,9 @@
 //! - `meridian_sfu_rooms{node}`, `meridian_sfu_participants{node}`,
 //!   `meridian_sfu_tracks{node}`: what the node hosts now (gauges).
 //! - `meridian_sfu_forwarded_bytes_total{node}`: RTP bytes written to down-tracks.
+//! - `meridian_sfu_heartbeat_failures_total{node}`: registry writes that failed
+//!   (the store could not be reached); the node is up but gateways will soon
+//!   count it stale.
 //! - `meridian_sfu_signal_refusals_total{node,reason}`: signal connections refused
 //!   or closed for the client's fault: `handshake` (bad path or token, draining,
 //!   a failed or timed-out upgrade) and `malformed` (a frame or request that does
@@ -68,6 +71,7 @@ pub struct SfuMetrics {
     tracks: Family<NodeLabel, Gauge>,
     capacity: Family<NodeLabel, Gauge>,
     forwarded_bytes: Family<NodeLabel, Counter>,
+    heartbeat_failures: Family<NodeLabel, Counter>,
     signal_refusals: Family<RefusalLabel, Counter>,
     turn_relay_up: Family<NodeLabel, Gauge>,
     subscriber_loss: HistogramFamily,
@@ -83,6 +87,7 @@ impl Default for SfuMetrics {
             tracks: Family::default(),
             capacity: Family::default(),
             forwarded_bytes: Family::default(),
+            heartbeat_failures: Family::default(),
             signal_refusals: Family::default(),
             turn_relay_up: Family::default(),
             subscriber_loss: Family::new_with_constructor(loss_histogram as fn() -> Histogram),
@@ -116,6 +121,8 @@ pub struct NodeMetrics {
     pub capacity: Gauge,
     /// RTP bytes written to down-tracks.
     pub forwarded_bytes: Counter,
+    /// Heartbeats the store did not take.
+    pub heartbeat_failures: Counter,
     /// Signal upgrades refused or failed (`reason="handshake"`).
     pub refused_handshakes: Counter,
     /// Sessions closed for a malformed frame or request (`reason="malformed"`).
@@ -137,6 +144,7 @@ impl SfuMetrics {
         r.register("tracks", "Tracks published on the node", m.tracks.clone());
         r.register("capacity", "Participants before the node counts as full", m.capacity.clone());
         r.register("forwarded_bytes", "RTP bytes written to down-tracks", m.forwarded_bytes.clone());
+        r.register("heartbeat_failures", "Registry heartbeats the store did not take", m.heartbeat_failures.clone());
         r.register(
             "signal_refusals",
             "Signal connections refused or closed for the client's fault, by reason",
@@ -181,6 +189,7 @@ impl SfuMetrics {
             tracks: self.tracks.get_or_create(&label).clone(),
             capacity: self.capacity.get_or_create(&label).clone(),
             forwarded_bytes: self.forwarded_bytes.get_or_create(&label).clone(),
+            heartbeat_failures: self.heartbeat_failures.get_or_create(&label).clone(),
             refused_handshakes,
             malformed_sessions,
             turn_relay_up: None,

@@ -132,6 +132,7 @@ pub async fn run_heartbeats(sfu: Arc<Sfu>, health: Health, shutdown: impl Future
                     }
                 }
                 if let Err(e) = sfu.heartbeat(&mut sampler).await {
+                    sfu.metrics.heartbeat_failures.inc();
                     tracing::warn!(node = %sfu.config.node_id, error = %e, "heartbeat failed");
                 }
             }
