@@ -48,7 +48,7 @@ impl Procs {
     /// Waits for `name` to exit, with [`GUARD`] against a hang (not a timing assertion).
     fn wait_exit(&mut self, name: &str) -> std::process::ExitStatus {
         let child = &mut self.0.iter_mut().find(|(n, _)| n == name).expect("known process").1;
-        let deadline = Instant::now() + GUARD;
+        let deadline = Instant::now().checked_add(GUARD).expect("a deadline in range");
         loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
                 return status;

@@ -264,7 +264,7 @@ mod tests {
     const SINGAPORE: (f64, f64) = (1.35, 103.82);
 
     fn now() -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+        SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(1_800_000_000)).expect("a time in range")
     }
 
     fn node(id: &str, region: &str, pos: Option<(f64, f64)>, participants: u32) -> NodeRecord {

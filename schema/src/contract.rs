@@ -8,7 +8,7 @@ use meridian_ids::{NodeId, RegionId, RoomName};
 use crate::{NodeLoad, NodeRecord, RoomRecord, Store, TokenGrants, TokenRecord};
 
 fn at(secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs)
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs)).expect("a contract time in range")
 }
 
 fn token(id: &str, room: &str, identity: &str, issued: u64) -> TokenRecord {

@@ -180,7 +180,8 @@ pub async fn await_receivers(
     streams: &[DeclaredStream],
     wait: Duration,
 ) -> Result<(), Vec<DeclaredStream>> {
-    let deadline = Instant::now() + wait;
+    // `wait` is ours, but an Instant past its range would panic: no wait then.
+    let deadline = Instant::now().checked_add(wait).unwrap_or_else(Instant::now);
     loop {
         let mut started = Vec::new();
         for t in pc.get_transceivers().await {

@@ -117,8 +117,9 @@ pub async fn run_sfu(
     if let Err(e) = node.sfu.drain().await {
         tracing::warn!(error = %e, "could not announce draining");
     }
-    let deadline = Instant::now() + role.drain_grace;
-    while node.sfu.rooms().room_count() > 0 && Instant::now() < deadline {
+    // A grace too long for an Instant (the operator's number) means no deadline.
+    let deadline = Instant::now().checked_add(role.drain_grace);
+    while node.sfu.rooms().room_count() > 0 && deadline.is_none_or(|d| Instant::now() < d) {
         tokio::time::sleep(DRAIN_POLL).await;
     }
     tracing::info!(rooms_left = node.sfu.rooms().room_count(), "drain over; stopping");

@@ -89,7 +89,10 @@ mod tests {
         let cap = Cap::new(bits(8_000), now);
         assert!(cap.charge(Direction::ToPeer, 1000, now), "1000 bytes: one second at 8 kbit/s");
         assert!(!cap.charge(Direction::ToPeer, 1, now), "then nothing");
-        assert!(cap.charge(Direction::ToPeer, 250, now + Duration::from_millis(250)), "refilled at the rate");
+        assert!(
+            cap.charge(Direction::ToPeer, 250, now.checked_add(Duration::from_millis(250)).unwrap()),
+            "refilled at the rate"
+        );
     }
 
     #[test]

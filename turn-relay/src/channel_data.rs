@@ -352,7 +352,7 @@ mod tests {
         assert_eq!(channels.to_peer(client, 0x4000, now).map(|(_, _, r)| r), Some(route));
         assert_eq!(channels.to_client(route, now).map(|d| (d.client, d.channel)), Some((client.client, 0x4000)));
         assert!(channels.to_peer(client, 0x4001, now).is_none(), "an unbound channel");
-        let later = now + Duration::from_secs(601);
+        let later = now.checked_add(Duration::from_secs(601)).unwrap();
         assert!(channels.to_peer(client, 0x4000, later).is_none(), "expired");
         assert!(channels.to_client(route, later).is_none(), "expired");
         channels.forget(client);

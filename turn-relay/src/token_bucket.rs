@@ -65,8 +65,8 @@ mod tests {
         let mut b = TokenBucket::full(refill, start);
         assert!(b.take(1000.0, refill, start), "one second of burst");
         assert!(!b.take(1.0, refill, start), "then nothing");
-        assert!(b.take(500.0, refill, start + Duration::from_millis(500)), "refilled at the rate");
-        assert!(!b.take(600.0, refill, start + Duration::from_millis(500)));
+        assert!(b.take(500.0, refill, start.checked_add(Duration::from_millis(500)).unwrap()), "refilled at the rate");
+        assert!(!b.take(600.0, refill, start.checked_add(Duration::from_millis(500)).unwrap()));
     }
 
     #[test]
@@ -75,9 +75,9 @@ mod tests {
         let refill = Refill { rate: 10.0, depth: 2.0 };
         let mut b = TokenBucket::full(refill, start);
         assert!(b.take(2.0, refill, start), "the burst");
-        assert!(!b.take(1.0, refill, start + Duration::from_millis(99)), "not yet one token");
-        assert!(b.take(1.0, refill, start + Duration::from_millis(199)), "one token after 100 ms");
-        let much_later = start + Duration::from_secs(3600);
+        assert!(!b.take(1.0, refill, start.checked_add(Duration::from_millis(99)).unwrap()), "not yet one token");
+        assert!(b.take(1.0, refill, start.checked_add(Duration::from_millis(199)).unwrap()), "one token after 100 ms");
+        let much_later = start.checked_add(Duration::from_secs(3600)).unwrap();
         assert!(b.take(2.0, refill, much_later), "full again");
         assert!(!b.take(1.0, refill, much_later), "but only to its depth");
         assert_eq!(refill.time_to_fill(), Duration::from_millis(200));
