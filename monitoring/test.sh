@@ -19,10 +19,10 @@ set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-ci=${CI:-false}
-start=$(date +%s)
-passed=0
-failed=0
+# shellcheck disable=SC2034 # read by scripts/suite.sh
+suite=monitoring
+# shellcheck source=../scripts/suite.sh
+. "$root/scripts/suite.sh"
 
 # The metrics the roles export: `type name`, the name as registered (counters
 # gain _total, histograms _bucket/_sum/_count). check.py fails when this list
@@ -58,16 +58,6 @@ gauge     meridian_turn_gate_sources
 '
 export KNOWN_METRICS
 
-missing() {
-  if [ "$ci" = true ]; then
-    echo "FAIL monitoring: $1 is missing and CI=true" >&2
-    echo "monitoring: 0 passed, 1 failed"
-    exit 1
-  fi
-  echo "SKIPPED monitoring: $1 is missing"
-  exit 0
-}
-
 # apt_install PACKAGE: as root with apt-get only; quiet; never fatal by itself.
 apt_install() {
   [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 0
@@ -84,23 +74,6 @@ python3 -c 'import yaml' 2>/dev/null || missing "PyYAML (apt-get install python3
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-
-# step NAME COMMAND...: run it, its output shown on failure.
-step() {
-  local name=$1
-  shift
-  local t0
-  t0=$(date +%s)
-  local log="$work/log-$name"
-  if "$@" >"$log" 2>&1; then
-    passed=$((passed + 1))
-    echo "ok   $name ($(($(date +%s) - t0)) s)"
-  else
-    failed=$((failed + 1))
-    echo "FAIL $name"
-    sed 's/^/     /' "$log"
-  fi
-}
 
 cd "$here" || exit 1
 step rules promtool check rules rules/alerts.yml rules/recording.yml
@@ -133,5 +106,4 @@ checker() {
 }
 step checker checker
 
-echo "monitoring: $passed passed, $failed failed ($(($(date +%s) - start)) s)"
-[ "$failed" = 0 ]
+suite_end

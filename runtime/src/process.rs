@@ -40,7 +40,7 @@ struct ProcessCollector;
 impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let read = |path| std::fs::read_to_string(path).ok();
-        if let Some(cpu) = read("/proc/self/stat").as_deref().and_then(cpu_time) {
+        if let Some(cpu) = cpu_time_now() {
             let counter = ConstCounter::new(cpu.as_secs_f64());
             let metric = encoder.encode_descriptor(
                 "process_cpu_seconds",
@@ -75,6 +75,13 @@ impl Collector for ProcessCollector {
         }
         Ok(())
     }
+}
+
+/// This process's user plus system CPU time so far (`/proc/self/stat`); `None`
+/// where there is no `/proc` or it does not parse. The SFU's load sampler turns
+/// it into cores used between heartbeats.
+pub fn cpu_time_now() -> Option<Duration> {
+    cpu_time(&std::fs::read_to_string("/proc/self/stat").ok()?)
 }
 
 /// User plus system CPU time from the text of `/proc/self/stat`, or `None` if it

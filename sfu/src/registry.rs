@@ -18,9 +18,6 @@ use crate::Sfu;
 
 /// Time between heartbeats (2 s).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
-/// Linux's clock tick for `/proc/<pid>/stat` CPU times (`sysconf(_SC_CLK_TCK)` is
-/// 100 on every mainstream Linux build).
-const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 
 /// Turns counters into rates between heartbeats.
 #[derive(Default)]
@@ -34,7 +31,7 @@ impl LoadSampler {
     pub fn sample(&mut self, sfu: &Sfu, now: Instant) -> NodeLoad {
         let (participants, tracks) = sfu.rooms.load();
         let bytes = sfu.rooms.forwarded_bytes();
-        let cpu = process_cpu_seconds().unwrap_or(0.0);
+        let cpu = meridian_runtime::process::cpu_time_now().map_or(0.0, |t| t.as_secs_f64());
         let (rate, cores) = match self.last {
             Some((t, b, c)) if now > t => {
                 let secs = now.duration_since(t).as_secs_f64();
@@ -45,18 +42,6 @@ impl LoadSampler {
         self.last = Some((now, bytes, cpu));
         NodeLoad { participants, tracks, forwarded_bytes_per_sec: rate, cpu_cores: cores }
     }
-}
-
-/// User plus system CPU seconds of this process, from `/proc/self/stat`.
-fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14
-    // and 15 of the whole line, so 12 and 13 after the name.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / CLOCK_TICKS_PER_SEC)
 }
 
 impl Sfu {
@@ -276,7 +261,7 @@ mod tests {
 
     #[test]
     fn this_process_has_cpu_time() {
-        let cpu = process_cpu_seconds().expect("/proc/self/stat is readable on Linux");
-        assert!(cpu >= 0.0);
+        let cpu = meridian_runtime::process::cpu_time_now().expect("/proc/self/stat is readable on Linux");
+        assert!(cpu.as_secs_f64() >= 0.0);
     }
 }

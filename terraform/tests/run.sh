@@ -20,20 +20,10 @@ set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 tf=$(cd "$here/.." && pwd)
-ci=${CI:-false}
-start=$(date +%s)
-passed=0
-failed=0
-
-missing() {
-  if [ "$ci" = true ]; then
-    echo "FAIL terraform/tests: $1 is missing and CI=true" >&2
-    echo "terraform: 0 passed, 1 failed"
-    exit 1
-  fi
-  echo "SKIPPED terraform/tests: $1 is missing"
-  exit 0
-}
+# shellcheck disable=SC2034 # read by scripts/suite.sh
+suite=terraform
+# shellcheck source=../../scripts/suite.sh
+. "$tf/../scripts/suite.sh"
 
 command -v terraform >/dev/null || missing "terraform (/usr/local/bin/terraform, >= 1.9)"
 command -v python3 >/dev/null || missing "python3"
@@ -49,23 +39,6 @@ if [ -z "${TF_CLI_CONFIG_FILE:-}" ] || [ ! -f "$TF_CLI_CONFIG_FILE" ]; then
   : >"$work/terraformrc"
   export TF_CLI_CONFIG_FILE="$work/terraformrc"
 fi
-
-# step NAME COMMAND...: run it, its output in $work/NAME.log, shown on failure.
-step() {
-  local name=$1
-  shift
-  local t0
-  t0=$(date +%s)
-  local log="$work/log-${name//\//_}"
-  if "$@" >"$log" 2>&1; then
-    passed=$((passed + 1))
-    echo "ok   $name ($(($(date +%s) - t0)) s)"
-  else
-    failed=$((failed + 1))
-    echo "FAIL $name"
-    sed 's/^/     /' "$log"
-  fi
-}
 
 # A provider-free module, initialised and validated with its data directory
 # outside the tree.
@@ -159,6 +132,4 @@ else
   echo "FAIL static, checker: render wrote no ports.json"
 fi
 
-echo "terraform/tests: $(($(date +%s) - start)) s"
-echo "terraform: $passed passed, $failed failed"
-[ $failed = 0 ]
+suite_end
