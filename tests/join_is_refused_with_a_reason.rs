@@ -8,26 +8,7 @@
 
 mod common;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use base64::prelude::{Engine, BASE64_URL_SAFE_NO_PAD};
 use common::*;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
-/// An HS256 JWT over `claims`, signed by hand so tests can make tokens the
-/// minting API refuses to make (expired, no roomJoin).
-fn jwt(claims: serde_json::Value, secret: &str) -> String {
-    let header = BASE64_URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
-    let payload = BASE64_URL_SAFE_NO_PAD.encode(claims.to_string());
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{header}.{payload}").as_bytes());
-    format!("{header}.{payload}.{}", BASE64_URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
-}
-
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
-}
 
 fn claims(exp: i64, video: serde_json::Value) -> serde_json::Value {
     serde_json::json!({ "iss": KEY, "sub": "alice", "nbf": now() - 3600, "exp": exp, "video": video })

@@ -23,7 +23,7 @@ async fn a_token_minted_with_basic_auth_verifies_and_is_recorded() {
         &stack,
         Some(&auth),
         r#"{"room":"demo","identity":"alice","name":"Alice","ttl":600,
-        "grants":{"canPublish":false,"roomAdmin":true}}"#,
+        "grants":{"canPublish":false,"roomAdmin":true,"canPublishSources":["microphone"],"canUpdateOwnMetadata":true}}"#,
     )
     .await;
     assert_eq!(status, 200, "{v}");
@@ -35,6 +35,8 @@ async fn a_token_minted_with_basic_auth_verifies_and_is_recorded() {
     let grant = TokenAuthority::new(KEY, SECRET).verify_join(v["token"].as_str().unwrap(), None).expect("verifies");
     assert_eq!((grant.identity().as_str(), grant.room().as_str(), grant.name()), ("alice", "demo", "Alice"));
     assert!(!grant.grants().can_publish && grant.grants().room_admin && grant.grants().can_subscribe);
+    assert!(grant.grants().can_update_own_metadata);
+    assert_eq!(grant.grants().can_publish_sources, meridian_auth::PublishSources::from_names(&["microphone"]));
 
     let record = stack.store.token(v["id"].as_str().unwrap()).await.unwrap().expect("token recorded");
     assert_eq!((record.room.as_str(), record.identity.as_str()), ("demo", "alice"));
@@ -79,6 +81,7 @@ async fn wrong_credentials_get_401_and_bad_fields_get_400_naming_them() {
         (r#"{"room":"demo","identity":"a","ttl":0}"#, "ttl"),
         (r#"{"room":"demo","identity":"a","grants":{"canPublish":"yes"}}"#, "canPublish"),
         (r#"{"room":"demo","identity":"a","colour":"red"}"#, "colour"),
+        (r#"{"room":"demo","identity":"a","grants":{"canPublishSources":["webcam"]}}"#, "canPublishSources"),
     ] {
         let (status, v) = post(&stack, Some(&auth), body).await;
         assert_eq!(status, 400, "{body} -> {v}");

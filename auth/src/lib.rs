@@ -20,6 +20,7 @@
 
 pub mod turn_rest;
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::prelude::{Engine, BASE64_STANDARD};
@@ -55,12 +56,81 @@ pub struct Grants {
     pub hidden: bool,
     /// May administer the room (`roomAdmin`, default false).
     pub room_admin: bool,
+    /// Sources that may be published (`canPublishSources`, default every
+    /// source). Only with `can_publish`; see [`Grants::can_publish_source`].
+    pub can_publish_sources: PublishSources,
+    /// May change its own name, metadata and attributes with LiveKit's
+    /// `UpdateParticipantMetadata` (`canUpdateOwnMetadata`, default false).
+    pub can_update_own_metadata: bool,
 }
 
 impl Default for Grants {
-    /// Publish, subscribe and data, as LiveKit grants when the fields are absent.
+    /// Publish (any source), subscribe and data, as LiveKit grants when the
+    /// fields are absent.
     fn default() -> Self {
-        Self { can_publish: true, can_subscribe: true, can_publish_data: true, hidden: false, room_admin: false }
+        Self {
+            can_publish: true,
+            can_subscribe: true,
+            can_publish_data: true,
+            hidden: false,
+            room_admin: false,
+            can_publish_sources: PublishSources::ANY,
+            can_update_own_metadata: false,
+        }
+    }
+}
+
+impl Grants {
+    /// Whether a track of `source` (LiveKit `TrackSource`, as on the wire) may be
+    /// published: `can_publish`, and the source listed in `canPublishSources`
+    /// when the token lists any (LiveKit's `VideoGrant.GetCanPublishSource`).
+    pub fn can_publish_source(&self, source: i32) -> bool {
+        self.can_publish && self.can_publish_sources.allows(source)
+    }
+}
+
+/// A set of LiveKit `TrackSource`s: what `canPublishSources` lists. A token that
+/// lists none may publish every source ([`PublishSources::ANY`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishSources(u8);
+
+impl PublishSources {
+    /// Every source: the grant lists none.
+    pub const ANY: Self = Self(u8::MAX);
+    /// The sources LiveKit names (`TrackSource`, lower case): `unknown`,
+    /// `camera`, `microphone`, `screen_share`, `screen_share_audio`.
+    pub const NAMES: [&'static str; 5] = ["unknown", "camera", "microphone", "screen_share", "screen_share_audio"];
+
+    /// The set a token's `canPublishSources` names: [`PublishSources::ANY`] for an
+    /// empty list. A name LiveKit does not know counts as `unknown`, as in
+    /// LiveKit's `sourceToProto`.
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Self {
+        if names.is_empty() {
+            return Self::ANY;
+        }
+        Self(names.iter().fold(0, |set, name| {
+            let at = Self::NAMES.iter().position(|n| n.eq_ignore_ascii_case(name.as_ref())).unwrap_or(0);
+            set | 1 << at
+        }))
+    }
+
+    /// Whether `source` (a `TrackSource` value off the wire, any `i32`) is in the set.
+    pub fn allows(self, source: i32) -> bool {
+        self == Self::ANY || usize::try_from(source).is_ok_and(|at| at < Self::NAMES.len() && self.0 & 1 << at != 0)
+    }
+
+    /// The sources as LiveKit's `ParticipantPermission.can_publish_sources`
+    /// lists them: empty for [`PublishSources::ANY`].
+    pub fn to_proto(self) -> Vec<i32> {
+        if self == Self::ANY {
+            return Vec::new();
+        }
+        (0..Self::NAMES.len() as i32).filter(|&s| self.allows(s)).collect()
+    }
+
+    /// The names, as a token's `canPublishSources` carries them (empty for ANY).
+    pub fn names(self) -> Vec<String> {
+        self.to_proto().into_iter().map(|s| Self::NAMES[s as usize].to_owned()).collect()
     }
 }
 
@@ -101,6 +171,7 @@ pub struct VerifiedGrant {
     identity: ParticipantIdentity,
     name: String,
     metadata: String,
+    attributes: HashMap<String, String>,
     room: RoomName,
     grants: Grants,
     expires_at: SystemTime,
@@ -118,6 +189,10 @@ impl VerifiedGrant {
     /// Participant metadata (JWT `metadata`), may be empty.
     pub fn metadata(&self) -> &str {
         &self.metadata
+    }
+    /// Participant attributes (JWT `attributes`), may be empty.
+    pub fn attributes(&self) -> &HashMap<String, String> {
+        &self.attributes
     }
     /// Room the token admits to (`video.room`).
     pub fn room(&self) -> &RoomName {
@@ -242,6 +317,8 @@ impl TokenAuthority {
             can_subscribe: Some(req.grants.can_subscribe),
             can_publish_data: Some(req.grants.can_publish_data),
             hidden: req.grants.hidden,
+            can_publish_sources: req.grants.can_publish_sources.names(),
+            can_update_own_metadata: req.grants.can_update_own_metadata.then_some(true),
             ..VideoGrants::default()
         };
         let jwt = AccessToken::with_api_key(&self.api_key, &self.api_secret)
@@ -288,10 +365,13 @@ impl TokenAuthority {
                 can_publish_data: video.can_publish_data(),
                 hidden: video.hidden,
                 room_admin: video.room_admin,
+                can_publish_sources: PublishSources::from_names(&video.can_publish_sources),
+                can_update_own_metadata: video.can_update_own_metadata.unwrap_or(false),
             },
             identity: claims.sub.into(),
             name: claims.name,
             metadata: claims.metadata,
+            attributes: claims.attributes,
             room: room.into(),
             expires_at,
         })
@@ -408,6 +488,37 @@ mod tests {
         let ttl = t.expires_at.duration_since(t.issued_at).unwrap();
         assert_eq!(ttl, DEFAULT_TOKEN_TTL);
         assert_eq!(t.id, token_id(&t.jwt));
+    }
+
+    #[test]
+    fn publish_sources_and_own_metadata_survive_a_mint_and_verify() {
+        let auth = TokenAuthority::new("devkey", "secret");
+        let mut r = req("demo", "alice");
+        r.grants.can_publish_sources = PublishSources::from_names(&["microphone", "SCREEN_SHARE"]);
+        r.grants.can_update_own_metadata = true;
+        let g = auth.verify_join(&auth.mint(&r).unwrap().jwt, None).unwrap().grants();
+        assert_eq!(g, r.grants);
+        assert_eq!(g.can_publish_sources.to_proto(), vec![2, 3]);
+        assert!(g.can_publish_source(2) && g.can_publish_source(3));
+        assert!(!g.can_publish_source(1) && !g.can_publish_source(-1) && !g.can_publish_source(i32::MAX));
+        let any = Grants::default();
+        assert!(any.can_publish_source(1) && any.can_publish_source(99), "no list: every source");
+        assert!(any.can_publish_sources.to_proto().is_empty());
+        let none = Grants { can_publish: false, ..any };
+        assert!(!none.can_publish_source(1), "canPublish false wins over the sources");
+    }
+
+    #[test]
+    fn token_attributes_reach_the_verified_grant() {
+        let auth = TokenAuthority::new("devkey", "secret");
+        let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 600;
+        let token = signed(serde_json::json!({
+            "iss": "devkey", "sub": "alice", "exp": exp, "attributes": { "role": "host" },
+            "video": { "roomJoin": true, "room": "demo", "canUpdateOwnMetadata": true },
+        }));
+        let g = auth.verify_join(&token, None).unwrap();
+        assert_eq!(g.attributes().get("role").map(String::as_str), Some("host"));
+        assert!(g.grants().can_update_own_metadata);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use meridian_auth::{Grants, MintRequest, TokenError, DEFAULT_TOKEN_TTL};
+use meridian_auth::{Grants, MintRequest, PublishSources, TokenError, DEFAULT_TOKEN_TTL};
 use meridian_ids::{RegionId, RoomName, RoomSid};
 use meridian_schema::{RoomRecord, TokenGrants, TokenRecord};
 use serde::Deserialize;
@@ -47,18 +47,32 @@ struct GrantsRequest {
     can_publish_data: Option<bool>,
     hidden: Option<bool>,
     room_admin: Option<bool>,
+    /// LiveKit's source names (`camera`, `microphone`, `screen_share`,
+    /// `screen_share_audio`); absent or empty: every source.
+    can_publish_sources: Option<Vec<String>>,
+    can_update_own_metadata: Option<bool>,
 }
 
 impl GrantsRequest {
-    fn resolve(self) -> Grants {
+    /// The grants asked for, or the 400 message for a source LiveKit does not name.
+    fn resolve(self) -> Result<Grants, String> {
         let d = Grants::default();
-        Grants {
+        let sources = self.can_publish_sources.unwrap_or_default();
+        if let Some(bad) = sources.iter().find(|s| !PublishSources::NAMES[1..].contains(&s.as_str())) {
+            return Err(format!(
+                "invalid request: field `grants.canPublishSources`: unknown source {bad:?} (one of {})",
+                PublishSources::NAMES[1..].join(", ")
+            ));
+        }
+        Ok(Grants {
             can_publish: self.can_publish.unwrap_or(d.can_publish),
             can_subscribe: self.can_subscribe.unwrap_or(d.can_subscribe),
             can_publish_data: self.can_publish_data.unwrap_or(d.can_publish_data),
             hidden: self.hidden.unwrap_or(d.hidden),
             room_admin: self.room_admin.unwrap_or(d.room_admin),
-        }
+            can_publish_sources: PublishSources::from_names(&sources),
+            can_update_own_metadata: self.can_update_own_metadata.unwrap_or(d.can_update_own_metadata),
+        })
     }
 }
 
@@ -210,13 +224,17 @@ pub(crate) async fn mint_token(gw: &Gateway, req: Request<Incoming>, skip_auth: 
         }
     }
     let ttl = parsed.ttl.map(Duration::from_secs).unwrap_or(DEFAULT_TOKEN_TTL);
+    let grants = match parsed.grants.unwrap_or_default().resolve() {
+        Ok(g) => g,
+        Err(why) => return json_error(400, &why),
+    };
     let mint = MintRequest {
         room: parsed.room.into(),
         identity: parsed.identity.into(),
         name: parsed.name,
         metadata: parsed.metadata,
         ttl,
-        grants: parsed.grants.unwrap_or_default().resolve(),
+        grants,
     };
     let minted = match gw.authority.mint(&mint) {
         Ok(m) => m,

@@ -8,11 +8,12 @@
 //! description are buffered, then applied.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use livekit_protocol as proto;
+use livekit_protocol::request_response::Reason;
 use livekit_protocol::signal_response::Message as Out;
 use meridian_auth::{Grants, VerifiedGrant};
 use meridian_ids::{ParticipantIdentity, ParticipantSid, TrackSid};
@@ -73,6 +74,15 @@ pub const MAX_BUFFERED_CANDIDATES: usize = 256;
 pub const MAX_PENDING_TRACKS: usize = 64;
 /// Bytes of an `AddTrackRequest`'s cid, name and stream together.
 pub const MAX_TRACK_TEXT_BYTES: usize = 4096;
+/// Longest participant name a participant may set: 256 bytes (LiveKit's
+/// `limit.max_participant_name_length` default).
+pub const MAX_NAME_BYTES: usize = 256;
+/// Largest participant metadata: 512 KiB (LiveKit's `limit.max_metadata_size`).
+pub const MAX_METADATA_BYTES: usize = 512 * 1024;
+/// Largest attributes, keys and values summed: 64 KiB (LiveKit's
+/// `limit.max_attributes_size`). LiveKit checks each update; we check the
+/// merged result too, so repeated updates with new keys cannot grow it without bound.
+pub const MAX_ATTRIBUTES_BYTES: usize = 64 * 1024;
 
 /// Errors while handling a participant's signal message. A client's error closes
 /// that participant's connection only.
@@ -97,6 +107,22 @@ struct PendingTrack {
     codec: Option<String>,
 }
 
+/// What a participant says of itself and may do. It changes under one lock
+/// together with the version, so of two `ParticipantInfo`s the one with the
+/// higher version is never the older (livekit-client drops an update whose
+/// version is lower than the last it applied).
+struct Profile {
+    name: String,
+    metadata: String,
+    attributes: HashMap<String, String>,
+    grants: Grants,
+    version: u32,
+}
+
+fn attributes_bytes(attributes: &HashMap<String, String>) -> usize {
+    attributes.iter().fold(0usize, |sum, (k, v)| sum.saturating_add(k.len()).saturating_add(v.len()))
+}
+
 #[derive(Default)]
 struct Negotiation {
     offer_id: u32,
@@ -114,11 +140,8 @@ pub struct Participant {
     pub sid: ParticipantSid,
     /// Identity from the token.
     pub identity: ParticipantIdentity,
-    name: String,
-    metadata: String,
-    grants: Grants,
+    profile: Mutex<Profile>,
     joined_at: SystemTime,
-    version: AtomicU32,
     signal: SignalTx,
     /// Woken to end the participant's signal session (kicked, room closed).
     pub closed: Notify,
@@ -202,11 +225,14 @@ impl Participant {
         let me = Arc::new(Self {
             sid: ParticipantSid::random(),
             identity: grant.identity().clone(),
-            name: grant.name().to_owned(),
-            metadata: grant.metadata().to_owned(),
-            grants: grant.grants(),
+            profile: Mutex::new(Profile {
+                name: grant.name().to_owned(),
+                metadata: grant.metadata().to_owned(),
+                attributes: grant.attributes().clone(),
+                grants: grant.grants(),
+                version: 0,
+            }),
             joined_at: SystemTime::now(),
-            version: AtomicU32::new(0),
             signal,
             closed: Notify::new(),
             is_closed: AtomicBool::new(false),
@@ -284,7 +310,7 @@ impl Participant {
     /// Packets from participants without `canPublishData`, over
     /// [`MAX_DATA_PACKET_BYTES`], or that do not decode are dropped.
     async fn on_data(&self, room: &Arc<Room>, kind: DataKind, bytes: &[u8]) {
-        if !self.grants.can_publish_data || bytes.len() > MAX_DATA_PACKET_BYTES {
+        if !self.grants().can_publish_data || bytes.len() > MAX_DATA_PACKET_BYTES {
             return;
         }
         let Ok(mut packet) = <proto::DataPacket as prost::Message>::decode(bytes) else {
@@ -317,7 +343,55 @@ impl Participant {
 
     /// Grants from the participant's token.
     pub fn grants(&self) -> Grants {
-        self.grants
+        lock(&self.profile).grants
+    }
+
+    /// Applies LiveKit's `UpdateParticipantMetadata` as `participant.go`
+    /// `UpdateMetadata` does: a non-empty name or metadata replaces the old, and
+    /// attributes merge in (an empty value deletes its key). From the participant
+    /// itself (`from_admin` false) it needs `canUpdateOwnMetadata`.
+    ///
+    /// Returns whether anything changed, or the refusal: `NOT_ALLOWED` without the
+    /// grant, `LIMIT_EXCEEDED` over [`MAX_NAME_BYTES`], [`MAX_METADATA_BYTES`] or
+    /// [`MAX_ATTRIBUTES_BYTES`]. A refused update changes nothing.
+    pub fn update_metadata(
+        &self,
+        req: &proto::UpdateParticipantMetadata,
+        from_admin: bool,
+    ) -> Result<bool, (Reason, &'static str)> {
+        let mut profile = lock(&self.profile);
+        if !from_admin && !profile.grants.can_update_own_metadata {
+            return Err((Reason::NotAllowed, "does not have permission to update own metadata"));
+        }
+        if req.name.len() > MAX_NAME_BYTES {
+            return Err((Reason::LimitExceeded, "exceeds name length limit"));
+        }
+        if req.metadata.len() > MAX_METADATA_BYTES {
+            return Err((Reason::LimitExceeded, "exceeds metadata size limit"));
+        }
+        let mut attributes = profile.attributes.clone();
+        for (k, v) in &req.attributes {
+            if v.is_empty() {
+                attributes.remove(k);
+            } else {
+                attributes.insert(k.clone(), v.clone());
+            }
+        }
+        if attributes_bytes(&req.attributes) > MAX_ATTRIBUTES_BYTES
+            || attributes_bytes(&attributes) > MAX_ATTRIBUTES_BYTES
+        {
+            return Err((Reason::LimitExceeded, "exceeds attributes size limit"));
+        }
+        let mut changed = attributes != profile.attributes;
+        let profile = &mut *profile;
+        profile.attributes = attributes;
+        for (new, old) in [(&req.name, &mut profile.name), (&req.metadata, &mut profile.metadata)] {
+            if !new.is_empty() && new != old {
+                old.clone_from(new);
+                changed = true;
+            }
+        }
+        Ok(changed)
     }
 
     /// Queues a signal message for the client. A full queue means the client is
@@ -336,27 +410,34 @@ impl Participant {
         self.closed.notify_one();
     }
 
-    /// The participant as LiveKit's `ParticipantInfo`, with a fresh version.
+    /// The participant as LiveKit's `ParticipantInfo`, with a fresh version: each
+    /// call's is higher than the last's, and describes a state at least as new.
     pub fn info(&self, state: proto::participant_info::State) -> proto::ParticipantInfo {
+        let mut profile = lock(&self.profile);
         let tracks: Vec<proto::TrackInfo> = lock(&self.published).iter().map(|t| t.info()).collect();
+        // Wrapping: 2^32 updates away, not a panic.
+        profile.version = profile.version.wrapping_add(1);
         let joined = unix(self.joined_at);
+        let grants = profile.grants;
         proto::ParticipantInfo {
             sid: self.sid.to_string(),
             identity: self.identity.to_string(),
-            name: self.name.clone(),
-            metadata: self.metadata.clone(),
+            name: profile.name.clone(),
+            metadata: profile.metadata.clone(),
+            attributes: profile.attributes.clone(),
             state: state as i32,
             is_publisher: !tracks.is_empty(),
             tracks,
             joined_at: joined.as_secs() as i64,
             joined_at_ms: joined.as_millis() as i64,
-            // Wrapping, as `fetch_add` itself does: 2^32 updates away, not a panic.
-            version: self.version.fetch_add(1, Ordering::Relaxed).wrapping_add(1),
+            version: profile.version,
             permission: Some(proto::ParticipantPermission {
-                can_subscribe: self.grants.can_subscribe,
-                can_publish: self.grants.can_publish,
-                can_publish_data: self.grants.can_publish_data,
-                hidden: self.grants.hidden,
+                can_subscribe: grants.can_subscribe,
+                can_publish: grants.can_publish,
+                can_publish_data: grants.can_publish_data,
+                can_publish_sources: grants.can_publish_sources.to_proto(),
+                can_update_metadata: grants.can_update_own_metadata,
+                hidden: grants.hidden,
                 ..Default::default()
             }),
             ..Default::default()
@@ -559,9 +640,16 @@ impl Participant {
     // still reads them for remote video tracks.
     #[allow(deprecated)]
     pub fn handle_add_track(&self, req: proto::AddTrackRequest) -> Result<(), ParticipantError> {
-        if !self.grants.can_publish {
-            // LiveKit ignores the request; the client times out waiting for trackPublished.
-            tracing::info!(participant = %self.sid, "AddTrackRequest without canPublish ignored");
+        if !self.grants().can_publish_source(req.source) {
+            // As LiveKit's `AddTrack`: refused with the request echoed, so the
+            // client fails the publish at once instead of timing out.
+            tracing::info!(participant = %self.sid, source = req.source, "AddTrackRequest without permission refused");
+            self.send(Out::RequestResponse(proto::RequestResponse {
+                reason: Reason::NotAllowed as i32,
+                message: "does not have permission to publish this source".into(),
+                request: Some(proto::request_response::Request::AddTrack(req)),
+                ..Default::default()
+            }));
             return Ok(());
         }
         if req.cid.is_empty() {

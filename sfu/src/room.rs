@@ -104,9 +104,7 @@ impl Room {
     /// everyone who may subscribe.
     pub(crate) async fn published(&self, publisher: &Arc<Participant>, track: Arc<PublishedTrack>) {
         self.metrics.tracks.inc();
-        let info = publisher.info(State::Active);
-        publisher.send(Out::Update(proto::ParticipantUpdate { participants: vec![info.clone()] }));
-        self.announce(publisher, info);
+        self.broadcast_state(publisher);
         for p in self.others(&publisher.sid) {
             if p.grants().can_subscribe {
                 if let Err(e) = p.subscribe(&track).await {
@@ -144,6 +142,39 @@ impl Room {
                 p.send_data(kind, &bytes).await;
             }
         }
+    }
+
+    /// Sends `about`'s current info to `about` itself and, unless it is hidden,
+    /// to everyone else (LiveKit's `broadcastParticipantState`).
+    fn broadcast_state(&self, about: &Participant) {
+        let info = about.info(State::Active);
+        about.send(Out::Update(proto::ParticipantUpdate { participants: vec![info.clone()] }));
+        self.announce(about, info);
+    }
+
+    /// Handles `UpdateParticipantMetadata` from `who` itself: applies it (see
+    /// [`Participant::update_metadata`]), tells the room when something changed,
+    /// then answers `RequestResponse` with the request's id, `OK` or the refusal,
+    /// as LiveKit does; LiveKit's Rust SDK waits for that answer.
+    pub(crate) fn update_own_metadata(&self, who: &Participant, req: proto::UpdateParticipantMetadata) {
+        let (reason, message) = match who.update_metadata(&req, false) {
+            Ok(changed) => {
+                if changed {
+                    self.broadcast_state(who);
+                }
+                (proto::request_response::Reason::Ok, "")
+            }
+            Err(refusal) => {
+                tracing::info!(participant = %who.sid, reason = refusal.1, "metadata update refused");
+                refusal
+            }
+        };
+        who.send(Out::RequestResponse(proto::RequestResponse {
+            request_id: req.request_id,
+            reason: reason as i32,
+            message: message.into(),
+            request: Some(proto::request_response::Request::UpdateMetadata(req)),
+        }));
     }
 
     /// Handles a mute change from `who`.

@@ -295,6 +295,7 @@ async fn handle(
         In::Trickle(t) => me.handle_trickle(t).await?,
         In::AddTrack(t) => me.handle_add_track(t)?,
         In::Mute(m) => room.muted(me, &m),
+        In::UpdateMetadata(u) => room.update_own_metadata(me, u),
         In::Leave(_) => return Ok(false),
         In::Ping(ts) => {
             let _ = send(ws, Out::Pong(ts)).await;

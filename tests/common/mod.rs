@@ -17,6 +17,40 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub const KEY: &str = "testkey";
 pub const SECRET: &str = "test-secret-of-some-length";
 
+/// An HS256 JWT over `claims`, signed by hand so tests can make tokens the
+/// minting API does not make (expired, no roomJoin, attributes).
+pub fn jwt(claims: serde_json::Value, secret: &str) -> String {
+    use base64::prelude::{Engine, BASE64_URL_SAFE_NO_PAD};
+    use hmac::{Hmac, Mac};
+    let header = BASE64_URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload = BASE64_URL_SAFE_NO_PAD.encode(claims.to_string());
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(format!("{header}.{payload}").as_bytes());
+    format!("{header}.{payload}.{}", BASE64_URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs() as i64
+}
+
+/// A join token for `identity` in `room`, signed with [`SECRET`], valid for an
+/// hour; `video` is merged into the `video` claim (`roomJoin` and `room` are set)
+/// and `extra` into the claims (`attributes`, `metadata`, `name`).
+pub fn join_token(room: &str, identity: &str, video: serde_json::Value, extra: serde_json::Value) -> String {
+    let mut claims = serde_json::json!({
+        "iss": KEY, "sub": identity, "nbf": now() - 60, "exp": now() + 3600,
+        "video": { "roomJoin": true, "room": room },
+    });
+    for (k, v) in video.as_object().into_iter().flatten() {
+        claims["video"][k] = v.clone();
+    }
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        claims[k] = v.clone();
+    }
+    jwt(claims, SECRET)
+}
+
 /// A stack on ephemeral ports with [`KEY`]/[`SECRET`] and the memory store.
 pub async fn stack() -> DevStack {
     stack_with(None).await
