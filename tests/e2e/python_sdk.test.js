@@ -2,7 +2,10 @@
 // of LiveKit Agents and of the Unity, C++ and @livekit/rtc-node SDKs) joins
 // `meridian dev` through the gateway: it sends the token as `Authorization: Bearer`,
 // not in the URL. One participant publishes generated 320x240 video and a tone, the
-// other counts the decoded frames (python/sdk_call.py prints a JSON report).
+// other counts the decoded frames (python/sdk_call.py prints a JSON report). Then
+// participant state: metadata, name and attributes set by the participant, the
+// grants that allow or refuse them, and a second session of the same identity
+// (python/sdk_state.py).
 // libwebrtc there skips loopback adapters when gathering ICE candidates, so the
 // stack binds a veth address in this test's own network namespace (the suite runs
 // under `unshare -n`, see scripts/test); a documentation range (RFC 5737) keeps it
@@ -55,11 +58,11 @@ after(async () => {
   try { execFileSync('ip', ['link', 'del', 't0'], { stdio: 'ignore' }); } catch { /* not created */ }
 });
 
-/** Runs python/sdk_call.py; resolves with its report, its exit code and its log. */
-function sdkCall(args) {
+/** Runs python/`script`; resolves with its report, its exit code and its log. */
+function sdkRun(script, args) {
   mkdirSync('artifacts', { recursive: true });
-  const log = createWriteStream('artifacts/python-sdk.log');
-  const child = spawn(PYTHON, ['python/sdk_call.py', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const log = createWriteStream(`artifacts/python-${script.replace(/\.py$/, '')}.log`);
+  const child = spawn(PYTHON, [`python/${script}`, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '', err = '';
   child.stdout.on('data', d => { out += d; });
   child.stderr.on('data', d => { err += d; log.write(d); });
@@ -80,7 +83,7 @@ function sdkCall(args) {
 test('LiveKit\'s Python SDK publishes video through the gateway to another Python SDK participant', { skip }, async t => {
   assert.equal(reason, null, reason);
   const started = Date.now();
-  const { report, code, out, err } = await sdkCall(['--url', server.wsUrl, '--api-key', API_KEY, '--api-secret', API_SECRET,
+  const { report, code, out, err } = await sdkRun('sdk_call.py', ['--url', server.wsUrl, '--api-key', API_KEY, '--api-secret', API_SECRET,
     '--room', 'e2e-python-sdk', '--width', String(WIDTH), '--height', String(HEIGHT), '--fps', String(FPS),
     '--min-frames', String(MIN_FRAMES), '--timeout', '60']);
   const context = () => `\nreport: ${JSON.stringify(report) ?? out}\n--- SDK (artifacts/python-sdk.log):\n`
@@ -99,4 +102,23 @@ test('LiveKit\'s Python SDK publishes video through the gateway to another Pytho
   const kinds = report.tracks.filter(tr => tr.from === 'py-publisher').map(tr => tr.kind).sort();
   assert.deepEqual(kinds, ['KIND_AUDIO', 'KIND_VIDEO'], `the subscriber is subscribed to both tracks${context()}`);
   assert.ok(report.audio_frames > 0, `audio arrives too${context()}`);
+});
+
+test('LiveKit\'s Python SDK sets its own metadata, name and attributes as its grants allow', { skip }, async t => {
+  assert.equal(reason, null, reason);
+  const { report, code, out, err } = await sdkRun('sdk_state.py', ['--url', server.wsUrl, '--api-key', API_KEY,
+    '--api-secret', API_SECRET, '--room', 'e2e-python-state', '--timeout', '60']);
+  const context = () => `\nreport: ${JSON.stringify(report) ?? out}\n--- SDK (artifacts/python-sdk_state.log):\n`
+    + err.split('\n').slice(-40).join('\n') + '\n--- server:\n' + server.logs.join('').split('\n').slice(-60).join('\n');
+  assert.ok(report, `sdk_state.py printed no report (exit ${code})${context()}`);
+  t.diagnostic(`checks ${JSON.stringify(report.checks)}; refused update answered in ${report.seen.bob_update_refused_in_s} s; `
+    + `camera: ${report.seen.camera}; ${report.elapsed_s} s in all`);
+  assert.equal(report.error, undefined, `the scenario failed: ${report.error}${context()}`);
+  assert.equal(code, 0, `sdk_state.py exited with ${code}${context()}`);
+  for (const name of ['token attributes reach others', 'allowed updates succeed', 'others see name, metadata and attributes',
+    'the participant sees its own change', 'a refused update gets an answer with the reason', 'nobody sees a refused update',
+    'a source outside canPublishSources is refused', 'a listed source is published and subscribed',
+    'the same identity evicts the old session', 'others see the new session']) {
+    assert.equal(report.checks[name], true, `${name}${context()}`);
+  }
 });
