@@ -6,6 +6,12 @@
 //! writes it to the local track. Header extensions are stripped, since their ids
 //! were negotiated on the publisher PC and mean other things on subscriber PCs.
 //!
+//! Two twins of the local track serve subscriptions (LiveKit's
+//! `UpdateSubscription`, `UpdateTrackSettings`): a subscriber that disabled the
+//! track has its sender switched to the idle twin, which is never written; one
+//! that subscribes again after unsubscribing gets a later generation under
+//! another track id ([`PublishedTrack::local_track_of`]).
+//!
 //! Simulcast: the forwarder takes one layer per track, [`FORWARDED_RID`] (the
 //! lowest, which browsers pause last), or another layer if that one has not
 //! arrived within [`LAYER_FALLBACK_WAIT`]; the other layers are read and dropped. Layer switching
@@ -21,6 +27,7 @@
 pub mod reception;
 
 use prometheus_client::metrics::counter::Counter;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -47,6 +54,9 @@ pub const FORWARDED_RID: &str = "q";
 /// How long other simulcast layers wait for [`FORWARDED_RID`] before one of them
 /// is forwarded instead.
 pub const LAYER_FALLBACK_WAIT: Duration = Duration::from_secs(2);
+/// Times one subscriber may subscribe to one track again after unsubscribing
+/// (see [`PublishedTrack::local_track_of`]).
+pub const MAX_RESUBSCRIPTIONS: usize = 16;
 /// Minimum spacing of keyframe requests sent to one publisher track.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -58,6 +68,15 @@ pub struct PublishedTrack {
     pub publisher_sid: ParticipantSid,
     info: Mutex<TrackInfo>,
     local: Arc<TrackLocalStaticRTP>,
+    /// The same codec, ids and stream, never written: what a down-track the
+    /// subscriber disabled (`UpdateTrackSettings{disabled}`) sends, which is nothing.
+    idle: Arc<TrackLocalStaticRTP>,
+    /// Local tracks of later generations, for subscribers subscribing again:
+    /// `extra[n - 1]` is generation `n`, track id `TR_…~n`.
+    extra: Mutex<Vec<Arc<TrackLocalStaticRTP>>>,
+    /// Whether a subscriber has bound a down-track of it yet (LiveKit's
+    /// `TrackSubscribed` goes to the publisher once per track).
+    ever_subscribed: AtomicBool,
     media_ssrc: u32,
     /// The codec's RTP clock rate, in Hz: the unit of reported jitter.
     clock_rate: u32,
@@ -84,13 +103,17 @@ impl PublishedTrack {
         let clock_rate = codec.clock_rate;
         info.mime_type = codec.mime_type.clone();
         info.mid = mid.unwrap_or_default();
-        let local =
-            Arc::new(TrackLocalStaticRTP::new(codec, info.sid.clone(), format!("{publisher_sid}|{}", info.sid)));
+        let stream = format!("{publisher_sid}|{}", info.sid);
+        let idle = Arc::new(TrackLocalStaticRTP::new(codec.clone(), info.sid.clone(), stream.clone()));
+        let local = Arc::new(TrackLocalStaticRTP::new(codec, info.sid.clone(), stream));
         Self {
             sid: TrackSid::new(info.sid.as_str()),
             publisher_sid: publisher_sid.clone(),
             info: Mutex::new(info),
             local,
+            idle,
+            extra: Mutex::new(Vec::new()),
+            ever_subscribed: AtomicBool::new(false),
             media_ssrc: remote.ssrc(),
             clock_rate,
             publisher_pc,
@@ -121,6 +144,53 @@ impl PublishedTrack {
     /// The local track to add to a subscriber PC.
     pub fn local_track(&self) -> Arc<dyn TrackLocal + Send + Sync> {
         Arc::clone(&self.local) as Arc<dyn TrackLocal + Send + Sync>
+    }
+
+    /// The local track of `generation`: 0 is [`PublishedTrack::local_track`]; a
+    /// subscriber subscribing to this track for the `n`th time again gets
+    /// generation `n`, the same media under track id `TR_…~n`. The transceiver
+    /// its earlier down-track left keeps that one's `a=msid` (RFC 8829 §5.2.2),
+    /// and libwebrtc refuses an offer with the same msid twice. Clients take the
+    /// track sid from the stream id (`PA_…|TR_…`), which stays. `None` past
+    /// [`MAX_RESUBSCRIPTIONS`].
+    pub fn local_track_of(&self, generation: usize) -> Option<Arc<dyn TrackLocal + Send + Sync>> {
+        if generation == 0 {
+            return Some(self.local_track());
+        }
+        if generation > MAX_RESUBSCRIPTIONS {
+            return None;
+        }
+        let mut extra = lock(&self.extra);
+        while extra.len() < generation {
+            let id = format!("{}~{}", self.sid, extra.len() + 1);
+            extra.push(Arc::new(TrackLocalStaticRTP::new(self.local.codec(), id, self.local.stream_id().to_owned())));
+        }
+        Some(Arc::clone(&extra[generation - 1]) as Arc<dyn TrackLocal + Send + Sync>)
+    }
+
+    /// Writes `packet` to every generation's local track (so to every
+    /// down-track); returns the bytes written, summed over down-tracks.
+    async fn write_rtp(&self, packet: &webrtc::rtp::packet::Packet) -> Result<usize, webrtc::Error> {
+        let mut bytes = self.local.write_rtp(packet).await?;
+        // Empty unless someone subscribed again; cloning an empty Vec allocates nothing.
+        let extra = lock(&self.extra).clone();
+        for local in extra {
+            bytes = bytes.saturating_add(local.write_rtp(packet).await?);
+        }
+        Ok(bytes)
+    }
+
+    /// A track like [`PublishedTrack::local_track`] that carries no media: a
+    /// disabled down-track's sender is switched to it (`RTCRtpSender::replace_track`,
+    /// no renegotiation), and back to the real one when enabled again.
+    pub fn idle_track(&self) -> Arc<dyn TrackLocal + Send + Sync> {
+        Arc::clone(&self.idle) as Arc<dyn TrackLocal + Send + Sync>
+    }
+
+    /// Records that a subscriber has bound a down-track of this track; true the
+    /// first time only.
+    pub fn first_subscription(&self) -> bool {
+        !self.ever_subscribed.swap(true, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Asks the publisher for a keyframe (PLI), unless one was asked for within
@@ -186,7 +256,7 @@ pub fn spawn_forwarder(
                 ..Header::default()
             };
             // An error here means a subscriber binding did not take the packet; keep going.
-            match track.local.write_rtp(&packet).await {
+            match track.write_rtp(&packet).await {
                 Ok(bytes) => {
                     forwarded_bytes.inc_by(bytes as u64);
                 }

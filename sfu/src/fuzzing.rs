@@ -114,7 +114,7 @@ impl SignalHarness {
                 let (tx, signal) = mpsc::channel(SIGNAL_QUEUE);
                 let (room, me) = self
                     .runtime
-                    .block_on(self.rooms.join(&self.grant, tx, tracing::Span::none()))
+                    .block_on(self.rooms.join(&self.grant, true, tx, tracing::Span::none()))
                     .expect("fuzz harness: the join");
                 Session { room, me, signal }
             }

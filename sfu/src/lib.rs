@@ -26,6 +26,7 @@ pub mod registry;
 pub mod room;
 pub mod sdp;
 pub mod signal;
+pub mod subscription;
 pub mod turn_probe;
 
 use std::future::Future;
@@ -152,6 +153,36 @@ pub async fn serve(sfu: Arc<Sfu>, listener: TcpListener, shutdown: impl Future<O
         signal::run_session(Arc::clone(&sfu), stream, peer)
     })
     .await;
+}
+
+/// `identity` joined to `room` on `sfu` (with `auto_subscribe`), with its
+/// signal queue: what the client would be sent.
+#[cfg(test)]
+pub(crate) async fn test_join(
+    sfu: &Sfu,
+    room: &str,
+    identity: &str,
+    auto_subscribe: bool,
+) -> (
+    Arc<room::Room>,
+    Arc<participant::Participant>,
+    tokio::sync::mpsc::Receiver<livekit_protocol::signal_response::Message>,
+) {
+    let authority = meridian_auth::TokenAuthority::new("devkey", "secret");
+    let token = authority
+        .mint(&meridian_auth::MintRequest {
+            room: room.into(),
+            identity: identity.into(),
+            name: String::new(),
+            metadata: String::new(),
+            ttl: std::time::Duration::from_secs(600),
+            grants: Default::default(),
+        })
+        .expect("mints");
+    let grant = authority.verify_join(&token.jwt, None).expect("verifies");
+    let (tx, rx) = tokio::sync::mpsc::channel(participant::SIGNAL_QUEUE);
+    let (room, me) = sfu.rooms().join(&grant, auto_subscribe, tx, tracing::Span::none()).await.expect("joins");
+    (room, me, rx)
 }
 
 /// A node on the memory store with no relay, for unit tests.

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::FutureExt as _;
 use livekit_protocol as proto;
 use livekit_protocol::request_response::Reason;
 use livekit_protocol::signal_response::Message as Out;
@@ -26,11 +27,14 @@ use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
 use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
+use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
+use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
 use webrtc::track::track_remote::TrackRemote;
 
 use crate::forward::{self, PublishedTrack};
 use crate::room::Room;
 use crate::sdp;
+use crate::subscription::{Choices, PermissionError, Permissions};
 
 /// Longest an answer to a publisher offer waits for webrtc-rs to start its receivers.
 pub const RECEIVER_START_WAIT: Duration = Duration::from_millis(500);
@@ -72,6 +76,9 @@ pub const MAX_CANDIDATE_BYTES: usize = 4096;
 pub const MAX_BUFFERED_CANDIDATES: usize = 256;
 /// Tracks announced by `AddTrackRequest` whose media has not arrived yet.
 pub const MAX_PENDING_TRACKS: usize = 64;
+/// Transceivers on one subscriber PC: one per subscription made, including
+/// those since unsubscribed (see [`Participant::subscribe`]).
+pub const MAX_SUBSCRIBER_TRANSCEIVERS: usize = 512;
 /// Bytes of an `AddTrackRequest`'s cid, name and stream together.
 pub const MAX_TRACK_TEXT_BYTES: usize = 4096;
 /// Longest participant name a participant may set: 256 bytes (LiveKit's
@@ -123,6 +130,20 @@ fn attributes_bytes(attributes: &HashMap<String, String>) -> usize {
     attributes.iter().fold(0usize, |sum, (k, v)| sum.saturating_add(k.len()).saturating_add(v.len()))
 }
 
+/// One down-track: a sender on the subscriber PC carrying a published track.
+struct DownTrack {
+    sender: Arc<RTCRtpSender>,
+    track: Arc<PublishedTrack>,
+    /// The local track of the generation it carries (`PublishedTrack::local_track_of`).
+    local: Arc<dyn webrtc::track::track_local::TrackLocal + Send + Sync>,
+    /// Whether the sender carries the track's idle twin (the subscriber disabled it).
+    idle: bool,
+    /// The subscriber offer that first carried it, once one has.
+    offered_in: Option<u32>,
+    /// Whether an answer to such an offer has been applied.
+    bound: bool,
+}
+
 #[derive(Default)]
 struct Negotiation {
     offer_id: u32,
@@ -158,7 +179,11 @@ pub struct Participant {
     /// the sender, so that two concurrent subscriptions to one track (the room
     /// announcing a new track while this participant's join subscribes to what is
     /// published) add one down-track, not two.
-    down_tracks: tokio::sync::Mutex<HashMap<TrackSid, Arc<RTCRtpSender>>>,
+    down_tracks: tokio::sync::Mutex<HashMap<TrackSid, DownTrack>>,
+    /// What this participant, as a subscriber, asked for.
+    choices: Mutex<Choices>,
+    /// Who may subscribe to this participant's tracks.
+    permissions: Mutex<Permissions>,
     /// The `sfu.join` span; milestones (`sfu.ice_connected`, `sfu.first_rtp_forwarded`) are its children.
     trace: tracing::Span,
     /// Data channels this node opens on the subscriber PC, by kind, that carry
@@ -209,6 +234,7 @@ impl Participant {
     /// them.
     pub(crate) async fn new(
         grant: &VerifiedGrant,
+        auto_subscribe: bool,
         signal: SignalTx,
         room: &Arc<Room>,
         trace: tracing::Span,
@@ -244,6 +270,8 @@ impl Participant {
             pending_tracks: Mutex::new(Vec::new()),
             published: Arc::new(Mutex::new(Vec::new())),
             down_tracks: tokio::sync::Mutex::new(HashMap::new()),
+            choices: Mutex::new(Choices::new(auto_subscribe)),
+            permissions: Mutex::new(Permissions::everyone()),
             trace,
             sub_data: [reliable, lossy],
         });
@@ -569,12 +597,17 @@ impl Participant {
         }
     }
 
-    /// Handles the client's answer to our subscriber offer.
-    pub async fn handle_answer(&self, answer: proto::SessionDescription) -> Result<(), ParticipantError> {
+    /// Handles the client's answer to our subscriber offer. Returns the tracks
+    /// whose down-tracks it bound (first carried by the offer it answers), for
+    /// the room to tell their publishers (LiveKit's `TrackSubscribed`).
+    pub async fn handle_answer(
+        &self,
+        answer: proto::SessionDescription,
+    ) -> Result<Vec<Arc<PublishedTrack>>, ParticipantError> {
         let mut neg = self.negotiation.lock().await;
         if !neg.awaiting_answer || (answer.id != 0 && answer.id != neg.offer_id) {
             tracing::debug!(participant = %self.sid, id = answer.id, "stale subscriber answer ignored");
-            return Ok(());
+            return Ok(Vec::new());
         }
         let desc =
             RTCSessionDescription::answer(answer.sdp).map_err(|e| ParticipantError::BadRequest(e.to_string()))?;
@@ -584,10 +617,136 @@ impl Participant {
             .map_err(|e| ParticipantError::BadRequest(format!("subscriber answer: {e}")))?;
         neg.awaiting_answer = false;
         self.flush_candidates(Target::Subscriber).await;
+        let bound = self.bind_down_tracks(neg.offer_id).await;
         if std::mem::take(&mut neg.pending) {
             self.offer(&mut neg).await?;
         }
+        Ok(bound)
+    }
+
+    /// After the answer to offer `answered`: marks the down-tracks it carried as
+    /// bound (returning their tracks), and applies settings made before their
+    /// senders started, which the answer has started.
+    async fn bind_down_tracks(&self, answered: u32) -> Vec<Arc<PublishedTrack>> {
+        let mut down_tracks = self.down_tracks.lock().await;
+        let mut bound = Vec::new();
+        for dt in down_tracks.values_mut() {
+            if !dt.bound && dt.offered_in.is_some_and(|offer| offer <= answered) {
+                dt.bound = true;
+                bound.push(Arc::clone(&dt.track));
+            }
+            self.apply_settings(dt).await;
+        }
+        bound
+    }
+
+    /// Switches `dt`'s sender to the track's idle twin, or back, as this
+    /// subscriber's settings say (`RTCRtpSender::replace_track`: no
+    /// renegotiation). A sender that has not started yet is left for the answer
+    /// that starts it. Enabling asks the publisher for a keyframe, since the
+    /// subscriber's decoder has missed everything meanwhile.
+    async fn apply_settings(&self, dt: &mut DownTrack) {
+        let disabled = lock(&self.choices).is_disabled(&dt.track.sid);
+        if dt.idle == disabled || dt.sender.wait_for_send().now_or_never().is_none() {
+            return;
+        }
+        let to = if disabled { dt.track.idle_track() } else { Arc::clone(&dt.local) };
+        match dt.sender.replace_track(Some(to)).await {
+            Ok(()) => {
+                dt.idle = disabled;
+                tracing::debug!(participant = %self.sid, track = %dt.track.sid, disabled, "down-track switched");
+                if !disabled {
+                    dt.track.request_keyframe(Instant::now()).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(participant = %self.sid, track = %dt.track.sid, error = %e, "down-track not switched")
+            }
+        }
+    }
+
+    /// Whether this participant, as a subscriber, wants `track` (its
+    /// `UpdateSubscription` choice, else its `auto_subscribe`).
+    pub fn wants(&self, track: &TrackSid) -> bool {
+        lock(&self.choices).wants(track)
+    }
+
+    /// Records `UpdateSubscription{subscribe}` for `tracks`. A client naming over
+    /// [`crate::subscription::MAX_TRACK_CHOICES`] tracks is refused.
+    pub fn choose(
+        &self,
+        tracks: &std::collections::HashSet<TrackSid>,
+        subscribe: bool,
+    ) -> Result<(), ParticipantError> {
+        lock(&self.choices).choose(tracks, subscribe).map_err(ParticipantError::BadRequest)
+    }
+
+    /// Records whether this subscriber may have `track` of `publisher`, and tells
+    /// it with `SubscriptionPermissionUpdate` when that is news to it.
+    pub(crate) fn tell_permission(&self, publisher: &ParticipantSid, track: &TrackSid, allowed: bool) {
+        if lock(&self.choices).permission_changed(track, allowed) {
+            self.send(Out::SubscriptionPermissionUpdate(proto::SubscriptionPermissionUpdate {
+                participant_sid: publisher.to_string(),
+                track_sid: track.to_string(),
+                allowed,
+            }));
+        }
+    }
+
+    /// Forgets this subscriber's choices and settings for `track` (unpublished).
+    pub(crate) fn forget_track(&self, track: &TrackSid) {
+        lock(&self.choices).forget(track);
+    }
+
+    /// Handles `UpdateTrackSettings`: `disabled` stops forwarding those tracks to
+    /// this subscriber, or resumes it (LiveKit's `DownTrack.Mute`; quality, size
+    /// and fps wait for per-subscriber layer selection, issue 13). Settings for
+    /// a track not subscribed yet apply once it is.
+    pub async fn handle_track_settings(&self, req: &proto::UpdateTrackSettings) -> Result<(), ParticipantError> {
+        let mut changed = Vec::new();
+        {
+            let mut choices = lock(&self.choices);
+            for sid in &req.track_sids {
+                let sid = TrackSid::new(sid.as_str());
+                if choices.set_disabled(&sid, req.disabled).map_err(ParticipantError::BadRequest)? {
+                    changed.push(sid);
+                }
+            }
+        }
+        let mut down_tracks = self.down_tracks.lock().await;
+        for sid in changed {
+            if let Some(dt) = down_tracks.get_mut(&sid) {
+                self.apply_settings(dt).await;
+            }
+        }
         Ok(())
+    }
+
+    /// Whether the participant `who` may subscribe to this participant's `track`.
+    pub fn allows(&self, who: &ParticipantIdentity, track: &TrackSid) -> bool {
+        lock(&self.permissions).allows(who, track)
+    }
+
+    /// Replaces who may subscribe to this participant's tracks with
+    /// `SubscriptionPermission` (see [`Permissions::from_proto`]; `identity_of`
+    /// finds a sid's identity in the room). An entry naming nobody leaves the
+    /// permissions as they were (`Ok(false)`); an oversized one is refused.
+    pub fn set_permissions(
+        &self,
+        req: &proto::SubscriptionPermission,
+        identity_of: impl Fn(&str) -> Option<ParticipantIdentity>,
+    ) -> Result<bool, ParticipantError> {
+        match Permissions::from_proto(req, identity_of) {
+            Ok(p) => {
+                *lock(&self.permissions) = p;
+                Ok(true)
+            }
+            Err(PermissionError::NeedsId) => {
+                tracing::info!(participant = %self.sid, "SubscriptionPermission naming no participant ignored");
+                Ok(false)
+            }
+            Err(PermissionError::TooLarge(why)) => Err(ParticipantError::BadRequest(why)),
+        }
     }
 
     /// Handles a trickled ICE candidate (`TrickleRequest.candidate_init`, the JSON of
@@ -776,9 +935,32 @@ impl Participant {
             if self.is_closed.load(Ordering::Relaxed) || down_tracks.contains_key(&track.sid) {
                 return Ok(());
             }
-            let sender = self.subscriber.add_track(track.local_track()).await?;
+            // A new transceiver each time, never webrtc-rs's reuse in `add_track`:
+            // that reuses the transceiver a removed down-track of the same track
+            // left, whose sender `remove_track` stopped, and fails ("new track
+            // must have the same envelope"), so a track could not be subscribed
+            // to again. Transceivers left by removed down-tracks stay (inactive
+            // in the SDP), hence the cap.
+            if self.subscriber.get_transceivers().await.len() >= MAX_SUBSCRIBER_TRANSCEIVERS {
+                return Err(ParticipantError::BadRequest(format!(
+                    "more than {MAX_SUBSCRIBER_TRANSCEIVERS} subscriptions made on this connection"
+                )));
+            }
+            let generation = lock(&self.choices).next_generation(&track.sid);
+            let Some(local) = track.local_track_of(generation) else {
+                return Err(ParticipantError::BadRequest(format!(
+                    "subscribed to {} again more than {} times",
+                    track.sid,
+                    forward::MAX_RESUBSCRIPTIONS
+                )));
+            };
+            let init =
+                RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendrecv, send_encodings: vec![] };
+            let sender =
+                self.subscriber.add_transceiver_from_track(Arc::clone(&local), Some(init)).await?.sender().await;
             forward::spawn_down_track_rtcp(Arc::clone(&sender), Arc::downgrade(track));
-            down_tracks.insert(track.sid.clone(), sender);
+            let dt = DownTrack { sender, track: Arc::clone(track), local, idle: false, offered_in: None, bound: false };
+            down_tracks.insert(track.sid.clone(), dt);
         }
         self.negotiate().await?;
         track.request_keyframe(Instant::now()).await;
@@ -789,11 +971,11 @@ impl Participant {
     pub async fn unsubscribe(&self, track_sid: &TrackSid) -> Result<(), ParticipantError> {
         {
             let mut down_tracks = self.down_tracks.lock().await;
-            let Some(sender) = down_tracks.remove(track_sid) else { return Ok(()) };
+            let Some(dt) = down_tracks.remove(track_sid) else { return Ok(()) };
             if self.is_closed.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            self.subscriber.remove_track(&sender).await?;
+            self.subscriber.remove_track(&dt.sender).await?;
         }
         self.negotiate().await
     }
@@ -808,9 +990,29 @@ impl Participant {
     }
 
     async fn offer(&self, neg: &mut Negotiation) -> Result<(), ParticipantError> {
+        // Down-tracks added before the offer is made are in it; one added while
+        // it is made may be too, but is counted in the next, so a TrackSubscribed
+        // is late rather than early.
+        let carried: Vec<TrackSid> = self
+            .down_tracks
+            .lock()
+            .await
+            .iter()
+            .filter(|(_, dt)| dt.offered_in.is_none())
+            .map(|(s, _)| s.clone())
+            .collect();
         let offer = self.subscriber.create_offer(None).await?;
         self.subscriber.set_local_description(offer.clone()).await?;
+        tracing::trace!(participant = %self.sid, sdp = %offer.sdp, "subscriber offer");
         neg.offer_id += 1;
+        {
+            let mut down_tracks = self.down_tracks.lock().await;
+            for sid in carried {
+                if let Some(dt) = down_tracks.get_mut(&sid) {
+                    dt.offered_in = Some(neg.offer_id);
+                }
+            }
+        }
         neg.awaiting_answer = true;
         self.send(Out::Offer(proto::SessionDescription {
             r#type: "offer".into(),
@@ -836,28 +1038,8 @@ impl Participant {
 
 #[cfg(test)]
 mod tests {
-    use meridian_auth::{MintRequest, TokenAuthority};
 
     use super::*;
-
-    /// A participant joined to a room on `sfu`, with its signal queue.
-    async fn joined(sfu: &crate::Sfu) -> (Arc<Participant>, mpsc::Receiver<Out>) {
-        let authority = TokenAuthority::new("devkey", "secret");
-        let token = authority
-            .mint(&MintRequest {
-                room: "caps".into(),
-                identity: "mallory".into(),
-                name: String::new(),
-                metadata: String::new(),
-                ttl: Duration::from_secs(600),
-                grants: Default::default(),
-            })
-            .unwrap();
-        let grant = authority.verify_join(&token.jwt, None).unwrap();
-        let (tx, rx) = mpsc::channel(SIGNAL_QUEUE);
-        let (_room, me) = sfu.rooms().join(&grant, tx, tracing::Span::none()).await.unwrap();
-        (me, rx)
-    }
 
     /// An offer of `sections` audio sections that webrtc-rs would take.
     fn offer(sections: usize) -> proto::SessionDescription {
@@ -879,7 +1061,7 @@ mod tests {
     #[tokio::test]
     async fn an_offer_over_the_media_section_cap_is_refused_before_webrtc_sees_it() {
         let sfu = crate::test_node();
-        let (me, _signal) = joined(&sfu).await;
+        let (_room, me, _signal) = crate::test_join(&sfu, "caps", "mallory", true).await;
         match me.handle_offer(offer(MAX_MEDIA_SECTIONS + 1)).await {
             Err(ParticipantError::BadRequest(why)) => {
                 assert!(why.contains(&format!("at most {MAX_MEDIA_SECTIONS}")), "{why}")

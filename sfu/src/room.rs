@@ -1,14 +1,15 @@
 //! Rooms on this node: who is in them, who publishes what, and who hears of it.
 //!
 //! A room is created on its first join and removed when its last participant
-//! leaves. Every participant auto-subscribes to every other participant's tracks
-//! (LiveKit's default `auto_subscribe=1`). `ParticipantUpdate`s always carry the
-//! full track list, and go out before the subscriber offer that carries the media,
-//! since livekit-client drops media of a track it has not heard of.
+//! leaves. Who gets a down-track of what is [`crate::subscription`]'s rule,
+//! applied by [`Room::reconcile`] whenever a track, a choice or a permission
+//! changes. `ParticipantUpdate`s always carry the full track list, and go out
+//! before the subscriber offer that carries the media, since livekit-client drops
+//! media of a track it has not heard of.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use livekit_protocol as proto;
 use livekit_protocol::participant_info::State;
@@ -20,8 +21,13 @@ use meridian_schema::{RoomRecord, Store};
 use crate::engine::{Engine, EngineError};
 use crate::forward::PublishedTrack;
 use crate::metrics::NodeMetrics;
-use crate::participant::{DataKind, Participant, SignalTx};
+use crate::participant::{DataKind, Participant, ParticipantError, SignalTx};
 use prometheus_client::metrics::counter::Counter;
+
+/// How long a subscription to a track that is not published waits for it before
+/// the subscriber is told `SubscriptionResponse{SE_TRACK_NOTFOUND}` (LiveKit's
+/// `notFoundTimeout`).
+pub const TRACK_NOT_FOUND_WAIT: Duration = Duration::from_secs(60);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Critical sections are single map operations; a poisoned lock is consistent.
@@ -101,15 +107,128 @@ impl Room {
     }
 
     /// Tells the room that `publisher` now publishes `track`, and subscribes
-    /// everyone who may subscribe.
+    /// everyone who wants it and may have it.
     pub(crate) async fn published(&self, publisher: &Arc<Participant>, track: Arc<PublishedTrack>) {
         self.metrics.tracks.inc();
         self.broadcast_state(publisher);
         for p in self.others(&publisher.sid) {
-            if p.grants().can_subscribe {
-                if let Err(e) = p.subscribe(&track).await {
-                    tracing::warn!(room = %self.name, participant = %p.sid, track = %track.sid, error = %e, "subscribe failed");
-                }
+            self.reconcile(publisher, &track, &p).await;
+        }
+    }
+
+    /// Gives `subscriber` a down-track of `publisher`'s `track` when it wants the
+    /// track, its token lets it subscribe and `publisher` allows it; removes the
+    /// down-track otherwise. A subscriber that wants the track hears whether it
+    /// is allowed (`SubscriptionPermissionUpdate`, on the first answer and on
+    /// each change). Idempotent.
+    pub(crate) async fn reconcile(
+        &self,
+        publisher: &Participant,
+        track: &Arc<PublishedTrack>,
+        subscriber: &Participant,
+    ) {
+        let wanted = subscriber.wants(&track.sid) && subscriber.grants().can_subscribe;
+        let allowed = publisher.allows(subscriber.identity(), &track.sid);
+        if wanted {
+            subscriber.tell_permission(&publisher.sid, &track.sid, allowed);
+        }
+        let result = if wanted && allowed {
+            subscriber.subscribe(track).await
+        } else {
+            subscriber.unsubscribe(&track.sid).await
+        };
+        if let Err(e) = result {
+            tracing::warn!(room = %self.name, participant = %subscriber.sid, track = %track.sid, error = %e, "subscription not updated");
+        }
+    }
+
+    /// The participant publishing `track`, and the track.
+    fn find_track(&self, track: &TrackSid) -> Option<(Arc<Participant>, Arc<PublishedTrack>)> {
+        self.participants().into_iter().find_map(|p| {
+            let t = p.published().into_iter().find(|t| t.sid == *track)?;
+            Some((p, t))
+        })
+    }
+
+    /// Handles `UpdateSubscription` from `subscriber`: records its choice for
+    /// every sid in `track_sids` and `participant_tracks` (clients put the same
+    /// sid in both), then reconciles the tracks that are published. A sid not
+    /// published within [`TRACK_NOT_FOUND_WAIT`] gets `SubscriptionResponse`
+    /// with `SE_TRACK_NOTFOUND`, as LiveKit answers; success is the offer.
+    pub(crate) async fn update_subscription(
+        self: &Arc<Self>,
+        subscriber: &Arc<Participant>,
+        req: &proto::UpdateSubscription,
+    ) -> Result<(), ParticipantError> {
+        let sids: HashSet<TrackSid> = req
+            .track_sids
+            .iter()
+            .chain(req.participant_tracks.iter().flat_map(|p| &p.track_sids))
+            .map(|s| TrackSid::new(s.as_str()))
+            .collect();
+        subscriber.choose(&sids, req.subscribe)?;
+        for sid in sids {
+            match self.find_track(&sid) {
+                Some((publisher, track)) => self.reconcile(&publisher, &track, subscriber).await,
+                None if req.subscribe => self.await_track(subscriber, sid),
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells `subscriber` that `sid` was not found if it is still not published,
+    /// and still wanted, [`TRACK_NOT_FOUND_WAIT`] from now.
+    fn await_track(self: &Arc<Self>, subscriber: &Arc<Participant>, sid: TrackSid) {
+        let (room, subscriber) = (Arc::downgrade(self), Arc::downgrade(subscriber));
+        tokio::spawn(async move {
+            tokio::time::sleep(TRACK_NOT_FOUND_WAIT).await;
+            let (Some(room), Some(subscriber)) = (room.upgrade(), subscriber.upgrade()) else { return };
+            if room.find_track(&sid).is_some() || !subscriber.wants(&sid) {
+                return;
+            }
+            subscriber.forget_track(&sid);
+            subscriber.send(Out::SubscriptionResponse(proto::SubscriptionResponse {
+                track_sid: sid.to_string(),
+                err: proto::SubscriptionError::SeTrackNotfound as i32,
+            }));
+        });
+    }
+
+    /// Handles `SubscriptionPermission` from `publisher`: replaces who may
+    /// subscribe to its tracks, and reconciles everyone's down-tracks of them
+    /// (those who lost permission lose the down-track and keep the wish).
+    pub(crate) async fn update_permissions(
+        &self,
+        publisher: &Arc<Participant>,
+        req: &proto::SubscriptionPermission,
+    ) -> Result<(), ParticipantError> {
+        let identity_of =
+            |sid: &str| lock(&self.participants).values().find(|p| p.sid.as_str() == sid).map(|p| p.identity().clone());
+        if !publisher.set_permissions(req, identity_of)? {
+            return Ok(());
+        }
+        for subscriber in self.others(&publisher.sid) {
+            for track in publisher.published() {
+                self.reconcile(publisher, &track, &subscriber).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// After `subscriber`'s answer bound down-tracks of `tracks`: each track's
+    /// publisher hears `TrackSubscribed` once, for its first subscriber that is
+    /// not hidden (LiveKit's `OnTrackEverSubscribed`).
+    pub(crate) fn bound(&self, subscriber: &Participant, tracks: Vec<Arc<PublishedTrack>>) {
+        if subscriber.grants().hidden {
+            return;
+        }
+        for track in tracks {
+            if !track.first_subscription() {
+                continue;
+            }
+            if let Some(publisher) = lock(&self.participants).get(&track.publisher_sid) {
+                publisher.send(Out::TrackSubscribed(proto::TrackSubscribed { track_sid: track.sid.to_string() }));
             }
         }
     }
@@ -125,6 +244,7 @@ impl Room {
             if let Err(e) = p.unsubscribe(track_sid).await {
                 tracing::debug!(participant = %p.sid, error = %e, "unsubscribe failed");
             }
+            p.forget_track(track_sid);
         }
         if lock(&self.participants).contains_key(&publisher.sid) {
             self.announce(publisher, publisher.info(State::Active));
@@ -201,6 +321,7 @@ impl Room {
                 if let Err(e) = p.unsubscribe(&track.sid).await {
                     tracing::debug!(participant = %p.sid, error = %e, "unsubscribe failed");
                 }
+                p.forget_track(&track.sid);
             }
         }
         self.announce(who, who.info(State::Disconnected));
@@ -268,11 +389,13 @@ impl RoomManager {
     /// Admits `grant`'s holder into its room: creates the room if needed, replaces
     /// a participant with the same identity (LiveKit's `DUPLICATE_IDENTITY`), and
     /// returns the room and the new participant (not yet announced; see
-    /// [`RoomManager::announce_join`]). `trace` is the join's span; the
-    /// participant's milestones become its children.
+    /// [`RoomManager::announce_join`]). `auto_subscribe` is the `/rtc` URL's: off,
+    /// the participant subscribes to nothing until it sends `UpdateSubscription`.
+    /// `trace` is the join's span; the participant's milestones become its children.
     pub async fn join(
         &self,
         grant: &VerifiedGrant,
+        auto_subscribe: bool,
         signal: SignalTx,
         trace: tracing::Span,
     ) -> Result<(Arc<Room>, Arc<Participant>), JoinError> {
@@ -324,7 +447,7 @@ impl RoomManager {
             room.leave(&old).await;
             old.close_signal();
         }
-        let participant = Participant::new(grant, signal, &room, trace).await?;
+        let participant = Participant::new(grant, auto_subscribe, signal, &room, trace).await?;
         lock(&room.participants).insert(participant.sid.clone(), Arc::clone(&participant));
         self.metrics.participants.inc();
         Ok((room, participant))
@@ -337,14 +460,9 @@ impl RoomManager {
         if let Err(e) = who.open_subscriber().await {
             tracing::warn!(participant = %who.sid, error = %e, "subscriber PC not offered");
         }
-        if !who.grants().can_subscribe {
-            return;
-        }
         for other in room.others(&who.sid) {
             for track in other.published() {
-                if let Err(e) = who.subscribe(&track).await {
-                    tracing::warn!(participant = %who.sid, track = %track.sid, error = %e, "subscribe failed");
-                }
+                room.reconcile(&other, &track, who).await;
             }
         }
     }
@@ -366,6 +484,46 @@ impl RoomManager {
             if let Err(e) = self.store.release_room(&room.name).await {
                 tracing::warn!(room = %room.name, error = %e, "room not removed from store");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A subscription to a sid nobody publishes is answered `SE_TRACK_NOTFOUND`
+    /// after [`TRACK_NOT_FOUND_WAIT`], as LiveKit's `notFoundTimeout`; not before,
+    /// and not at all for a track that shows up or a wish withdrawn meanwhile.
+    #[tokio::test(start_paused = true)]
+    async fn a_subscription_to_a_track_nobody_publishes_is_answered_not_found_after_the_wait() {
+        let sfu = crate::test_node();
+        let (room, viewer, mut signal) = crate::test_join(&sfu, "lobby", "viewer", false).await;
+        let ask = |sid: &str, subscribe: bool| proto::UpdateSubscription {
+            track_sids: vec![sid.into()],
+            subscribe,
+            participant_tracks: vec![proto::ParticipantTracks {
+                participant_sid: "PA_x".into(),
+                track_sids: vec![sid.into()],
+            }],
+        };
+        let start = tokio::time::Instant::now();
+        room.update_subscription(&viewer, &ask("TR_nobody", true)).await.unwrap();
+        room.update_subscription(&viewer, &ask("TR_withdrawn", true)).await.unwrap();
+        room.update_subscription(&viewer, &ask("TR_withdrawn", false)).await.unwrap();
+        let answer = loop {
+            match tokio::time::timeout(TRACK_NOT_FOUND_WAIT * 2, signal.recv()).await.expect("an answer").expect("open")
+            {
+                Out::SubscriptionResponse(r) => break r,
+                _ => continue, // the subscriber offer and its candidates
+            }
+        };
+        assert!(start.elapsed() >= TRACK_NOT_FOUND_WAIT, "not before the wait: {:?}", start.elapsed());
+        assert_eq!((answer.track_sid.as_str(), answer.err()), ("TR_nobody", proto::SubscriptionError::SeTrackNotfound));
+        assert!(!viewer.wants(&TrackSid::new("TR_nobody")), "the wish is dropped with the answer");
+        tokio::time::sleep(TRACK_NOT_FOUND_WAIT).await;
+        while let Ok(m) = signal.try_recv() {
+            assert!(!matches!(m, Out::SubscriptionResponse(_)), "nothing for the withdrawn wish: {m:?}");
         }
     }
 }

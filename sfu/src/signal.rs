@@ -45,6 +45,9 @@ type Socket = WebSocketStream<TcpStream>;
 struct Admission {
     grant: VerifiedGrant,
     reconnect: bool,
+    /// The URL's `auto_subscribe`: absent or `1`/`true` is on, anything else off
+    /// (LiveKit's `rtcservice.go` and `boolValue`).
+    auto_subscribe: bool,
     /// Trace context from the gateway's `traceparent` header.
     parent: opentelemetry::Context,
 }
@@ -89,8 +92,10 @@ pub async fn run_session(sfu: Arc<Sfu>, stream: TcpStream, peer: SocketAddr) {
                 let parent = opentelemetry::global::get_text_map_propagator(|p| {
                     p.extract(&opentelemetry_http::HeaderExtractor(req.headers()))
                 });
-                let reconnect = q.get("reconnect").is_some_and(|v| v == "1" || v == "true");
-                admission = Some(Admission { grant, reconnect, parent });
+                let flag = |name: &str| q.get(name).map(|v| v == "1" || v == "true");
+                let reconnect = flag("reconnect").unwrap_or(false);
+                let auto_subscribe = flag("auto_subscribe").unwrap_or(true);
+                admission = Some(Admission { grant, reconnect, auto_subscribe, parent });
                 Ok(resp)
             }
             Err(e) => Err(refuse(e.http_status(), e.to_string())),
@@ -114,7 +119,7 @@ pub async fn run_session(sfu: Arc<Sfu>, stream: TcpStream, peer: SocketAddr) {
             return;
         }
     };
-    let Some(Admission { grant, reconnect, parent }) = admission else { return };
+    let Some(Admission { grant, reconnect, auto_subscribe, parent }) = admission else { return };
     let (room, who, region, node) = (grant.room(), grant.identity(), &sfu.config.region, &sfu.config.node_id);
     let span = tracing::info_span!("sfu.session", room = %room, participant = %who, region = %region, node = %node);
     let join = tracing::info_span!("sfu.join", room = %room, participant = %who, region = %region, node = %node);
@@ -122,7 +127,7 @@ pub async fn run_session(sfu: Arc<Sfu>, stream: TcpStream, peer: SocketAddr) {
         // Without an exporter there is no OTel context to attach; that is fine.
         let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(s, parent.clone());
     }
-    run_admitted(&sfu, ws, grant, reconnect, (peer, source), join).instrument(span).await;
+    run_admitted(&sfu, ws, (grant, reconnect, auto_subscribe), (peer, source), join).instrument(span).await;
 }
 
 async fn send(ws: &mut Socket, message: Out) -> Result<(), tokio_tungstenite::tungstenite::Error> {
@@ -136,8 +141,7 @@ async fn send(ws: &mut Socket, message: Out) -> Result<(), tokio_tungstenite::tu
 async fn run_admitted(
     sfu: &Arc<Sfu>,
     mut ws: Socket,
-    grant: VerifiedGrant,
-    reconnect: bool,
+    (grant, reconnect, auto_subscribe): (VerifiedGrant, bool, bool),
     (peer, source): (SocketAddr, std::net::IpAddr),
     join: tracing::Span,
 ) {
@@ -157,7 +161,7 @@ async fn run_admitted(
         return;
     }
     let (tx, mut rx) = mpsc::channel(SIGNAL_QUEUE);
-    let (room, me) = match sfu.rooms.join(&grant, tx, join.clone()).instrument(join.clone()).await {
+    let (room, me) = match sfu.rooms.join(&grant, auto_subscribe, tx, join.clone()).instrument(join.clone()).await {
         Ok(joined) => joined,
         Err(e) => {
             tracing::error!(%peer, error = %e, "join failed");
@@ -291,11 +295,17 @@ async fn handle(
                 room.unpublish(me, &track).await;
             }
         }
-        In::Answer(sd) => me.handle_answer(sd).await?,
+        In::Answer(sd) => {
+            let bound = me.handle_answer(sd).await?;
+            room.bound(me, bound);
+        }
         In::Trickle(t) => me.handle_trickle(t).await?,
         In::AddTrack(t) => me.handle_add_track(t)?,
         In::Mute(m) => room.muted(me, &m),
         In::UpdateMetadata(u) => room.update_own_metadata(me, u),
+        In::Subscription(s) => room.update_subscription(me, &s).await?,
+        In::TrackSetting(s) => me.handle_track_settings(&s).await?,
+        In::SubscriptionPermission(p) => room.update_permissions(me, &p).await?,
         In::Leave(_) => return Ok(false),
         In::Ping(ts) => {
             let _ = send(ws, Out::Pong(ts)).await;

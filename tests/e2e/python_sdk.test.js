@@ -5,7 +5,9 @@
 // other counts the decoded frames (python/sdk_call.py prints a JSON report). Then
 // participant state: metadata, name and attributes set by the participant, the
 // grants that allow or refuse them, and a second session of the same identity
-// (python/sdk_state.py).
+// (python/sdk_state.py). Then subscriptions: auto_subscribe off, subscribing,
+// disabling, permissions revoked and granted back, unsubscribing, read off the
+// node's forwarded bytes (python/sdk_subscribe.py).
 // libwebrtc there skips loopback adapters when gathering ICE candidates, so the
 // stack binds a veth address in this test's own network namespace (the suite runs
 // under `unshare -n`, see scripts/test); a documentation range (RFC 5737) keeps it
@@ -119,6 +121,24 @@ test('LiveKit\'s Python SDK sets its own metadata, name and attributes as its gr
     'the participant sees its own change', 'a refused update gets an answer with the reason', 'nobody sees a refused update',
     'a source outside canPublishSources is refused', 'a listed source is published and subscribed',
     'the same identity evicts the old session', 'others see the new session']) {
+    assert.equal(report.checks[name], true, `${name}${context()}`);
+  }
+});
+
+test('LiveKit\'s Python SDK subscribes only to what it chooses, and what it drops stops', { skip }, async t => {
+  assert.equal(reason, null, reason);
+  const { report, code, out, err } = await sdkRun('sdk_subscribe.py', ['--url', server.wsUrl, '--metrics-url', `${server.url}/metrics`,
+    '--api-key', API_KEY, '--api-secret', API_SECRET, '--room', 'e2e-python-subscribe', '--timeout', '90']);
+  const context = () => `\nreport: ${JSON.stringify(report) ?? out}\n--- SDK (artifacts/python-sdk_subscribe.log):\n`
+    + err.split('\n').slice(-40).join('\n') + '\n--- server:\n' + server.logs.join('').split('\n').slice(-60).join('\n');
+  assert.ok(report, `sdk_subscribe.py printed no report (exit ${code})${context()}`);
+  t.diagnostic(`checks ${JSON.stringify(report.checks)}; seen ${JSON.stringify(report.seen)}; ${report.elapsed_s} s in all`);
+  assert.equal(report.error, undefined, `the scenario failed: ${report.error}${context()}`);
+  assert.equal(code, 0, `sdk_subscribe.py exited with ${code}${context()}`);
+  for (const name of ['the subscriber hears of both tracks', 'auto_subscribe off subscribes to nothing',
+    'subscribing brings the video', 'the publisher hears TrackSubscribed', 'only the chosen track is subscribed',
+    'a disabled track is not forwarded', 'enabling it again resumes the video', 'revoking permission stops the video',
+    'granting it back brings it back', 'unsubscribing stops the video']) {
     assert.equal(report.checks[name], true, `${name}${context()}`);
   }
 });
