@@ -128,6 +128,19 @@ impl PublishSources {
         (0..Self::NAMES.len() as i32).filter(|&s| self.allows(s)).collect()
     }
 
+    /// The set `ParticipantPermission.can_publish_sources` lists (`TrackSource`
+    /// values): [`PublishSources::ANY`] for none; values LiveKit does not name
+    /// count as `unknown`.
+    pub fn from_proto(sources: &[i32]) -> Self {
+        if sources.is_empty() {
+            return Self::ANY;
+        }
+        Self(sources.iter().fold(0, |set, &s| {
+            let at = usize::try_from(s).ok().filter(|&at| at < Self::NAMES.len()).unwrap_or(0);
+            set | 1 << at
+        }))
+    }
+
     /// The names, as a token's `canPublishSources` carries them (empty for ANY).
     pub fn names(self) -> Vec<String> {
         self.to_proto().into_iter().map(|s| Self::NAMES[s as usize].to_owned()).collect()
@@ -205,6 +218,28 @@ impl VerifiedGrant {
     /// When the token expires.
     pub fn expires_at(&self) -> SystemTime {
         self.expires_at
+    }
+}
+
+/// What a verified server-API token allows: the admin part of LiveKit's
+/// `VideoGrant` (`roomCreate`, `roomList`, `roomAdmin` with its `room`), which
+/// `pkg/service/auth.go`'s `Ensure*Permission` check per RoomService method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerGrant {
+    /// May create and delete rooms (`roomCreate`).
+    pub room_create: bool,
+    /// May list rooms (`roomList`).
+    pub room_list: bool,
+    /// May administer `room` (`roomAdmin`).
+    pub room_admin: bool,
+    /// The room `room_admin` applies to (`room`), may be empty.
+    pub room: RoomName,
+}
+
+impl ServerGrant {
+    /// Whether it administers `room` (LiveKit's `EnsureAdminPermission`).
+    pub fn administers(&self, room: &str) -> bool {
+        self.room_admin && self.room.as_str() == room
     }
 }
 
@@ -421,6 +456,24 @@ impl TokenAuthority {
         }
     }
 
+    /// Verifies the server-API token of a LiveKit server-API request (Twirp
+    /// services): `Authorization: Bearer <JWT>` signed with the API secret, as
+    /// LiveKit's server SDKs send it. Returns what its `video` grant allows.
+    ///
+    /// Errors: [`TokenError::Missing`] without the header,
+    /// [`TokenError::BadAuthorizationHeader`] for another scheme, and the JWT's
+    /// own reason when it does not verify.
+    pub fn verify_server_token(&self, authorization: Option<&str>) -> Result<ServerGrant, TokenError> {
+        let token = Self::join_token(authorization, None)?;
+        let video = self.verify(token)?.video;
+        Ok(ServerGrant {
+            room_create: video.room_create,
+            room_list: video.room_list,
+            room_admin: video.room_admin,
+            room: video.room.into(),
+        })
+    }
+
     fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         if token.is_empty() {
             return Err(TokenError::Missing);
@@ -567,6 +620,12 @@ mod tests {
 
     /// Signed claims as a test gives them (after a mint, see above).
     fn signed(claims: serde_json::Value) -> String {
+        // jsonwebtoken 10 takes its crypto backend from a process-wide provider
+        // that livekit-token installs on its first use, and fixes the
+        // feature-less one (which panics) if asked first. Tests run in
+        // parallel: without this, whichever test signed by hand first failed
+        // every test in the process.
+        TokenAuthority::new("devkey", "secret").mint(&req("demo", "alice")).expect("installs the provider");
         jsonwebtoken::encode(
             &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
             &claims,
@@ -617,6 +676,22 @@ mod tests {
         assert_eq!(join_token(Some("Bearer "), None), Err(TokenError::Missing));
         assert_eq!(join_token(None, None), Err(TokenError::Missing));
         assert_eq!(TokenError::BadAuthorizationHeader.http_status(), 401);
+    }
+
+    #[test]
+    fn a_server_token_gives_its_admin_grants_and_only_as_a_bearer_header() {
+        let auth = TokenAuthority::new("devkey", "secret");
+        let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 600;
+        let token = signed(serde_json::json!({
+            "iss": "devkey", "exp": exp, "video": { "roomAdmin": true, "room": "demo", "roomList": true },
+        }));
+        let g = auth.verify_server_token(Some(&format!("Bearer {token}"))).unwrap();
+        assert!(g.room_list && !g.room_create && g.administers("demo") && !g.administers("other"));
+        assert_eq!(auth.verify_server_token(None), Err(TokenError::Missing));
+        let basic = format!("Basic {}", BASE64_STANDARD.encode("devkey:secret"));
+        assert_eq!(auth.verify_server_token(Some(&basic)), Err(TokenError::BadAuthorizationHeader));
+        let forged = TokenAuthority::new("devkey", "other").mint(&req("demo", "a")).unwrap().jwt;
+        assert_eq!(auth.verify_server_token(Some(&format!("Bearer {forged}"))), Err(TokenError::BadSignature));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! | `POST /dev/token` | mint without auth, only when [`GatewayConfig::dev_tokens`] is on |
 //! | `GET /rtc/validate` | LiveKit's token pre-check (token from `Authorization: Bearer` or `access_token`): 200, or 401/400 with the reason |
 //! | `GET /rtc` (WebSocket) | verify, geolocate, pick region and node, proxy the signal socket ([`proxy`]) |
+//! | `POST /twirp/livekit.RoomService/<Method>` | LiveKit's RoomService (server-API JWT), on the room's node wherever it is ([`room_service`]) |
 //! | `GET /rtc/v1`, `/rtc/v1/validate` | 404, so `livekit-client` falls back to the dual-PC `/rtc` path |
 //! | `GET /healthz` | 200 `ok`, or 503 naming the failed tasks once any has failed ([`meridian_runtime::Health`]) |
 //! | `GET /metrics` | Prometheus text format: the process's registry ([`metrics`]) |
@@ -27,6 +28,7 @@ mod http_util;
 pub mod metrics;
 pub mod proxy;
 pub mod registry_cache;
+pub mod room_service;
 pub mod route;
 pub mod tls;
 
@@ -137,6 +139,7 @@ impl Gateway {
             (&Method::POST, "/dev/token") if self.config.dev_tokens => api::mint_token(&self, req, true).await,
             (&Method::GET, "/rtc/validate") => proxy::validate(&self, &req),
             (&Method::GET, "/rtc") => proxy::rtc(&self, peer, req).await,
+            (_, p) if p.starts_with(meridian_twirp::PREFIX) => room_service::handle(&self, req).await,
             // We speak the dual peer-connection path only; livekit-client falls back
             // to `/rtc` when `/rtc/v1/validate` answers 404 (see docs/gateway.md).
             (_, "/rtc/v1") | (_, "/rtc/v1/validate") => {

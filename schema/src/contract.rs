@@ -139,7 +139,11 @@ async fn rooms_are_created_once(store: &dyn Store) {
         first,
         "an existing room keeps its sid and creation time"
     );
-    assert_eq!(store.room(&demo).await.unwrap(), Some(first));
+    assert_eq!(store.room(&demo).await.unwrap(), Some(first.clone()));
+    let other = RoomRecord { name: "another".into(), sid: "RM_other".into(), ..first.clone() };
+    store.get_or_create_room(&other).await.unwrap();
+    assert_eq!(store.rooms().await.unwrap(), vec![other.clone(), first], "every room, by name");
+    assert!(store.delete_room(&other.name).await.unwrap());
     assert!(store.delete_room(&demo).await.unwrap());
     assert!(!store.delete_room(&demo).await.unwrap());
     assert_eq!(store.room(&demo).await.unwrap(), None);

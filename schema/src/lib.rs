@@ -145,6 +145,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_or_create_room(&self, room: &RoomRecord) -> Result<RoomRecord, StoreError>;
     /// The room with this name, if any.
     async fn room(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError>;
+    /// Every room, by name.
+    async fn rooms(&self) -> Result<Vec<RoomRecord>, StoreError>;
     /// Deletes a room; returns false when it did not exist.
     async fn delete_room(&self, name: &RoomName) -> Result<bool, StoreError>;
     /// A room's last participant left: a pinned room forgets its node (and keeps

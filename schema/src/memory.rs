@@ -75,6 +75,12 @@ impl Store for MemoryStore {
         Ok(self.lock().rooms.get(name).cloned())
     }
 
+    async fn rooms(&self) -> Result<Vec<RoomRecord>, StoreError> {
+        let mut rooms: Vec<RoomRecord> = self.lock().rooms.values().cloned().collect();
+        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(rooms)
+    }
+
     async fn delete_room(&self, name: &RoomName) -> Result<bool, StoreError> {
         Ok(self.lock().rooms.remove(name).is_some())
     }

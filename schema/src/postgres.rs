@@ -210,6 +210,12 @@ impl Store for PgStore {
         Ok(row.as_ref().map(room_from_row))
     }
 
+    async fn rooms(&self) -> Result<Vec<RoomRecord>, StoreError> {
+        let sql = format!("SELECT {ROOM_COLUMNS} FROM rooms ORDER BY name");
+        let rows = self.client().await?.query(&sql, &[]).await.map_err(unavailable)?;
+        Ok(rows.iter().map(room_from_row).collect())
+    }
+
     async fn release_room(&self, name: &RoomName) -> Result<bool, StoreError> {
         let client = self.client().await?;
         let cleared = client

@@ -14,6 +14,7 @@
 //! The WebRTC engine (the `webrtc` crate) is confined to [`engine`], [`forward`]
 //! and [`participant`]; signaling code speaks in the SFU's own types.
 
+pub mod admin;
 pub mod engine;
 pub mod forward;
 // Harnesses for the fuzz targets in fuzz/; only built with `--cfg fuzzing`.

@@ -374,6 +374,25 @@ impl Participant {
         lock(&self.profile).grants
     }
 
+    /// Replaces the grants a `ParticipantPermission` covers (RoomService
+    /// `UpdateParticipant`; LiveKit's `SetPermission`); returns whether they
+    /// changed. The caller removes what they no longer allow.
+    pub fn set_permission(&self, p: &proto::ParticipantPermission) -> bool {
+        let mut profile = lock(&self.profile);
+        let new = Grants {
+            can_publish: p.can_publish,
+            can_subscribe: p.can_subscribe,
+            can_publish_data: p.can_publish_data,
+            hidden: p.hidden,
+            can_publish_sources: meridian_auth::PublishSources::from_proto(&p.can_publish_sources),
+            can_update_own_metadata: p.can_update_metadata,
+            ..profile.grants
+        };
+        let changed = new != profile.grants;
+        profile.grants = new;
+        changed
+    }
+
     /// Applies LiveKit's `UpdateParticipantMetadata` as `participant.go`
     /// `UpdateMetadata` does: a non-empty name or metadata replaces the old, and
     /// attributes merge in (an empty value deletes its key). From the participant

@@ -41,6 +41,8 @@ pub struct Room {
     /// Room sid (`RM_…`).
     pub sid: RoomSid,
     created_at: SystemTime,
+    /// Room metadata (RoomService `UpdateRoomMetadata`), empty at first.
+    metadata: Mutex<String>,
     engine: Arc<Engine>,
     participants: Mutex<HashMap<ParticipantSid, Arc<Participant>>>,
     metrics: NodeMetrics,
@@ -72,6 +74,7 @@ impl Room {
             creation_time_ms: created.as_millis() as i64,
             num_participants: participants.len() as u32,
             num_publishers: participants.values().filter(|p| !p.published().is_empty()).count() as u32,
+            metadata: lock(&self.metadata).clone(),
             ..Default::default()
         }
     }
@@ -254,8 +257,15 @@ impl Room {
     /// Relays `packet` from `from` to everyone else on `kind`'s channel, or only to
     /// its `destination_identities` when it names any.
     pub(crate) async fn relay_data(&self, from: &Participant, kind: DataKind, packet: &proto::DataPacket) {
+        self.send_data(Some(&from.sid), kind, packet).await;
+    }
+
+    /// Sends `packet` on `kind`'s channel to everyone but `from` (none: the
+    /// server sends it, RoomService `SendData`), or only to its
+    /// `destination_identities` when it names any.
+    pub(crate) async fn send_data(&self, from: Option<&ParticipantSid>, kind: DataKind, packet: &proto::DataPacket) {
         let bytes = bytes::Bytes::from(prost::Message::encode_to_vec(packet));
-        for p in self.others(&from.sid) {
+        for p in self.participants().into_iter().filter(|p| Some(&p.sid) != from) {
             if packet.destination_identities.is_empty()
                 || packet.destination_identities.iter().any(|d| p.identity() == d.as_str())
             {
@@ -264,9 +274,25 @@ impl Room {
         }
     }
 
+    /// Replaces the room's metadata and tells everyone (`RoomUpdate`); returns
+    /// the room's new `Room`.
+    pub(crate) fn set_metadata(&self, metadata: String) -> proto::Room {
+        *lock(&self.metadata) = metadata;
+        let info = self.info();
+        for p in self.participants() {
+            p.send(Out::RoomUpdate(proto::RoomUpdate { room: Some(info.clone()) }));
+        }
+        info
+    }
+
+    /// The participant of `identity`.
+    pub(crate) fn participant(&self, identity: &str) -> Option<Arc<Participant>> {
+        lock(&self.participants).values().find(|p| p.identity().as_str() == identity).cloned()
+    }
+
     /// Sends `about`'s current info to `about` itself and, unless it is hidden,
     /// to everyone else (LiveKit's `broadcastParticipantState`).
-    fn broadcast_state(&self, about: &Participant) {
+    pub(crate) fn broadcast_state(&self, about: &Participant) {
         let info = about.info(State::Active);
         about.send(Out::Update(proto::ParticipantUpdate { participants: vec![info.clone()] }));
         self.announce(about, info);
@@ -381,6 +407,16 @@ impl RoomManager {
         lock(&self.rooms).contains_key(name)
     }
 
+    /// The live room `name`.
+    pub fn room(&self, name: &str) -> Option<Arc<Room>> {
+        lock(&self.rooms).get(&RoomName::from(name)).cloned()
+    }
+
+    /// Every live room.
+    pub fn live_rooms(&self) -> Vec<Arc<Room>> {
+        lock(&self.rooms).values().cloned().collect()
+    }
+
     /// Number of live rooms.
     pub fn room_count(&self) -> usize {
         lock(&self.rooms).len()
@@ -429,6 +465,7 @@ impl RoomManager {
                         name: record.name.clone(),
                         sid: record.sid.clone(),
                         created_at: record.created_at,
+                        metadata: Mutex::new(String::new()),
                         engine: Arc::clone(&self.engine),
                         participants: Mutex::new(HashMap::new()),
                         metrics: self.metrics.clone(),

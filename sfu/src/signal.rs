@@ -62,6 +62,19 @@ fn refuse(status: u16, reason: String) -> ErrorResponse {
 /// Runs the session of one accepted TCP connection to the node's signal port.
 pub async fn run_session(sfu: Arc<Sfu>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    // The gateway's RoomService calls come to this port too (see `admin`); a
+    // request line goes out in one segment, so the first read holds the method.
+    let mut head = [0u8; 5];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut head)).await {
+        Ok(Ok(n)) if head[..n] == *b"POST " => return crate::admin::serve_connection(sfu, stream, peer).await,
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => return,
+        Err(_) => {
+            sfu.metrics.refused_handshakes.inc();
+            sfu.refusal_log.log(peer.ip(), || tracing::info!(%peer, "signal handshake timed out"));
+            return;
+        }
+    }
     let mut admission: Option<Admission> = None;
     // Whom to rate-limit log lines by: the client the gateway names in
     // `X-Forwarded-For` (it sets the header to the client's address; the signal
