@@ -270,6 +270,10 @@ pub enum TokenError {
     /// The token is not valid yet (`nbf` in the future, beyond the leeway).
     #[error("invalid token: not valid yet")]
     NotYetValid,
+    /// The token was minted through the API and revoked since (`DELETE
+    /// /v1/tokens/{id}`).
+    #[error("invalid token: revoked")]
+    Revoked,
     /// The token carries no `roomJoin` grant.
     #[error("permission denied: token has no roomJoin grant")]
     NoRoomJoin,
@@ -472,6 +476,25 @@ impl TokenAuthority {
             room_admin: video.room_admin,
             room: video.room.into(),
         })
+    }
+
+    /// A server-API token carrying `grant`, valid for `ttl`: what LiveKit's
+    /// server SDKs send to RoomService, for the gateway's own calls to nodes.
+    ///
+    /// Errors: [`TokenError::Malformed`] if signing fails.
+    pub fn server_token(&self, grant: &ServerGrant, ttl: Duration) -> Result<String, TokenError> {
+        let video = VideoGrants {
+            room_create: grant.room_create,
+            room_list: grant.room_list,
+            room_admin: grant.room_admin,
+            room: grant.room.to_string(),
+            ..VideoGrants::default()
+        };
+        AccessToken::with_api_key(&self.api_key, &self.api_secret)
+            .with_ttl(ttl)
+            .with_grants(video)
+            .to_jwt()
+            .map_err(|e| TokenError::Malformed(e.to_string()))
     }
 
     fn verify(&self, token: &str) -> Result<Claims, TokenError> {
@@ -690,6 +713,9 @@ mod tests {
         assert_eq!(auth.verify_server_token(None), Err(TokenError::Missing));
         let basic = format!("Basic {}", BASE64_STANDARD.encode("devkey:secret"));
         assert_eq!(auth.verify_server_token(Some(&basic)), Err(TokenError::BadAuthorizationHeader));
+        let own = ServerGrant { room_create: true, room_list: false, room_admin: false, room: RoomName::from("") };
+        let minted = auth.server_token(&own, Duration::from_secs(60)).unwrap();
+        assert_eq!(auth.verify_server_token(Some(&format!("Bearer {minted}"))).unwrap(), own);
         let forged = TokenAuthority::new("devkey", "other").mint(&req("demo", "a")).unwrap().jwt;
         assert_eq!(auth.verify_server_token(Some(&format!("Bearer {forged}"))), Err(TokenError::BadSignature));
     }

@@ -1,4 +1,5 @@
-//! The HTTPS API for app backends: `POST /v1/tokens`.
+//! The HTTPS API for app backends: minting (`POST /v1/tokens`), room creation
+//! and route explanations; [`crate::v1`] routes these and the rest of `/v1`.
 //!
 //! Request (JSON): `{"room": str, "identity": str, "name"?: str, "metadata"?: str,
 //! "ttl"?: seconds (default 21600, LiveKit's 6 h), "grants"?: {"canPublish",
@@ -78,7 +79,7 @@ impl GrantsRequest {
 
 /// Checks the server-API credentials of `req`: `None` when they hold, else the
 /// 401 JSON refusal to send.
-fn unauthorized<B>(gw: &Gateway, req: &Request<B>) -> Option<Response<Body>> {
+pub(crate) fn unauthorized<B>(gw: &Gateway, req: &Request<B>) -> Option<Response<Body>> {
     let auth = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     gw.authority.check_api_auth(auth).err().map(|e| {
         let mut r = json_error(401, &e.to_string());

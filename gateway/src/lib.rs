@@ -8,6 +8,9 @@
 //! | `GET /` | the demo page (join a room with camera and microphone) |
 //! | `GET /livekit-client.umd.js` | the `livekit-client` browser build the demo page loads |
 //! | `POST /v1/tokens` | mint a join token (API auth: Basic key:secret or Bearer JWT), see [`api`] |
+//! | `GET /v1/tokens?room=&identity=`, `DELETE /v1/tokens/{id}` | list minted tokens, revoke one (API auth), see [`v1`] |
+//! | `GET /v1/rooms`, `GET`/`DELETE /v1/rooms/{name}` | rooms in the store; delete disconnects everyone (API auth) |
+//! | `GET /v1/openapi.json` | the OpenAPI 3.0 document of `/v1` |
 //! | `GET /v1/route?ip=…[&room=…]` | explain the routing decision for a client address (API auth) |
 //! | `POST /v1/rooms` | create a room, optionally pinned to a region (API auth) |
 //! | `POST /dev/token` | mint without auth, only when [`GatewayConfig::dev_tokens`] is on |
@@ -31,6 +34,7 @@ pub mod registry_cache;
 pub mod room_service;
 pub mod route;
 pub mod tls;
+pub mod v1;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -133,11 +137,12 @@ impl Gateway {
                 text(status, &body)
             }
             (&Method::GET, "/metrics") => self.render_metrics(),
-            (&Method::POST, "/v1/tokens") => api::mint_token(&self, req, false).await,
-            (&Method::GET, "/v1/route") => api::explain_route(&self, &req).await,
-            (&Method::POST, "/v1/rooms") => api::create_room(&self, req).await,
+            (_, p) if p.starts_with("/v1/") => match v1::route(&self, req).await {
+                Some(response) => response,
+                None => text(404, "not found"),
+            },
             (&Method::POST, "/dev/token") if self.config.dev_tokens => api::mint_token(&self, req, true).await,
-            (&Method::GET, "/rtc/validate") => proxy::validate(&self, &req),
+            (&Method::GET, "/rtc/validate") => proxy::validate(&self, &req).await,
             (&Method::GET, "/rtc") => proxy::rtc(&self, peer, req).await,
             (_, p) if p.starts_with(meridian_twirp::PREFIX) => room_service::handle(&self, req).await,
             // We speak the dual peer-connection path only; livekit-client falls back

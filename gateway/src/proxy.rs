@@ -56,13 +56,25 @@ pub const UPSTREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 pub const REGION_HEADER: &str = "x-meridian-region";
 
 /// The request's join token (the `Authorization: Bearer` header, else
-/// `access_token`), verified for the URL's `room`.
-fn check_token(gw: &Gateway, req: &Request<Incoming>) -> Result<VerifiedGrant, TokenError> {
+/// `access_token`), verified for the URL's `room`, and not revoked: a token
+/// minted through `/v1/tokens` and revoked since is refused
+/// ([`TokenError::Revoked`]). While the store cannot be read, revocations are
+/// not checked (the join goes on, with a warning): joins keep working on the
+/// registry cache, and refusing them all would make a store outage an outage.
+async fn check_token(gw: &Gateway, req: &Request<Incoming>) -> Result<VerifiedGrant, TokenError> {
     let q = query(req.uri());
     // A header that is not text is no `Bearer` header either.
     let authorization = req.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
     let token = TokenAuthority::join_token(authorization, q.get("access_token").map(String::as_str))?;
-    gw.authority.verify_join(token, q.get("room").map(String::as_str))
+    let grant = gw.authority.verify_join(token, q.get("room").map(String::as_str))?;
+    match gw.store.token(&meridian_auth::token_id(token)).await {
+        Ok(Some(record)) if record.revoked_at.is_some() => Err(TokenError::Revoked),
+        Ok(_) => Ok(grant),
+        Err(e) => {
+            tracing::warn!(error = %e, "store unavailable: token revocation not checked");
+            Ok(grant)
+        }
+    }
 }
 
 fn refusal(e: &TokenError) -> Response<Body> {
@@ -73,8 +85,8 @@ fn refusal(e: &TokenError) -> Response<Body> {
 /// `success` when the token would be admitted, else 401 or 400 with the reason
 /// as text (LiveKit's `rtcservice` answers).
 /// Never 404: livekit-client reads 404 as "try another signalling path".
-pub(crate) fn validate(gw: &Gateway, req: &Request<Incoming>) -> Response<Body> {
-    match check_token(gw, req) {
+pub(crate) async fn validate(gw: &Gateway, req: &Request<Incoming>) -> Response<Body> {
+    match check_token(gw, req).await {
         Ok(_) => text(200, "success"),
         Err(e) => refusal(&e),
     }
@@ -94,7 +106,7 @@ pub(crate) async fn rtc(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>) 
         node = tracing::field::Empty,
     );
     async move {
-        let checked = tracing::info_span!("gateway.token_check").in_scope(|| check_token(gw, &req));
+        let checked = check_token(gw, &req).instrument(tracing::info_span!("gateway.token_check")).await;
         let grant = match checked {
             Ok(g) => g,
             Err(e) => {

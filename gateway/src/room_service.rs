@@ -239,7 +239,7 @@ fn room_of_record(record: &RoomRecord) -> proto::Room {
 /// POSTs `body` as RoomService `method` to `node`'s admin channel (its signal
 /// port) with the caller's `authorization`; returns the node's status and body.
 /// Errors say why the node could not be asked (unknown, unreachable, too slow).
-async fn call_node(
+pub(crate) async fn call_node(
     gw: &Gateway,
     node: &NodeId,
     method: &str,

@@ -107,10 +107,14 @@ async fn tokens_round_trip(store: &dyn Store) {
     assert_eq!(store.token("TK_a").await.unwrap(), Some(a.clone()), "token round-trips");
     assert_eq!(store.token("TK_missing").await.unwrap(), None, "unknown token is None");
     assert_eq!(
-        store.tokens_for_room(&"demo".into()).await.unwrap(),
+        store.tokens(Some(&"demo".into()), None, 100).await.unwrap(),
         vec![a.clone(), b.clone()],
-        "tokens_for_room lists the room's tokens oldest first"
+        "tokens lists the room's tokens oldest first"
     );
+    assert_eq!(store.tokens(None, None, 100).await.unwrap(), vec![a.clone(), c.clone(), b.clone()], "every token");
+    assert_eq!(store.tokens(None, Some(&"bob".into()), 100).await.unwrap(), vec![b.clone()], "by identity");
+    assert_eq!(store.tokens(Some(&"other".into()), Some(&"bob".into()), 100).await.unwrap(), vec![], "both");
+    assert_eq!(store.tokens(None, None, 1).await.unwrap(), vec![a.clone()], "at most `limit`");
     assert!(store.revoke_token("TK_a", at(1_700_000_500)).await.unwrap());
     assert!(store.revoke_token("TK_a", at(1_700_000_900)).await.unwrap(), "revoking twice is fine");
     assert_eq!(

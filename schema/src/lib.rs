@@ -136,8 +136,14 @@ pub trait Store: Send + Sync + 'static {
     async fn record_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
     /// The token with this id, if recorded.
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
-    /// Every token recorded for `room`, oldest first.
-    async fn tokens_for_room(&self, room: &RoomName) -> Result<Vec<TokenRecord>, StoreError>;
+    /// The tokens recorded for `room` and `identity` (each `None`: any), oldest
+    /// first, at most `limit`.
+    async fn tokens(
+        &self,
+        room: Option<&RoomName>,
+        identity: Option<&ParticipantIdentity>,
+        limit: usize,
+    ) -> Result<Vec<TokenRecord>, StoreError>;
     /// Marks a token revoked at `at`; returns false when no such token exists.
     async fn revoke_token(&self, id: &str, at: SystemTime) -> Result<bool, StoreError>;
     /// Returns the room named `room.name`, creating it from `room` when absent.

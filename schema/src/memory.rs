@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use meridian_ids::{NodeId, RegionId, RoomName};
+use meridian_ids::{NodeId, ParticipantIdentity, RegionId, RoomName};
 
 use crate::{NodeRecord, RoomRecord, Store, StoreError, TokenRecord};
 
@@ -49,9 +49,21 @@ impl Store for MemoryStore {
         Ok(self.lock().tokens.iter().find(|t| t.id == id).cloned())
     }
 
-    async fn tokens_for_room(&self, room: &RoomName) -> Result<Vec<TokenRecord>, StoreError> {
-        let mut tokens: Vec<TokenRecord> = self.lock().tokens.iter().filter(|t| t.room == *room).cloned().collect();
+    async fn tokens(
+        &self,
+        room: Option<&RoomName>,
+        identity: Option<&ParticipantIdentity>,
+        limit: usize,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        let mut tokens: Vec<TokenRecord> = self
+            .lock()
+            .tokens
+            .iter()
+            .filter(|t| room.is_none_or(|r| t.room == *r) && identity.is_none_or(|i| t.identity == *i))
+            .cloned()
+            .collect();
         tokens.sort_by(|a, b| (a.issued_at, &a.id).cmp(&(b.issued_at, &b.id)));
+        tokens.truncate(limit);
         Ok(tokens)
     }
 

@@ -172,9 +172,19 @@ impl Store for PgStore {
         row.as_ref().map(token_from_row).transpose()
     }
 
-    async fn tokens_for_room(&self, room: &RoomName) -> Result<Vec<TokenRecord>, StoreError> {
-        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE room = $1 ORDER BY issued_at, id");
-        let rows = self.client().await?.query(&sql, &[&room.as_str()]).await.map_err(unavailable)?;
+    async fn tokens(
+        &self,
+        room: Option<&RoomName>,
+        identity: Option<&ParticipantIdentity>,
+        limit: usize,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE ($1::text IS NULL OR room = $1) \
+             AND ($2::text IS NULL OR identity = $2) ORDER BY issued_at, id LIMIT $3"
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (room, identity) = (room.map(RoomName::as_str), identity.map(ParticipantIdentity::as_str));
+        let rows = self.client().await?.query(&sql, &[&room, &identity, &limit]).await.map_err(unavailable)?;
         rows.iter().map(token_from_row).collect()
     }
 
