@@ -70,6 +70,8 @@ pub struct DevOptions {
     pub api_secret: String,
     /// TURN REST API secret shared by SFU and relay.
     pub turn_secret: String,
+    /// Webhook URLs (`[webhook] urls`); empty: none.
+    pub webhook_urls: Vec<String>,
     /// Postgres URL; `None` runs on the memory store.
     pub database_url: Option<String>,
     /// MaxMind-format City database for geolocation.
@@ -139,6 +141,7 @@ impl Default for DevOptions {
             api_key: DEV_API_KEY.into(),
             api_secret: DEV_API_SECRET.into(),
             turn_secret: random_secret(),
+            webhook_urls: Vec::new(),
             database_url: None,
             geoip_db: None,
             client_js: None,
@@ -365,7 +368,8 @@ pub async fn start_dev(opts: DevOptions) -> anyhow::Result<DevStack> {
             .await
             .with_context(|| format!("binding the SFU signal port of region {}", region.id))?;
         let signal = listener.local_addr()?;
-        let sfu_role = sfu_section(&opts, region, signal, &relay).resolve().with_context(in_region)?;
+        let mut sfu_role = sfu_section(&opts, region, signal, &relay).resolve().with_context(in_region)?;
+        sfu_role.webhook_urls = opts.webhook_urls.clone();
         let node = roles::start_sfu(&sfu_role, listener, &shared, &sfu_metrics).await.with_context(in_region)?;
         running.push(RunningRegion {
             id: region.id.clone(),

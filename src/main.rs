@@ -73,6 +73,8 @@ struct SfuArgs {
     database: config::DatabaseSection,
     #[command(flatten)]
     sfu: config::SfuSection,
+    #[command(flatten)]
+    webhook: config::WebhookSection,
 }
 
 #[derive(Args)]
@@ -114,6 +116,8 @@ struct Keys {
 struct DevArgs {
     #[command(flatten)]
     keys: Keys,
+    #[command(flatten)]
+    webhook: config::WebhookSection,
     /// Address every listener binds to (and the TURN relay advertises).
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
@@ -240,7 +244,8 @@ async fn run() -> anyhow::Result<()> {
             let file = config::ConfigFile::load(args.file.config.as_deref())?;
             let api = args.api.over(&file.api).required()?;
             let db = args.database.over(&file.database).required()?;
-            let role = args.sfu.over(&file.sfu).resolve()?;
+            let mut role = args.sfu.over(&file.sfu).resolve()?;
+            role.webhook_urls = args.webhook.over(&file.webhook).resolve(&api.0)?;
             roles::run_sfu(api, &db, role, terminated()).await
         }
         Command::Turn(args) => {
@@ -284,6 +289,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         regions: if args.regions.is_empty() { DevOptions::default().regions } else { args.regions.clone() },
         default_region: args.default_region.clone().map(Into::into),
         trusted_proxies: args.trusted_proxies.clone(),
+        webhook_urls: args.webhook.over(&Default::default()).resolve(&args.keys.api_key)?,
     })
     .await?;
     meridian_runtime::panic::install_hook(stack.health().clone());

@@ -118,6 +118,7 @@ async fn a_node_whose_relay_stops_answering_leaves_the_registry_until_it_answers
             position: None,
             advertise_signal: "127.0.0.1:9".into(),
             capacity: 10,
+            webhook_urls: Vec::new(),
         },
         meridian_auth::TokenAuthority::new(meridian::DEV_API_KEY, meridian::DEV_API_SECRET),
         std::sync::Arc::clone(&stack.store),

@@ -497,6 +497,19 @@ impl TokenAuthority {
             .map_err(|e| TokenError::Malformed(e.to_string()))
     }
 
+    /// The `Authorization` of a webhook delivery, as LiveKit signs it: a JWT
+    /// whose `sha256` claim is the body's base64 SHA-256 (what
+    /// `livekit-server-sdk`'s `WebhookReceiver` checks), valid for 10 minutes.
+    ///
+    /// Errors: [`TokenError::Malformed`] if signing fails.
+    pub fn webhook_token(&self, body_sha256: &str) -> Result<String, TokenError> {
+        AccessToken::with_api_key(&self.api_key, &self.api_secret)
+            .with_ttl(Duration::from_secs(600))
+            .with_sha256(body_sha256)
+            .to_jwt()
+            .map_err(|e| TokenError::Malformed(e.to_string()))
+    }
+
     fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         if token.is_empty() {
             return Err(TokenError::Missing);

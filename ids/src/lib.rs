@@ -141,6 +141,13 @@ id_type!(
 );
 
 sid_type!(
+    /// A webhook event's id (LiveKit `WebhookEvent.id`): `EV_` and 12 random
+    /// alphanumerics, one per event, so a receiver can drop a repeat.
+    EventId,
+    "EV_"
+);
+
+sid_type!(
     /// A room's sid (LiveKit `Room.sid`): `RM_` and 12 random alphanumerics,
     /// made when the room is first recorded and kept while the store holds it
     /// (a room moved to another node keeps it).

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meridian_ids::{NodeId, RegionId, RoomName};
 
-use crate::{NodeLoad, NodeRecord, RoomRecord, Store, TokenGrants, TokenRecord};
+use crate::{NodeLoad, NodeRecord, RoomRecord, Store, TokenGrants, TokenRecord, WebhookRecord};
 
 fn at(secs: u64) -> SystemTime {
     UNIX_EPOCH.checked_add(Duration::from_secs(secs)).expect("a contract time in range")
@@ -37,6 +37,65 @@ pub async fn run(store: &dyn Store) {
     rooms_are_created_once(store).await;
     rooms_move_to_another_node(store).await;
     nodes_heartbeat_and_leave(store).await;
+    webhooks_go_in_order_per_room(store).await;
+}
+
+fn event(id: &str, room: &str, secs: u64) -> WebhookRecord {
+    WebhookRecord {
+        id: id.into(),
+        url: "http://hooks.example/a".into(),
+        room: room.into(),
+        body: format!("{{\"id\":\"{id}\"}}"),
+        created_at: at(secs),
+        attempts: 0,
+    }
+}
+
+/// The outbox: one room's events go one at a time in order; another room's
+/// do not wait for them; a claim is held for its lease; a retry waits.
+async fn webhooks_go_in_order_per_room(store: &dyn Store) {
+    let lease = std::time::Duration::from_secs(1_000);
+    let (a1, a2, b1) = (event("EV_a1", "alpha", 1_000), event("EV_a2", "alpha", 1_001), event("EV_b1", "beta", 1_002));
+    for e in [&a1, &a2, &b1, &a1] {
+        store.enqueue_webhook(e).await.unwrap();
+    }
+    assert_eq!(store.webhook_depth().await.unwrap(), 3, "an id enqueued twice is there once");
+    let now = at(2_000);
+    let first = store.claim_webhook(now, lease).await.unwrap().expect("one is due");
+    assert_eq!((first.id.as_str(), first.attempts), ("EV_a1", 1), "the oldest first, its attempt counted");
+    assert_eq!(first.body, a1.body);
+    let second = store.claim_webhook(now, lease).await.unwrap().expect("another room's");
+    assert_eq!(second.id, "EV_b1", "alpha's next waits for EV_a1; beta's does not");
+    assert_eq!(store.claim_webhook(now, lease).await.unwrap(), None, "nothing else is free");
+
+    store.webhook_retry("EV_a1", at(2_100)).await.unwrap();
+    assert_eq!(store.claim_webhook(at(2_050), lease).await.unwrap(), None, "the retry waits, and EV_a2 behind it");
+    let again = store.claim_webhook(at(2_100), lease).await.unwrap().expect("due again");
+    assert_eq!((again.id.as_str(), again.attempts), ("EV_a1", 2));
+    store.webhook_done("EV_a1").await.unwrap();
+    let next = store.claim_webhook(at(2_100), lease).await.unwrap().expect("alpha's next");
+    assert_eq!(next.id, "EV_a2");
+    // A worker that died holding a claim loses it when the lease ends.
+    assert_eq!(store.claim_webhook(at(2_101), lease).await.unwrap(), None);
+    let reclaimed = store.claim_webhook(at(3_001), lease).await.unwrap().expect("EV_b1's lease ran out");
+    assert_eq!((reclaimed.id.as_str(), reclaimed.attempts), ("EV_b1", 2));
+    for id in ["EV_a2", "EV_b1"] {
+        store.webhook_done(id).await.unwrap();
+    }
+    // Another URL's line does not wait for this one's.
+    let (x1, x2) = (
+        event("EV_x@0", "gamma", 4_000),
+        WebhookRecord { id: "EV_x@1".into(), url: "http://b".into(), ..event("", "gamma", 4_000) },
+    );
+    store.enqueue_webhook(&x1).await.unwrap();
+    store.enqueue_webhook(&x2).await.unwrap();
+    let one = store.claim_webhook(at(4_001), lease).await.unwrap().expect("first URL's");
+    let other = store.claim_webhook(at(4_001), lease).await.unwrap().expect("second URL's, side by side");
+    assert_eq!((one.id.as_str(), other.id.as_str(), other.url.as_str()), ("EV_x@0", "EV_x@1", "http://b"));
+    for id in ["EV_x@0", "EV_x@1"] {
+        store.webhook_done(id).await.unwrap();
+    }
+    assert_eq!(store.webhook_depth().await.unwrap(), 0);
 }
 
 async fn rooms_move_to_another_node(store: &dyn Store) {

@@ -9,7 +9,7 @@ pub mod contract;
 pub mod memory;
 pub mod postgres;
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use meridian_ids::{NodeId, ParticipantIdentity, RegionId, RoomName, RoomSid};
 use serde::{Deserialize, Serialize};
@@ -70,6 +70,26 @@ pub struct TokenRecord {
     pub expires_at: SystemTime,
     /// Set once revoked.
     pub revoked_at: Option<SystemTime>,
+}
+
+/// One webhook delivery in the outbox: an event for one URL, recorded by the
+/// node where it happened and delivered by any node, in order per URL and room.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookRecord {
+    /// Delivery id, unique: the event's id (`WebhookEvent.id`) and the URL's
+    /// place in the config.
+    pub id: String,
+    /// Where it goes.
+    pub url: String,
+    /// The room it is about: one URL gets a room's events in the order they
+    /// were enqueued.
+    pub room: RoomName,
+    /// The body to deliver: LiveKit's `WebhookEvent` as protobuf JSON.
+    pub body: String,
+    /// When it was enqueued.
+    pub created_at: SystemTime,
+    /// Delivery attempts claimed so far (this one included, once claimed).
+    pub attempts: u32,
 }
 
 /// What a node reports of its load with each heartbeat.
@@ -153,6 +173,21 @@ pub trait Store: Send + Sync + 'static {
     async fn room(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError>;
     /// Every room, by name.
     async fn rooms(&self) -> Result<Vec<RoomRecord>, StoreError>;
+    /// Adds `event` to the webhook outbox, behind the earlier events of its URL
+    /// and room.
+    /// Recording an id twice is a no-op.
+    async fn enqueue_webhook(&self, event: &WebhookRecord) -> Result<(), StoreError>;
+    /// Claims the next event to deliver at `now`, for `lease`: the oldest event
+    /// at the head of its line (no earlier event of its URL and room is still
+    /// waiting) that is due (not waiting for a retry) and not claimed by
+    /// another worker. Counts the attempt.
+    async fn claim_webhook(&self, now: SystemTime, lease: Duration) -> Result<Option<WebhookRecord>, StoreError>;
+    /// The claimed event `id` was delivered (or given up): it leaves the outbox.
+    async fn webhook_done(&self, id: &str) -> Result<(), StoreError>;
+    /// The claimed event `id` failed; the next attempt is not before `retry_at`.
+    async fn webhook_retry(&self, id: &str, retry_at: SystemTime) -> Result<(), StoreError>;
+    /// Events in the outbox.
+    async fn webhook_depth(&self) -> Result<u64, StoreError>;
     /// Deletes a room; returns false when it did not exist.
     async fn delete_room(&self, name: &RoomName) -> Result<bool, StoreError>;
     /// A room's last participant left: a pinned room forgets its node (and keeps

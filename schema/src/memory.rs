@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use meridian_ids::{NodeId, ParticipantIdentity, RegionId, RoomName};
 
-use crate::{NodeRecord, RoomRecord, Store, StoreError, TokenRecord};
+use crate::{NodeRecord, RoomRecord, Store, StoreError, TokenRecord, WebhookRecord};
 
 /// Rooms and tokens in process memory, lost on exit.
 #[derive(Debug, Default)]
@@ -20,6 +20,15 @@ struct Inner {
     rooms: HashMap<RoomName, RoomRecord>,
     tokens: Vec<TokenRecord>,
     nodes: std::collections::BTreeMap<NodeId, NodeRecord>,
+    /// The webhook outbox in enqueue order.
+    outbox: Vec<Queued>,
+}
+
+#[derive(Debug)]
+struct Queued {
+    event: WebhookRecord,
+    next_attempt_at: SystemTime,
+    claimed_until: Option<SystemTime>,
 }
 
 impl MemoryStore {
@@ -85,6 +94,48 @@ impl Store for MemoryStore {
 
     async fn room(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError> {
         Ok(self.lock().rooms.get(name).cloned())
+    }
+
+    async fn enqueue_webhook(&self, event: &WebhookRecord) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if !inner.outbox.iter().any(|q| q.event.id == event.id) {
+            inner.outbox.push(Queued { event: event.clone(), next_attempt_at: event.created_at, claimed_until: None });
+        }
+        Ok(())
+    }
+
+    async fn claim_webhook(&self, now: SystemTime, lease: Duration) -> Result<Option<WebhookRecord>, StoreError> {
+        let mut inner = self.lock();
+        let mut heads = std::collections::HashSet::new();
+        for q in inner.outbox.iter_mut() {
+            // Only the first waiting event of each URL and room may go.
+            if !heads.insert((q.event.url.clone(), q.event.room.clone())) {
+                continue;
+            }
+            if q.next_attempt_at <= now && q.claimed_until.is_none_or(|until| until <= now) {
+                q.claimed_until = Some(now + lease);
+                q.event.attempts = q.event.attempts.saturating_add(1);
+                return Ok(Some(q.event.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn webhook_done(&self, id: &str) -> Result<(), StoreError> {
+        self.lock().outbox.retain(|q| q.event.id != id);
+        Ok(())
+    }
+
+    async fn webhook_retry(&self, id: &str, retry_at: SystemTime) -> Result<(), StoreError> {
+        if let Some(q) = self.lock().outbox.iter_mut().find(|q| q.event.id == id) {
+            q.next_attempt_at = retry_at;
+            q.claimed_until = None;
+        }
+        Ok(())
+    }
+
+    async fn webhook_depth(&self) -> Result<u64, StoreError> {
+        Ok(self.lock().outbox.len() as u64)
     }
 
     async fn rooms(&self) -> Result<Vec<RoomRecord>, StoreError> {

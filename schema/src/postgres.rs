@@ -1,13 +1,13 @@
 //! Postgres store through `deadpool-postgres`, with embedded `refinery` migrations.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use meridian_ids::{NodeId, ParticipantIdentity, RegionId, RoomName, RoomSid};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use crate::{NodeRecord, RoomRecord, Store, StoreError, TokenGrants, TokenRecord};
+use crate::{NodeRecord, RoomRecord, Store, StoreError, TokenGrants, TokenRecord, WebhookRecord};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -218,6 +218,56 @@ impl Store for PgStore {
         let sql = format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE name = $1");
         let row = self.client().await?.query_opt(&sql, &[&name.as_str()]).await.map_err(unavailable)?;
         Ok(row.as_ref().map(room_from_row))
+    }
+
+    async fn enqueue_webhook(&self, e: &WebhookRecord) -> Result<(), StoreError> {
+        self.changed(
+            "INSERT INTO webhook_outbox (id, url, room, body, created_at, attempts, next_attempt_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $5) ON CONFLICT (id) DO NOTHING",
+            &[&e.id, &e.url, &e.room.as_str(), &e.body, &e.created_at, &i32::try_from(e.attempts).unwrap_or(i32::MAX)],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn claim_webhook(&self, now: SystemTime, lease: Duration) -> Result<Option<WebhookRecord>, StoreError> {
+        // The head of each room's line is its lowest seq (delivered events are
+        // deleted); SKIP LOCKED lets several gateways claim side by side.
+        let sql = "UPDATE webhook_outbox SET claimed_until = $2, attempts = attempts + 1 WHERE id = ( \
+                   SELECT o.id FROM webhook_outbox o \
+                   WHERE o.seq = (SELECT min(p.seq) FROM webhook_outbox p WHERE p.url = o.url AND p.room = o.room) \
+                   AND o.next_attempt_at <= $1 AND (o.claimed_until IS NULL OR o.claimed_until <= $1) \
+                   ORDER BY o.seq LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                   RETURNING id, url, room, body, created_at, attempts";
+        let until = now + lease;
+        let row = self.client().await?.query_opt(sql, &[&now, &until]).await.map_err(unavailable)?;
+        Ok(row.map(|r| WebhookRecord {
+            id: r.get(0),
+            url: r.get(1),
+            room: RoomName::from(r.get::<_, String>(2)),
+            body: r.get(3),
+            created_at: r.get(4),
+            attempts: u32::try_from(r.get::<_, i32>(5)).unwrap_or(0),
+        }))
+    }
+
+    async fn webhook_done(&self, id: &str) -> Result<(), StoreError> {
+        self.changed("DELETE FROM webhook_outbox WHERE id = $1", &[&id]).await.map(drop)
+    }
+
+    async fn webhook_retry(&self, id: &str, retry_at: SystemTime) -> Result<(), StoreError> {
+        self.changed(
+            "UPDATE webhook_outbox SET next_attempt_at = $2, claimed_until = NULL WHERE id = $1",
+            &[&id, &retry_at],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn webhook_depth(&self) -> Result<u64, StoreError> {
+        let row =
+            self.client().await?.query_one("SELECT count(*) FROM webhook_outbox", &[]).await.map_err(unavailable)?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
     }
 
     async fn rooms(&self) -> Result<Vec<RoomRecord>, StoreError> {

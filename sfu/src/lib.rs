@@ -29,6 +29,7 @@ pub mod sdp;
 pub mod signal;
 pub mod subscription;
 pub mod turn_probe;
+pub mod webhook;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -89,6 +90,8 @@ pub struct SfuConfig {
     /// Participants this node takes before the gateway counts it as full
     /// (default [`DEFAULT_CAPACITY`]).
     pub capacity: u32,
+    /// Where webhooks go ([`webhook`]); empty: none.
+    pub webhook_urls: Vec<String>,
 }
 
 /// Default node capacity in participants (a 2-core node forwarding small rooms).
@@ -104,6 +107,8 @@ pub struct Sfu {
     metrics: metrics::NodeMetrics,
     /// Refused and malformed signal connections, logged a few per source IP.
     refusal_log: meridian_runtime::log_limit::LogLimit<std::net::IpAddr>,
+    /// Events on their way to the webhook outbox, until [`Sfu::run_webhooks`] takes them.
+    webhook_events: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<livekit_protocol::WebhookEvent>>>,
 }
 
 impl Sfu {
@@ -123,12 +128,14 @@ impl Sfu {
         if config.turn.as_ref().is_some_and(|t| t.probe.is_some()) {
             metrics.turn_relay_up = Some(node_metrics.turn_relay_up(&config.node_id));
         }
+        let (webhooks, webhook_events) = webhook::Webhooks::new(config.webhook_urls.clone(), &metrics.webhooks);
         let rooms = Arc::new(RoomManager::new(
             engine,
             Arc::clone(&store),
             config.region.clone(),
             config.node_id.clone(),
             metrics.clone(),
+            webhooks,
         ));
         Ok(Arc::new(Self {
             config,
@@ -138,7 +145,18 @@ impl Sfu {
             draining: Default::default(),
             metrics,
             refusal_log: meridian_runtime::log_limit::LogLimit::new("refused or malformed signal connections"),
+            webhook_events: std::sync::Mutex::new(Some(webhook_events)),
         }))
+    }
+
+    /// Stores this node's webhook events in the outbox and delivers the outbox
+    /// ([`webhook::run`]) until `shutdown`. Once per node; later calls return.
+    pub async fn run_webhooks(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        let events = self.webhook_events.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(events) = events else { return };
+        let urls = self.config.webhook_urls.clone();
+        let metrics = self.metrics.webhooks.clone();
+        webhook::run(Arc::clone(&self.store), self.authority.clone(), urls, events, metrics, shutdown).await;
     }
 
     /// The rooms on this node.
@@ -205,6 +223,7 @@ pub(crate) fn test_node_with(turn: Option<TurnAdvert>, metrics: &metrics::SfuMet
             position: None,
             advertise_signal: "127.0.0.1:9".into(),
             capacity: 10,
+            webhook_urls: Vec::new(),
         },
         TokenAuthority::new("devkey", "secret"),
         Arc::new(meridian_schema::MemoryStore::new()),

@@ -14,6 +14,10 @@
 //! - `meridian_sfu_turn_relay_up{node}`: 1 while the node's TURN relay answers
 //!   its probe ([`crate::turn_probe`]), 0 before the first answer and once it has
 //!   not answered for a while (gauge; absent for a node without a probed relay).
+//! - `meridian_sfu_webhook_queue{node}` (deliveries waiting in the outbox),
+//!   `meridian_sfu_webhook_delivered_total`, `_failures_total` (attempts that
+//!   failed and are retried) and `_dropped_total` (events given up)
+//!   ([`crate::webhook`]).
 //! - `meridian_sfu_capacity{node}`: participants before the node counts as full
 //!   (`sfu.capacity`, gauge), so that `participants / capacity` is its load.
 //! - `meridian_sfu_subscriber_loss_ratio{node}`,
@@ -74,6 +78,10 @@ pub struct SfuMetrics {
     heartbeat_failures: Family<NodeLabel, Counter>,
     signal_refusals: Family<RefusalLabel, Counter>,
     turn_relay_up: Family<NodeLabel, Gauge>,
+    webhook_queue: Family<NodeLabel, Gauge>,
+    webhook_delivered: Family<NodeLabel, Counter>,
+    webhook_failures: Family<NodeLabel, Counter>,
+    webhook_dropped: Family<NodeLabel, Counter>,
     subscriber_loss: HistogramFamily,
     subscriber_jitter: HistogramFamily,
     subscriber_rtt: HistogramFamily,
@@ -90,6 +98,10 @@ impl Default for SfuMetrics {
             heartbeat_failures: Family::default(),
             signal_refusals: Family::default(),
             turn_relay_up: Family::default(),
+            webhook_queue: Family::default(),
+            webhook_delivered: Family::default(),
+            webhook_failures: Family::default(),
+            webhook_dropped: Family::default(),
             subscriber_loss: Family::new_with_constructor(loss_histogram as fn() -> Histogram),
             subscriber_jitter: Family::new_with_constructor(jitter_histogram as fn() -> Histogram),
             subscriber_rtt: Family::new_with_constructor(rtt_histogram as fn() -> Histogram),
@@ -132,6 +144,22 @@ pub struct NodeMetrics {
     pub turn_relay_up: Option<Gauge>,
     /// What the node's subscribers report about its down-tracks.
     pub subscriber_reports: SubscriberReports,
+    /// The webhook outbox's delivery figures, as this node sees them.
+    pub webhooks: WebhookMetrics,
+}
+
+/// One node's webhook figures (`meridian_sfu_webhook_*`).
+#[derive(Clone, Debug, Default)]
+pub struct WebhookMetrics {
+    /// Deliveries waiting in the outbox (the whole cluster's, read from the store).
+    pub queue: Gauge,
+    /// Deliveries a receiver accepted (2xx).
+    pub delivered: Counter,
+    /// Attempts that failed (no answer, or not 2xx); each is retried.
+    pub failures: Counter,
+    /// Events given up: retried past the retry window, or not enqueued because
+    /// the node's queue to the store was full.
+    pub dropped: Counter,
 }
 
 impl SfuMetrics {
@@ -151,6 +179,14 @@ impl SfuMetrics {
             m.signal_refusals.clone(),
         );
         r.register("turn_relay_up", "1 while the node's TURN relay answers its probe", m.turn_relay_up.clone());
+        r.register("webhook_queue", "Webhook deliveries waiting in the outbox", m.webhook_queue.clone());
+        r.register("webhook_delivered", "Webhook deliveries a receiver accepted", m.webhook_delivered.clone());
+        r.register(
+            "webhook_failures",
+            "Webhook delivery attempts that failed (each is retried)",
+            m.webhook_failures.clone(),
+        );
+        r.register("webhook_dropped", "Webhook events given up or not enqueued", m.webhook_dropped.clone());
         r.register(
             "subscriber_loss_ratio",
             "Fraction of packets lost on down-tracks, per subscriber RTCP report block",
@@ -194,6 +230,12 @@ impl SfuMetrics {
             malformed_sessions,
             turn_relay_up: None,
             subscriber_reports,
+            webhooks: WebhookMetrics {
+                queue: self.webhook_queue.get_or_create(&label).clone(),
+                delivered: self.webhook_delivered.get_or_create(&label).clone(),
+                failures: self.webhook_failures.get_or_create(&label).clone(),
+                dropped: self.webhook_dropped.get_or_create(&label).clone(),
+            },
         }
     }
 

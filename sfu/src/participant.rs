@@ -166,6 +166,8 @@ pub struct Participant {
     signal: SignalTx,
     /// Woken to end the participant's signal session (kicked, room closed).
     pub closed: Notify,
+    /// Whether one of its PCs has connected (then it counts as joined, for webhooks).
+    connected: AtomicBool,
     is_closed: AtomicBool,
     publisher: Arc<RTCPeerConnection>,
     subscriber: Arc<RTCPeerConnection>,
@@ -261,6 +263,7 @@ impl Participant {
             joined_at: SystemTime::now(),
             signal,
             closed: Notify::new(),
+            connected: AtomicBool::new(false),
             is_closed: AtomicBool::new(false),
             publisher,
             subscriber,
@@ -299,11 +302,21 @@ impl Participant {
             }));
             let sid = self.sid.clone();
             let trace = self.trace.clone();
+            let (me, room) = (Arc::downgrade(self), room.clone());
             pc.on_peer_connection_state_change(Box::new(move |state| {
                 tracing::info!(participant = %sid, ?target, %state, "peer connection state");
                 if state == webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState::Connected {
                     // A milestone: an empty span, a child of the join in the trace.
                     drop(tracing::info_span!(parent: &trace, "sfu.ice_connected", participant = %sid, ?target));
+                    if let (Some(me), Some(room)) = (me.upgrade(), room.upgrade()) {
+                        if !me.connected.swap(true, Ordering::Relaxed) {
+                            room.webhook(
+                                "participant_joined",
+                                Some(me.info(proto::participant_info::State::Active)),
+                                None,
+                            );
+                        }
+                    }
                 }
                 Box::pin(async {})
             }));
@@ -356,6 +369,11 @@ impl Participant {
         if let Err(e) = self.sub_data[kind as usize].send(bytes).await {
             tracing::debug!(participant = %self.sid, ?kind, error = %e, "data packet not delivered");
         }
+    }
+
+    /// Whether one of its PCs has connected.
+    pub fn was_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
     }
 
     /// Identity from the token.

@@ -22,6 +22,7 @@ use crate::engine::{Engine, EngineError};
 use crate::forward::PublishedTrack;
 use crate::metrics::NodeMetrics;
 use crate::participant::{DataKind, Participant, ParticipantError, SignalTx};
+use crate::webhook::Webhooks;
 use prometheus_client::metrics::counter::Counter;
 
 /// How long a subscription to a track that is not published waits for it before
@@ -46,9 +47,15 @@ pub struct Room {
     engine: Arc<Engine>,
     participants: Mutex<HashMap<ParticipantSid, Arc<Participant>>>,
     metrics: NodeMetrics,
+    webhooks: Webhooks,
 }
 
 impl Room {
+    /// Emits webhook `event` about this room (and `who`, and `track`).
+    pub(crate) fn webhook(&self, event: &str, who: Option<proto::ParticipantInfo>, track: Option<proto::TrackInfo>) {
+        self.webhooks.emit(event, self.info(), who, track);
+    }
+
     /// The node-wide counter of RTP bytes written to down-tracks.
     pub(crate) fn forwarded_bytes(&self) -> &Counter {
         &self.metrics.forwarded_bytes
@@ -113,6 +120,7 @@ impl Room {
     /// everyone who wants it and may have it.
     pub(crate) async fn published(&self, publisher: &Arc<Participant>, track: Arc<PublishedTrack>) {
         self.metrics.tracks.inc();
+        self.webhook("track_published", Some(publisher.info(State::Active)), Some(track.info()));
         self.broadcast_state(publisher);
         for p in self.others(&publisher.sid) {
             self.reconcile(publisher, &track, &p).await;
@@ -238,10 +246,9 @@ impl Room {
 
     /// Removes `publisher`'s track `track_sid` from the room. Idempotent.
     pub(crate) async fn unpublish(&self, publisher: &Arc<Participant>, track_sid: &TrackSid) {
-        if publisher.remove_published(track_sid).is_none() {
-            return;
-        }
+        let Some(track) = publisher.remove_published(track_sid) else { return };
         self.metrics.tracks.dec();
+        self.webhook("track_unpublished", Some(publisher.info(State::Active)), Some(track.info()));
         tracing::info!(room = %self.name, participant = %publisher.sid, track = %track_sid, "track unpublished");
         for p in self.others(&publisher.sid) {
             if let Err(e) = p.unsubscribe(track_sid).await {
@@ -342,6 +349,7 @@ impl Room {
         for track in who.published() {
             if who.remove_published(&track.sid).is_some() {
                 self.metrics.tracks.dec();
+                self.webhook("track_unpublished", Some(who.info(State::Active)), Some(track.info()));
             }
             for p in self.others(&who.sid) {
                 if let Err(e) = p.unsubscribe(&track.sid).await {
@@ -350,7 +358,11 @@ impl Room {
                 p.forget_track(&track.sid);
             }
         }
-        self.announce(who, who.info(State::Disconnected));
+        let gone = who.info(State::Disconnected);
+        // LiveKit's name for one that never got a PC connected.
+        let event = if who.was_connected() { "participant_left" } else { "participant_connection_aborted" };
+        self.webhook(event, Some(gone.clone()), None);
+        self.announce(who, gone);
         tracing::info!(room = %self.name, participant = %who.sid, identity = %who.identity, "participant left");
     }
 }
@@ -371,6 +383,7 @@ pub enum JoinError {
 pub struct RoomManager {
     engine: Arc<Engine>,
     metrics: NodeMetrics,
+    webhooks: Webhooks,
     store: Arc<dyn Store>,
     region: RegionId,
     node: NodeId,
@@ -385,8 +398,9 @@ impl RoomManager {
         region: RegionId,
         node: NodeId,
         metrics: NodeMetrics,
+        webhooks: Webhooks,
     ) -> Self {
-        Self { engine, metrics, store, region, node, rooms: Mutex::new(HashMap::new()) }
+        Self { engine, metrics, webhooks, store, region, node, rooms: Mutex::new(HashMap::new()) }
     }
 
     /// Participants and published tracks on this node.
@@ -457,9 +471,11 @@ impl RoomManager {
                     tracing::info!(room = %record.name, ?from, "taking over room");
                     self.store.place_room(&record.name, &self.region, &self.node).await?;
                 }
+                let mut created = false;
                 let mut rooms = lock(&self.rooms);
-                Arc::clone(rooms.entry(record.name.clone()).or_insert_with(|| {
+                let room = Arc::clone(rooms.entry(record.name.clone()).or_insert_with(|| {
                     tracing::info!(room = %record.name, sid = %record.sid, "room created");
+                    created = true;
                     self.metrics.rooms.inc();
                     Arc::new(Room {
                         name: record.name.clone(),
@@ -469,8 +485,14 @@ impl RoomManager {
                         engine: Arc::clone(&self.engine),
                         participants: Mutex::new(HashMap::new()),
                         metrics: self.metrics.clone(),
+                        webhooks: self.webhooks.clone(),
                     })
-                }))
+                }));
+                drop(rooms);
+                if created {
+                    room.webhook("room_started", None, None);
+                }
+                room
             }
         };
         let duplicate = lock(&room.participants).values().find(|p| p.identity == *grant.identity()).cloned();
@@ -518,6 +540,7 @@ impl RoomManager {
         };
         if emptied {
             tracing::info!(room = %room.name, "room closed (empty)");
+            room.webhook("room_finished", None, None);
             if let Err(e) = self.store.release_room(&room.name).await {
                 tracing::warn!(room = %room.name, error = %e, "room not removed from store");
             }

@@ -86,6 +86,51 @@ macro_rules! overlay {
     }};
 }
 
+/// `[webhook]`: where LiveKit-style webhooks go (`meridian_sfu::webhook`).
+#[derive(Debug, Clone, Default, Deserialize, Args)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSection {
+    /// URLs that get every event (`http://` only), each in order per room.
+    /// Flag repeatable; `MERIDIAN_WEBHOOK_URLS` comma-separated. Default: none.
+    #[arg(id = "webhook_urls", long = "webhook-url", env = "MERIDIAN_WEBHOOK_URLS", value_delimiter = ',')]
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// The API key whose secret signs deliveries (LiveKit's `webhook.api_key`);
+    /// it must be `api.key`, the one key Meridian has. Default: `api.key`.
+    #[arg(id = "webhook_api_key", long = "webhook-api-key", env = "MERIDIAN_WEBHOOK_API_KEY")]
+    pub api_key: Option<String>,
+}
+
+impl WebhookSection {
+    /// `self` (flags) over `file`.
+    pub fn over(&self, file: &Self) -> Self {
+        overlay!(self, file, [api_key], [urls])
+    }
+
+    /// The URLs, checked; `api_key` is the configured API key.
+    ///
+    /// Errors: a URL that is not `http://host[:port][/path]`, or a
+    /// `webhook.api_key` that is not `api.key`.
+    pub fn resolve(&self, api_key: &str) -> Result<Vec<String>, ConfigError> {
+        if self.api_key.as_deref().is_some_and(|k| k != api_key) {
+            return Err(ConfigError::Invalid {
+                key: "webhook.api_key",
+                why: "must be api.key: deliveries are signed with api.secret".into(),
+            });
+        }
+        for url in &self.urls {
+            let ok = url.parse::<hyper::Uri>().is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    key: "webhook.urls",
+                    why: format!("{url:?} is not an http:// URL"),
+                });
+            }
+        }
+        Ok(self.urls.clone())
+    }
+}
+
 mod gateway;
 mod sfu;
 mod turn;
@@ -113,6 +158,9 @@ pub struct ConfigFile {
     /// `[turn]`.
     #[serde(default)]
     pub turn: TurnSection,
+    /// `[webhook]`.
+    #[serde(default)]
+    pub webhook: WebhookSection,
 }
 
 impl ConfigFile {

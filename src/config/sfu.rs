@@ -132,6 +132,8 @@ pub struct SfuRole {
     pub drain_grace: Duration,
     /// Where `/metrics` is served.
     pub metrics_listen: Option<SocketAddr>,
+    /// Webhook URLs (from `[webhook]`; empty: none).
+    pub webhook_urls: Vec<String>,
 }
 
 fn hostname() -> String {
@@ -214,6 +216,7 @@ impl SfuSection {
             node_ip: self.node_ip,
             drain_grace: self.drain_grace.map(Duration::from_secs).unwrap_or(DEFAULT_DRAIN_GRACE),
             metrics_listen: self.metrics_listen,
+            webhook_urls: Vec::new(),
         })
     }
 }

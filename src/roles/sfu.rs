@@ -30,7 +30,7 @@ pub struct RunningNode {
     /// Its signal listener's address.
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
-    tasks: [JoinHandle<()>; 2],
+    tasks: [JoinHandle<()>; 3],
 }
 
 impl RunningNode {
@@ -76,6 +76,7 @@ pub async fn start_sfu(
             position: role.position,
             advertise_signal: role.advertise.clone(),
             capacity: role.capacity,
+            webhook_urls: role.webhook_urls.clone(),
         },
         shared.authority.clone(),
         Arc::clone(&shared.store),
@@ -88,8 +89,9 @@ pub async fn start_sfu(
         shared.health.clone(),
         stopped(stop_rx.clone()),
     ));
+    let webhooks = tokio::spawn(meridian_sfu::Sfu::run_webhooks(Arc::clone(&sfu), stopped(stop_rx.clone())));
     let serving = tokio::spawn(meridian_sfu::serve(Arc::clone(&sfu), listener, stopped(stop_rx)));
-    Ok(RunningNode { sfu, addr, stop, tasks: [heartbeats, serving] })
+    Ok(RunningNode { sfu, addr, stop, tasks: [heartbeats, webhooks, serving] })
 }
 
 /// Runs an SFU node on Postgres until `shutdown` resolves; then it drains (no

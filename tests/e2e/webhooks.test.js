@@ -1,0 +1,90 @@
+// LiveKit's webhooks from `meridian dev --webhook-url`, to a receiver that
+// verifies each delivery with livekit-server-sdk's WebhookReceiver and fails
+// the first attempts on purpose: every event arrives, signed over its body,
+// once accepted, and in order for its room (room_started first, each
+// participant joined before it left, each track published before it was
+// unpublished, room_finished last).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { WebhookReceiver } from 'livekit-server-sdk';
+import { startMeridian, launchBrowser, sdkToken, join, waitForMedia, sleep, API_KEY, API_SECRET } from './harness.js';
+
+const HOOK_PORT = 7959;
+const FAIL_FIRST = 3;
+const ROOM = 'e2e-webhooks';
+
+let server, browser, hooks;
+const attempts = [];   // every request: { status, id, event }
+const accepted = [];   // events answered 200, in arrival order
+const refusedBodies = [];
+
+before(async () => {
+  const receiver = new WebhookReceiver(API_KEY, API_SECRET);
+  hooks = createServer((req, res) => {
+    let body = '';
+    req.on('data', d => { body += d; });
+    req.on('end', async () => {
+      let event;
+      try {
+        event = await receiver.receive(body, req.headers.authorization);
+      } catch (e) {
+        refusedBodies.push(`${e.message}: ${body.slice(0, 200)}`);
+        res.writeHead(401).end();
+        return;
+      }
+      const status = attempts.length < FAIL_FIRST ? 503 : 200;
+      attempts.push({ status, id: event.id, event: event.event, type: req.headers['content-type'] });
+      if (status === 200) accepted.push(event);
+      res.writeHead(status).end();
+    });
+  });
+  await new Promise(r => hooks.listen(HOOK_PORT, '127.0.0.1', r));
+  server = await startMeridian({ port: 7950, sfuPort: 7951, turnPort: 3535, turnTlsPort: 5435,
+    extraArgs: ['--webhook-url', `http://127.0.0.1:${HOOK_PORT}/livekit/webhook`] });
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+  await new Promise(r => hooks?.close(r));
+});
+
+test('webhooks arrive signed, once, in order per room, through failed attempts', async t => {
+  const a = await join(browser, server, await sdkToken(ROOM, 'alice'));
+  const b = await join(browser, server, await sdkToken(ROOM, 'bob'));
+  await waitForMedia(b.page, 'alice');
+  await a.context.close();
+  await b.context.close();
+  const deadline = Date.now() + 60_000;
+  while (!accepted.some(e => e.event === 'room_finished') && Date.now() < deadline) await sleep(200);
+  const context = `\naccepted: ${JSON.stringify(accepted.map(e => [e.event, e.participant?.identity, e.track?.type]))}`
+    + `\nattempts: ${JSON.stringify(attempts.slice(0, 10))}\nrefused: ${refusedBodies.join('\n')}`
+    + '\n--- server:\n' + server.logs.join('').split('\n').slice(-40).join('\n');
+  t.diagnostic(`${accepted.length} events accepted after ${attempts.length} attempts (${FAIL_FIRST} refused on purpose)`);
+
+  assert.deepEqual(refusedBodies, [], `every delivery verifies with WebhookReceiver${context}`);
+  assert.ok(accepted.some(e => e.event === 'room_finished'), `room_finished arrives${context}`);
+  assert.ok(attempts.every(a => a.type === 'application/webhook+json'), 'Content-Type: application/webhook+json');
+  const ids = accepted.map(e => e.id);
+  assert.equal(new Set(ids).size, ids.length, `each event is accepted once${context}`);
+  assert.ok(ids.every(id => /^EV_[A-Za-z0-9]{12}$/.test(id)), 'ids are EV_…');
+  assert.ok(accepted.every(e => Number(e.createdAt) > 1_700_000_000), 'created_at is set (Unix seconds)');
+  assert.equal(attempts[0].id, attempts[FAIL_FIRST].id, `the refused event is the one retried${context}`);
+
+  const events = accepted.filter(e => e.room?.name === ROOM);
+  const names = events.map(e => e.event);
+  assert.equal(names[0], 'room_started', `room_started first${context}`);
+  assert.equal(names[names.length - 1], 'room_finished', `room_finished last${context}`);
+  const at = (event, pred = () => true) => events.findIndex(e => e.event === event && pred(e));
+  for (const who of ['alice', 'bob']) {
+    const joined = at('participant_joined', e => e.participant?.identity === who);
+    const left = at('participant_left', e => e.participant?.identity === who);
+    assert.ok(joined > 0 && left > joined, `${who} joined, then left${context}`);
+    for (const kind of [0, 1]) { // TrackType AUDIO, VIDEO
+      const published = at('track_published', e => e.participant?.identity === who && (e.track?.type ?? 0) === kind);
+      const unpublished = at('track_unpublished', e => e.participant?.identity === who && (e.track?.type ?? 0) === kind);
+      assert.ok(published > 0 && unpublished > published, `${who}'s track of type ${kind} published, then unpublished${context}`);
+    }
+  }
+});
