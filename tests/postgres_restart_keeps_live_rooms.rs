@@ -22,68 +22,6 @@ use meridian_bench::loadtest::{run, Config, Target};
 /// How long the database stays down (the issue's figure).
 const OUTAGE: Duration = Duration::from_secs(30);
 
-/// A Postgres server in a temporary directory, run as the `postgres` user.
-struct PrivatePostgres {
-    bin: PathBuf,
-    data: PathBuf,
-    port: u16,
-}
-
-impl PrivatePostgres {
-    fn start() -> Self {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("Postgres is installed (scripts/setup installs it)")
-            .filter_map(|e| e.ok())
-            .map(|e| e.path().join("bin"))
-            .find(|p| p.join("initdb").exists())
-            .expect("initdb under /usr/lib/postgresql/*/bin");
-        let data = std::env::temp_dir().join(format!("meridian-pg-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&data);
-        std::fs::create_dir_all(&data).unwrap();
-        as_postgres(&["chown", "-R", "postgres", &data.display().to_string()], true);
-        let port = 20_000 + (std::process::id() % 20_000) as u16;
-        let initdb = bin.join("initdb").display().to_string();
-        as_postgres(&["runuser", "-u", "postgres", "--", &initdb, "-A", "trust", "-U", "postgres", "-D"], false)
-            .arg(&data)
-            .status()
-            .map(|s| assert!(s.success(), "initdb"))
-            .unwrap();
-        let pg = Self { bin, data, port };
-        pg.ctl("start");
-        pg
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    fn ctl(&self, action: &str) {
-        let pg_ctl = self.bin.join("pg_ctl").display().to_string();
-        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.data.display());
-        let mut cmd = as_postgres(&["runuser", "-u", "postgres", "--", &pg_ctl, action, "-w", "-m", "fast"], false);
-        cmd.arg("-D").arg(&self.data).args(["-o", &opts, "-l"]).arg(self.data.join("log"));
-        let status = cmd.status().unwrap();
-        assert!(status.success(), "pg_ctl {action}");
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        self.ctl("stop");
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
-
-/// A command (run at once when `now`).
-fn as_postgres(args: &[&str], now: bool) -> Command {
-    let mut cmd = Command::new(args[0]);
-    cmd.args(&args[1..]);
-    if now {
-        assert!(cmd.status().unwrap().success(), "{args:?}");
-    }
-    cmd
-}
-
 fn clips() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("meridian-pg-clips-{}", std::process::id()));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/clips.sh");
