@@ -51,6 +51,10 @@ gauge     meridian_sfu_turn_relay_up
 histogram meridian_sfu_subscriber_loss_ratio
 histogram meridian_sfu_subscriber_jitter_seconds
 histogram meridian_sfu_subscriber_rtt_seconds
+gauge     meridian_sfu_webhook_queue
+counter   meridian_sfu_webhook_delivered
+counter   meridian_sfu_webhook_failures
+counter   meridian_sfu_webhook_dropped
 # TURN relay: turn-relay/src/metrics.rs
 gauge     meridian_turn_allocations
 counter   meridian_turn_gate_requests
