@@ -175,6 +175,7 @@ pub(crate) async fn create_room(gw: &Gateway, req: Request<Incoming>) -> Respons
         name: parsed.name,
         sid: RoomSid::random(),
         pinned: parsed.region.is_some(),
+        options: Default::default(),
         region: parsed.region,
         node: None,
         created_at: std::time::SystemTime::now(),

@@ -11,7 +11,7 @@
 
 use std::net::SocketAddr;
 
-use http_body_util::Empty;
+use http_body_util::{BodyExt, Empty};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
@@ -171,10 +171,17 @@ async fn rtc_routed(
     span.record("region", route.region.as_str());
     span.record("node", route.node.id.as_str());
     if upstream.status() != StatusCode::SWITCHING_PROTOCOLS {
-        // The node refused (e.g. it checks the token differently); pass its answer on.
+        // The node refused (a full room, a token it checks differently); pass its
+        // status and reason on.
         let status = upstream.status().as_u16();
         gw.observe.metrics.refused(status);
-        return text(status, &format!("node refused the join with status {status}"));
+        let body = http_body_util::Limited::new(upstream.into_body(), 4096).collect();
+        let reason = match tokio::time::timeout(std::time::Duration::from_secs(2), body).await {
+            Ok(Ok(b)) => String::from_utf8_lossy(&b.to_bytes()).trim().to_owned(),
+            _ => String::new(),
+        };
+        let reason = if reason.is_empty() { format!("node refused the join with status {status}") } else { reason };
+        return text(status, &reason);
     }
     let mut reply = Response::new(Body::default());
     *reply.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -87,6 +87,7 @@ mod tests {
             node: Some("local-1".into()),
             created_at: SystemTime::UNIX_EPOCH,
             pinned: false,
+            options: Default::default(),
         }
     }
 

@@ -5,8 +5,10 @@
 //! (`roomCreate`, `roomList`, `roomAdmin` for the request's room; LiveKit's
 //! `pkg/service/roomservice.go`), then:
 //!
-//! - `CreateRoom`: records the room in the store, unplaced; the first join
-//!   places it, as any other room;
+//! - `CreateRoom`: records the room in the store, unplaced, with its
+//!   `max_participants`, `departure_timeout` and `metadata`, which the node
+//!   honours; the first join places it, as any other room (`empty_timeout` is
+//!   not kept: a room nobody joins stays recorded until `DeleteRoom`);
 //! - `ListRooms`: the store's rooms, with the live state of those on a node
 //!   asked of that node;
 //! - `DeleteRoom`: on the room's node, which disconnects everyone
@@ -28,7 +30,7 @@ use hyper::{Request, Response};
 use livekit_protocol as proto;
 use meridian_auth::ServerGrant;
 use meridian_ids::{NodeId, RoomName, RoomSid};
-use meridian_schema::RoomRecord;
+use meridian_schema::{RoomOptions, RoomRecord};
 use meridian_twirp::{Code, Encoding, TwirpError};
 
 use crate::http_util::{full, Body};
@@ -38,6 +40,8 @@ use crate::Gateway;
 pub const SERVICE: &str = "livekit.RoomService";
 /// Largest request body: 1 MiB, as the node takes.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Largest room metadata: 512 KiB, LiveKit's `limit.max_metadata_size`.
+pub const MAX_METADATA_BYTES: usize = 512 * 1024;
 /// Longest a call to a room's node may take, connection included.
 pub const NODE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -121,6 +125,9 @@ async fn dispatch(gw: &Gateway, call: &Call) -> Result<Response<Body>, TwirpErro
             if req.name.is_empty() {
                 return Err(TwirpError::new(Code::InvalidArgument, "room name is required"));
             }
+            if req.metadata.len() > MAX_METADATA_BYTES {
+                return Err(TwirpError::new(Code::InvalidArgument, "metadata size exceeds limits"));
+            }
             let record = RoomRecord {
                 name: req.name.as_str().into(),
                 sid: RoomSid::random(),
@@ -128,6 +135,11 @@ async fn dispatch(gw: &Gateway, call: &Call) -> Result<Response<Body>, TwirpErro
                 node: None,
                 created_at: SystemTime::now(),
                 pinned: false,
+                options: RoomOptions {
+                    max_participants: req.max_participants,
+                    departure_timeout: req.departure_timeout,
+                    metadata: req.metadata,
+                },
             };
             let record = gw.store.get_or_create_room(&record).await.map_err(store_down)?;
             Ok(ok(e.encode(&room_of_record(&record))))
@@ -232,6 +244,9 @@ fn room_of_record(record: &RoomRecord) -> proto::Room {
         name: record.name.to_string(),
         creation_time: created.as_secs() as i64,
         creation_time_ms: created.as_millis() as i64,
+        max_participants: record.options.max_participants,
+        departure_timeout: record.options.departure_timeout,
+        metadata: record.options.metadata.clone(),
         ..Default::default()
     }
 }

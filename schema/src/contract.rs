@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meridian_ids::{NodeId, RegionId, RoomName};
 
-use crate::{NodeLoad, NodeRecord, RoomRecord, Store, TokenGrants, TokenRecord, WebhookRecord};
+use crate::{NodeLoad, NodeRecord, RoomOptions, RoomRecord, Store, TokenGrants, TokenRecord, WebhookRecord};
 
 fn at(secs: u64) -> SystemTime {
     UNIX_EPOCH.checked_add(Duration::from_secs(secs)).expect("a contract time in range")
@@ -106,6 +106,7 @@ async fn rooms_move_to_another_node(store: &dyn Store) {
         node: Some("eu-west-1".into()),
         created_at: at(1_700_000_000),
         pinned: false,
+        options: Default::default(),
     };
     store.get_or_create_room(&room).await.unwrap();
     let (moving, us_west, us_west_2) = (room.name.clone(), RegionId::new("us-west"), NodeId::new("us-west-2"));
@@ -192,6 +193,7 @@ async fn rooms_are_created_once(store: &dyn Store) {
         node: Some("node-1".into()),
         created_at: at(1_700_000_000),
         pinned: false,
+        options: RoomOptions { max_participants: 5, departure_timeout: 20, metadata: "created with".into() },
     };
     let demo = first.name.clone();
     assert_eq!(store.room(&demo).await.unwrap(), None);

@@ -33,6 +33,22 @@ pub struct RoomRecord {
     /// Created through the API with a region: the record outlives the room's
     /// sessions, and joins go to that region.
     pub pinned: bool,
+    /// What RoomService `CreateRoom` asked for; the defaults for a room a
+    /// join created.
+    pub options: RoomOptions,
+}
+
+/// A room's settings from LiveKit's `CreateRoomRequest`. Zero (or empty) is
+/// unset: no limit, close at once when the last one leaves, no metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomOptions {
+    /// Participants the room takes (`max_participants`); a join past it is refused.
+    pub max_participants: u32,
+    /// Seconds an emptied room stays open for someone to come back
+    /// (`departure_timeout`).
+    pub departure_timeout: u32,
+    /// The room's metadata at creation (`metadata`).
+    pub metadata: String,
 }
 
 /// The grants recorded with a minted token (a subset of LiveKit's `VideoGrant`).

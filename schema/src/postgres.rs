@@ -7,7 +7,7 @@ use meridian_ids::{NodeId, ParticipantIdentity, RegionId, RoomName, RoomSid};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use crate::{NodeRecord, RoomRecord, Store, StoreError, TokenGrants, TokenRecord, WebhookRecord};
+use crate::{NodeRecord, RoomOptions, RoomRecord, Store, StoreError, TokenGrants, TokenRecord, WebhookRecord};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -115,6 +115,11 @@ fn room_from_row(row: &Row) -> RoomRecord {
         node: row.get::<_, Option<String>>("node").map(NodeId::new),
         created_at: row.get("created_at"),
         pinned: row.get("pinned"),
+        options: RoomOptions {
+            max_participants: u32::try_from(row.get::<_, i32>("max_participants")).unwrap_or(0),
+            departure_timeout: u32::try_from(row.get::<_, i32>("departure_timeout")).unwrap_or(0),
+            metadata: row.get("metadata"),
+        },
     }
 }
 
@@ -139,7 +144,7 @@ fn node_from_row(row: &Row) -> Result<NodeRecord, StoreError> {
 }
 
 const TOKEN_COLUMNS: &str = "id, api_key, room, identity, grants, issued_at, expires_at, revoked_at";
-const ROOM_COLUMNS: &str = "name, sid, region, node, created_at, pinned";
+const ROOM_COLUMNS: &str = "name, sid, region, node, created_at, pinned, max_participants, departure_timeout, metadata";
 
 #[async_trait::async_trait]
 impl Store for PgStore {
@@ -196,8 +201,8 @@ impl Store for PgStore {
         let client = self.client().await?;
         client
             .execute(
-                "INSERT INTO rooms (name, sid, region, node, created_at, pinned) VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (name) DO NOTHING",
+                "INSERT INTO rooms (name, sid, region, node, created_at, pinned, max_participants, departure_timeout,
+                 metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name) DO NOTHING",
                 &[
                     &r.name.as_str(),
                     &r.sid.as_str(),
@@ -205,6 +210,9 @@ impl Store for PgStore {
                     &r.node.as_ref().map(NodeId::as_str),
                     &r.created_at,
                     &r.pinned,
+                    &i32::try_from(r.options.max_participants).unwrap_or(i32::MAX),
+                    &i32::try_from(r.options.departure_timeout).unwrap_or(i32::MAX),
+                    &r.options.metadata,
                 ],
             )
             .await

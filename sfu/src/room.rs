@@ -42,8 +42,13 @@ pub struct Room {
     /// Room sid (`RM_…`).
     pub sid: RoomSid,
     created_at: SystemTime,
-    /// Room metadata (RoomService `UpdateRoomMetadata`), empty at first.
+    /// Room metadata (RoomService `CreateRoom`, then `UpdateRoomMetadata`).
     metadata: Mutex<String>,
+    /// Participants it takes; 0: no limit (`CreateRoom.max_participants`).
+    max_participants: u32,
+    /// How long it stays open once empty (`CreateRoom.departure_timeout`);
+    /// zero: it closes at once.
+    departure_timeout: Duration,
     engine: Arc<Engine>,
     participants: Mutex<HashMap<ParticipantSid, Arc<Participant>>>,
     metrics: NodeMetrics,
@@ -82,6 +87,8 @@ impl Room {
             num_participants: participants.len() as u32,
             num_publishers: participants.values().filter(|p| !p.published().is_empty()).count() as u32,
             metadata: lock(&self.metadata).clone(),
+            max_participants: self.max_participants,
+            departure_timeout: self.departure_timeout.as_secs() as u32,
             ..Default::default()
         }
     }
@@ -292,6 +299,14 @@ impl Room {
         info
     }
 
+    /// Whether `identity` would be refused for the room's `max_participants`
+    /// (one replacing its own earlier session is not).
+    pub fn is_full_for(&self, identity: &meridian_ids::ParticipantIdentity) -> bool {
+        let participants = lock(&self.participants);
+        let others = participants.values().filter(|p| p.identity() != identity).count();
+        self.max_participants > 0 && others >= self.max_participants as usize
+    }
+
     /// The participant of `identity`.
     pub(crate) fn participant(&self, identity: &str) -> Option<Arc<Participant>> {
         lock(&self.participants).values().find(|p| p.identity().as_str() == identity).cloned()
@@ -377,6 +392,10 @@ pub enum JoinError {
     /// A peer connection could not be created.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The room has `max_participants` already (LiveKit's
+    /// `ErrMaxParticipantsExceeded`, word for word).
+    #[error("room has exceeded its max participants")]
+    Full,
 }
 
 /// All rooms on this node.
@@ -462,6 +481,7 @@ impl RoomManager {
                         node: Some(self.node.clone()),
                         created_at: SystemTime::now(),
                         pinned: false,
+                        options: Default::default(),
                     })
                     .await?;
                 if record.node.as_ref() != Some(&self.node) {
@@ -481,7 +501,9 @@ impl RoomManager {
                         name: record.name.clone(),
                         sid: record.sid.clone(),
                         created_at: record.created_at,
-                        metadata: Mutex::new(String::new()),
+                        metadata: Mutex::new(record.options.metadata.clone()),
+                        max_participants: record.options.max_participants,
+                        departure_timeout: Duration::from_secs(u64::from(record.options.departure_timeout)),
                         engine: Arc::clone(&self.engine),
                         participants: Mutex::new(HashMap::new()),
                         metrics: self.metrics.clone(),
@@ -495,6 +517,9 @@ impl RoomManager {
                 room
             }
         };
+        if room.is_full_for(grant.identity()) {
+            return Err(JoinError::Full);
+        }
         let duplicate = lock(&room.participants).values().find(|p| p.identity == *grant.identity()).cloned();
         if let Some(old) = duplicate {
             old.send(Out::Leave(proto::LeaveRequest {
@@ -526,9 +551,25 @@ impl RoomManager {
         }
     }
 
-    /// Removes `who` from `room`, and the room from the node (and store) once empty.
-    pub async fn leave(&self, room: &Arc<Room>, who: &Arc<Participant>) {
+    /// Removes `who` from `room`, and the room from the node (and store) once
+    /// empty: at once, or after the room's `departure_timeout` if nobody came
+    /// back meanwhile.
+    pub async fn leave(self: &Arc<Self>, room: &Arc<Room>, who: &Arc<Participant>) {
         room.leave(who).await;
+        if room.is_empty() && !room.departure_timeout.is_zero() {
+            let (rooms, room) = (Arc::clone(self), Arc::clone(room));
+            tokio::spawn(async move {
+                tokio::time::sleep(room.departure_timeout).await;
+                rooms.close_if_empty(&room).await;
+            });
+            return;
+        }
+        self.close_if_empty(room).await;
+    }
+
+    /// Removes `room` from the node (and store) if it is empty and still the
+    /// node's room of that name.
+    async fn close_if_empty(&self, room: &Arc<Room>) {
         let emptied = {
             let mut rooms = lock(&self.rooms);
             let empty = room.is_empty() && rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room));

@@ -101,6 +101,9 @@ pub async fn run_session(sfu: Arc<Sfu>, stream: TcpStream, peer: SocketAddr) {
             Ok(grant) if sfu.is_draining() && !sfu.rooms.has_room(grant.room()) => {
                 Err(refuse(503, "node draining: it takes no new rooms".into()))
             }
+            Ok(grant) if sfu.rooms.room(grant.room().as_str()).is_some_and(|r| r.is_full_for(grant.identity())) => {
+                Err(refuse(403, crate::room::JoinError::Full.to_string()))
+            }
             Ok(grant) => {
                 let parent = opentelemetry::global::get_text_map_propagator(|p| {
                     p.extract(&opentelemetry_http::HeaderExtractor(req.headers()))
@@ -177,13 +180,17 @@ async fn run_admitted(
     let (room, me) = match sfu.rooms.join(&grant, auto_subscribe, tx, join.clone()).instrument(join.clone()).await {
         Ok(joined) => joined,
         Err(e) => {
+            // A full room will not take the client on a retry; anything else might.
+            let full = matches!(e, crate::room::JoinError::Full);
             tracing::error!(%peer, error = %e, "join failed");
+            let action =
+                if full { proto::leave_request::Action::Disconnect } else { proto::leave_request::Action::Reconnect };
             let _ = send(
                 &mut ws,
                 Out::Leave(proto::LeaveRequest {
-                    can_reconnect: true,
+                    can_reconnect: !full,
                     reason: proto::DisconnectReason::JoinFailure as i32,
-                    action: proto::leave_request::Action::Reconnect as i32,
+                    action: action as i32,
                     ..Default::default()
                 }),
             )
