@@ -31,9 +31,9 @@ use livekit_protocol as proto;
 use meridian_auth::ServerGrant;
 use meridian_ids::{NodeId, RoomName, RoomSid};
 use meridian_schema::{RoomOptions, RoomRecord};
-use meridian_twirp::{Code, Encoding, TwirpError};
+use meridian_twirp::{answer, refusal, Call, Code, Encoding, TwirpError};
 
-use crate::http_util::{full, Body};
+use crate::http_util::Body;
 use crate::Gateway;
 
 /// The Twirp service.
@@ -44,19 +44,6 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub const MAX_METADATA_BYTES: usize = 512 * 1024;
 /// Longest a call to a room's node may take, connection included.
 pub const NODE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn refusal(e: &TwirpError) -> Response<Body> {
-    answer(e.code.http_status(), "application/json", e.body().into())
-}
-
-fn answer(status: u16, content_type: &str, body: Bytes) -> Response<Body> {
-    let mut r = Response::new(full(body));
-    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-    if let Ok(v) = content_type.parse() {
-        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
-    }
-    r
-}
 
 fn denied() -> TwirpError {
     TwirpError::new(Code::Unauthenticated, "permissions denied")
@@ -71,35 +58,12 @@ fn store_down(e: meridian_schema::StoreError) -> TwirpError {
     TwirpError::new(Code::Unavailable, "store unavailable")
 }
 
-/// A request as it came: what forwarding needs.
-struct Call {
-    method: String,
-    encoding: Encoding,
-    authorization: Option<String>,
-    body: Bytes,
-}
-
 /// Handles `POST /twirp/livekit.RoomService/<Method>`.
 pub(crate) async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<Body> {
-    let Some(method) = meridian_twirp::method(req.uri().path(), SERVICE).map(str::to_owned) else {
-        return refusal(&TwirpError::new(Code::BadRoute, format!("no handler for path {}", req.uri().path())));
+    let call = match Call::read(req, SERVICE, MAX_BODY_BYTES).await {
+        Ok(call) => call,
+        Err(e) => return refusal(&e),
     };
-    if req.method() != hyper::Method::POST {
-        return refusal(&TwirpError::new(Code::BadRoute, "Twirp takes POST only"));
-    }
-    let header = |name| req.headers().get(name).and_then(|v: &hyper::header::HeaderValue| v.to_str().ok());
-    let Some(encoding) = Encoding::of(header(hyper::header::CONTENT_TYPE)) else {
-        return refusal(&TwirpError::new(
-            Code::BadRoute,
-            "unsupported Content-Type (application/json or application/protobuf)",
-        ));
-    };
-    let authorization = header(hyper::header::AUTHORIZATION).map(str::to_owned);
-    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return refusal(&TwirpError::malformed(format!("body: {e}"))),
-    };
-    let call = Call { method, encoding, authorization, body };
     match dispatch(gw, &call).await {
         Ok(r) => r,
         Err(e) => {

@@ -20,14 +20,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use livekit_protocol as proto;
 use livekit_protocol::participant_info::State;
 use livekit_protocol::signal_response::Message as Out;
 use meridian_auth::ServerGrant;
-use meridian_twirp::{Code, Encoding, TwirpError};
+use meridian_twirp::{answer, refusal, Call, Code, Encoding, TwirpError};
 use tokio::net::TcpStream;
 
 use crate::participant::{DataKind, Participant, MAX_ATTRIBUTES_BYTES, MAX_METADATA_BYTES, MAX_NAME_BYTES};
@@ -59,42 +59,15 @@ pub async fn serve_connection(sfu: Arc<Sfu>, stream: TcpStream, peer: SocketAddr
     }
 }
 
-fn answer(status: u16, content_type: &str, body: Vec<u8>) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-    if let Ok(v) = content_type.parse() {
-        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
-    }
-    r
-}
-
-fn refusal(e: &TwirpError) -> Response<Body> {
-    answer(e.code.http_status(), "application/json", e.body())
-}
-
 async fn handle_http(sfu: &Sfu, req: Request<Incoming>) -> Response<Body> {
-    let Some(method) = meridian_twirp::method(req.uri().path(), SERVICE).map(str::to_owned) else {
-        return refusal(&TwirpError::new(Code::BadRoute, format!("no handler for path {}", req.uri().path())));
+    let call = match Call::read(req, SERVICE, MAX_BODY_BYTES).await {
+        Ok(call) => call,
+        Err(e) => return refusal(&e),
     };
-    if req.method() != hyper::Method::POST {
-        return refusal(&TwirpError::new(Code::BadRoute, "Twirp takes POST only"));
-    }
-    let header = |name| req.headers().get(name).and_then(|v: &hyper::header::HeaderValue| v.to_str().ok());
-    let Some(encoding) = Encoding::of(header(hyper::header::CONTENT_TYPE)) else {
-        return refusal(&TwirpError::new(
-            Code::BadRoute,
-            "unsupported Content-Type (application/json or application/protobuf)",
-        ));
-    };
-    let authorization = header(hyper::header::AUTHORIZATION).map(str::to_owned);
-    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return refusal(&TwirpError::malformed(format!("body: {e}"))),
-    };
-    match call(sfu, &method, encoding, &body, authorization.as_deref()).await {
-        Ok(bytes) => answer(200, encoding.content_type(), bytes),
+    match self::call(sfu, &call.method, call.encoding, &call.body, call.authorization.as_deref()).await {
+        Ok(bytes) => answer(200, call.encoding.content_type(), bytes.into()),
         Err(e) => {
-            tracing::info!(%method, error = %e, "RoomService call refused");
+            tracing::info!(method = %call.method, error = %e, "RoomService call refused");
             refusal(&e)
         }
     }

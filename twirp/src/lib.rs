@@ -9,6 +9,8 @@
 //! whose serde impls are pbjson's: camelCase out, camelCase or snake_case in,
 //! 64-bit integers as strings.
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -164,6 +166,69 @@ impl TwirpError {
 pub fn method<'a>(path: &'a str, service: &str) -> Option<&'a str> {
     let method = path.strip_prefix(PREFIX)?.strip_prefix(service)?.strip_prefix('/')?;
     (!method.is_empty() && !method.contains('/')).then_some(method)
+}
+
+/// A Twirp request as it came: what a handler needs, and what forwarding it
+/// needs.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The method (`ListRooms`).
+    pub method: String,
+    /// The body's encoding, which the answer uses too.
+    pub encoding: Encoding,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
+    /// The body, at most the reader's limit.
+    pub body: Bytes,
+}
+
+impl Call {
+    /// Reads a request for `service` with a body of at most `max_body` bytes.
+    ///
+    /// Errors (the answer to send): `bad_route` for another path, a method
+    /// other than POST or a Content-Type Twirp does not speak; `malformed` for
+    /// a body that cannot be read or is over `max_body`.
+    pub async fn read(
+        req: hyper::Request<hyper::body::Incoming>,
+        service: &str,
+        max_body: usize,
+    ) -> Result<Self, TwirpError> {
+        let path = req.uri().path();
+        let Some(method) = method(path, service).map(str::to_owned) else {
+            return Err(TwirpError::new(Code::BadRoute, format!("no handler for path {path}")));
+        };
+        if req.method() != hyper::Method::POST {
+            return Err(TwirpError::new(Code::BadRoute, "Twirp takes POST only"));
+        }
+        let header = |name| req.headers().get(name).and_then(|v: &hyper::header::HeaderValue| v.to_str().ok());
+        let Some(encoding) = Encoding::of(header(hyper::header::CONTENT_TYPE)) else {
+            return Err(TwirpError::new(
+                Code::BadRoute,
+                "unsupported Content-Type (application/json or application/protobuf)",
+            ));
+        };
+        let authorization = header(hyper::header::AUTHORIZATION).map(str::to_owned);
+        let body = match Limited::new(req.into_body(), max_body).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return Err(TwirpError::malformed(format!("body: {e}"))),
+        };
+        Ok(Self { method, encoding, authorization, body })
+    }
+}
+
+/// An HTTP answer of `status` with `body` as `content_type`.
+pub fn answer(status: u16, content_type: &str, body: Bytes) -> hyper::Response<Full<Bytes>> {
+    let mut r = hyper::Response::new(Full::new(body));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// The HTTP answer for `e`: its status and Twirp error JSON.
+pub fn refusal(e: &TwirpError) -> hyper::Response<Full<Bytes>> {
+    answer(e.code.http_status(), "application/json", e.body().into())
 }
 
 #[cfg(test)]

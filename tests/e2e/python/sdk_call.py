@@ -31,6 +31,8 @@ import warnings
 
 from livekit import api, rtc
 
+from checks import disconnect_all
+
 PUBLISHER = "py-publisher"
 SUBSCRIBER = "py-subscriber"
 SAMPLE_RATE = 48_000
@@ -190,11 +192,7 @@ async def call(args, report):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for room in (pub, sub):
-            try:
-                await asyncio.wait_for(room.disconnect(), 5)
-            except Exception as e:  # a failed leave does not change the verdict
-                logging.warning("disconnect: %r", e)
+        await disconnect_all((pub, sub))
 
 
 async def main():

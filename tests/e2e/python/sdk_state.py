@@ -12,18 +12,14 @@ inside), as LiveKit's server would answer it:
 Prints one JSON report on stdout: `checks` (name -> true/false), `seen` (what
 each side saw) and `error` naming the failed checks; exits 1 when any failed.
 """
-import argparse
 import asyncio
-import json
-import logging
-import os
-import sys
 import time
-import warnings
 
 from livekit import api, rtc
 from livekit.rtc._ffi_client import FfiClient
 from livekit.rtc._proto import ffi_pb2 as proto_ffi
+
+from checks import disconnect_all, run, until
 
 SAMPLE_RATE = 48_000
 
@@ -61,16 +57,6 @@ async def local_update(participant, field, value):
         return cb.error if cb.HasField("error") else None
     finally:
         FfiClient.instance.queue.unsubscribe(queue)
-
-
-async def until(predicate, timeout):
-    """Polls `predicate` every 50 ms; whether it held within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return predicate()
 
 
 def view(room, identity):
@@ -151,40 +137,8 @@ async def scenario(args, checks, seen):
         seen["bob_sees"] = {p.identity: view(bob, p.identity) for p in bob.remote_participants.values()}
         seen["events"] = events
     finally:
-        for room in rooms:
-            try:
-                await asyncio.wait_for(room.disconnect(), 5)
-            except Exception as e:  # a failed leave does not change the verdict
-                logging.warning("disconnect: %r", e)
-
-
-async def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", required=True, help="gateway WebSocket URL, e.g. ws://192.0.2.10:7910")
-    parser.add_argument("--api-key", default=os.environ.get("LIVEKIT_API_KEY", "devkey"))
-    parser.add_argument("--api-secret", default=os.environ.get("LIVEKIT_API_SECRET", "secret"))
-    parser.add_argument("--room", default="python-sdk-state")
-    parser.add_argument("--timeout", type=float, default=60, help="seconds for the whole scenario")
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore", message="The HMAC key is")
-    logging.basicConfig(stream=sys.stderr, level=os.environ.get("SDK_LOG", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    checks, seen = {}, {}
-    report = {"url": args.url, "checks": checks, "seen": seen}
-    start = time.monotonic()
-    try:
-        await asyncio.wait_for(scenario(args, checks, seen), args.timeout)
-    except asyncio.TimeoutError:
-        report["error"] = f"no result within {args.timeout} s"
-    except Exception as e:
-        report["error"] = f"{type(e).__name__}: {e}"
-    failed = [name for name, ok in checks.items() if not ok]
-    if failed and "error" not in report:
-        report["error"] = "failed: " + "; ".join(failed)
-    report["elapsed_s"] = round(time.monotonic() - start, 3)
-    print(json.dumps(report), flush=True)
-    return 1 if "error" in report else 0
+        await disconnect_all(rooms)
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    run(__doc__, scenario, room="python-sdk-state", timeout=60)

@@ -17,19 +17,14 @@ gateway's `/metrics` does not grow. Frames are counted where the SDK still
 decodes them. Prints one JSON report on stdout: `checks` (name -> true/false),
 `seen`, and `error` naming the failed checks; exits 1 when any failed.
 """
-import argparse
 import asyncio
-import json
-import logging
-import os
-import sys
-import time
 import urllib.request
-import warnings
 
 from livekit import api, rtc
 from livekit.rtc._ffi_client import FfiClient
 from livekit.rtc._proto import ffi_pb2 as proto_ffi
+
+from checks import disconnect_all, run, until
 
 from sdk_call import SAMPLE_RATE, send_audio, send_video, video_frames
 
@@ -66,15 +61,6 @@ def set_enabled(publication, enabled):
     req.enable_remote_track_publication.track_publication_handle = publication._ffi_handle.handle
     req.enable_remote_track_publication.enabled = enabled
     FfiClient.instance.request(req)
-
-
-async def until(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return predicate()
 
 
 class Frames:
@@ -164,41 +150,10 @@ async def scenario(args, checks, seen):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for room in (pub, sub):
-            try:
-                await asyncio.wait_for(room.disconnect(), 5)
-            except Exception as e:  # a failed leave does not change the verdict
-                logging.warning("disconnect: %r", e)
-
-
-async def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", required=True, help="gateway WebSocket URL, e.g. ws://192.0.2.10:7910")
-    parser.add_argument("--metrics-url", required=True, help="the gateway's /metrics, e.g. http://192.0.2.10:7910/metrics")
-    parser.add_argument("--api-key", default=os.environ.get("LIVEKIT_API_KEY", "devkey"))
-    parser.add_argument("--api-secret", default=os.environ.get("LIVEKIT_API_SECRET", "secret"))
-    parser.add_argument("--room", default="python-sdk-subscribe")
-    parser.add_argument("--timeout", type=float, default=90, help="seconds for the whole scenario")
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore", message="The HMAC key is")
-    logging.basicConfig(stream=sys.stderr, level=os.environ.get("SDK_LOG", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    checks, seen = {}, {}
-    report = {"url": args.url, "checks": checks, "seen": seen}
-    start = time.monotonic()
-    try:
-        await asyncio.wait_for(scenario(args, checks, seen), args.timeout)
-    except asyncio.TimeoutError:
-        report["error"] = f"no result within {args.timeout} s"
-    except Exception as e:
-        report["error"] = f"{type(e).__name__}: {e}"
-    failed = [name for name, ok in checks.items() if not ok]
-    if failed and "error" not in report:
-        report["error"] = "failed: " + "; ".join(failed)
-    report["elapsed_s"] = round(time.monotonic() - start, 3)
-    print(json.dumps(report), flush=True)
-    return 1 if "error" in report else 0
+        await disconnect_all((pub, sub))
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    run(__doc__, scenario, room="python-sdk-subscribe", timeout=90,
+                extra_args=[("--metrics-url", {"required": True,
+                             "help": "the gateway's /metrics, e.g. http://192.0.2.10:7910/metrics"})])
