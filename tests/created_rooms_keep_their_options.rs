@@ -3,7 +3,8 @@
 //! "room has exceeded its max participants"), while the same identity may still
 //! replace its own session; `metadata` is the room's from the first join; and
 //! `departure_timeout` keeps the emptied room open that long, so one who comes
-//! back finds the same room, before it closes.
+//! back finds the same room, before it closes; `empty_timeout` deletes a room
+//! nobody joined.
 
 mod common;
 
@@ -70,6 +71,15 @@ async fn a_created_room_keeps_its_limit_metadata_and_departure_timeout() {
     drop(back);
     eventually("the emptied room closes after its departure timeout", || async {
         !live_rooms(&stack).await.contains(&"small".to_owned())
+    })
+    .await;
+
+    // A room nobody joins goes after its empty timeout.
+    let (status, _) = twirp(&stack, "CreateRoom", serde_json::json!({ "name": "unjoined", "emptyTimeout": 1 })).await;
+    assert_eq!(status, 200);
+    assert!(live_rooms(&stack).await.contains(&"unjoined".to_owned()), "listed at first");
+    eventually("the unjoined room is deleted after its empty timeout", || async {
+        !live_rooms(&stack).await.contains(&"unjoined".to_owned())
     })
     .await;
     stack.shutdown().await;

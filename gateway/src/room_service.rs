@@ -7,8 +7,8 @@
 //!
 //! - `CreateRoom`: records the room in the store, unplaced, with its
 //!   `max_participants`, `departure_timeout` and `metadata`, which the node
-//!   honours; the first join places it, as any other room (`empty_timeout` is
-//!   not kept: a room nobody joins stays recorded until `DeleteRoom`);
+//!   honours; the first join places it, as any other room; nodes delete it if
+//!   nobody joins within its `empty_timeout` (5 minutes by default);
 //! - `ListRooms`: the store's rooms, with the live state of those on a node
 //!   asked of that node;
 //! - `DeleteRoom`: on the room's node, which disconnects everyone
@@ -103,6 +103,7 @@ async fn dispatch(gw: &Gateway, call: &Call) -> Result<Response<Body>, TwirpErro
                     max_participants: req.max_participants,
                     departure_timeout: req.departure_timeout,
                     metadata: req.metadata,
+                    empty_timeout: req.empty_timeout,
                 },
             };
             let record = gw.store.get_or_create_room(&record).await.map_err(store_down)?;
@@ -210,6 +211,10 @@ fn room_of_record(record: &RoomRecord) -> proto::Room {
         creation_time_ms: created.as_millis() as i64,
         max_participants: record.options.max_participants,
         departure_timeout: record.options.departure_timeout,
+        empty_timeout: match record.options.empty_timeout {
+            0 => meridian_schema::DEFAULT_EMPTY_TIMEOUT.as_secs() as u32,
+            s => s,
+        },
         metadata: record.options.metadata.clone(),
         ..Default::default()
     }

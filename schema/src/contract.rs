@@ -36,6 +36,7 @@ pub async fn run(store: &dyn Store) {
     tokens_round_trip(store).await;
     rooms_are_created_once(store).await;
     rooms_move_to_another_node(store).await;
+    unjoined_rooms_are_swept_after_their_empty_timeout(store).await;
     nodes_heartbeat_and_leave(store).await;
     webhooks_go_in_order_per_room(store).await;
 }
@@ -193,7 +194,12 @@ async fn rooms_are_created_once(store: &dyn Store) {
         node: Some("node-1".into()),
         created_at: at(1_700_000_000),
         pinned: false,
-        options: RoomOptions { max_participants: 5, departure_timeout: 20, metadata: "created with".into() },
+        options: RoomOptions {
+            max_participants: 5,
+            departure_timeout: 20,
+            metadata: "created with".into(),
+            empty_timeout: 60,
+        },
     };
     let demo = first.name.clone();
     assert_eq!(store.room(&demo).await.unwrap(), None);
@@ -212,4 +218,43 @@ async fn rooms_are_created_once(store: &dyn Store) {
     assert!(store.delete_room(&demo).await.unwrap());
     assert!(!store.delete_room(&demo).await.unwrap());
     assert_eq!(store.room(&demo).await.unwrap(), None);
+}
+
+/// Rooms nobody joined go after their `empty_timeout` (300 s when 0); placed
+/// and pinned rooms stay.
+async fn unjoined_rooms_are_swept_after_their_empty_timeout(store: &dyn Store) {
+    let base = RoomRecord {
+        name: "".into(),
+        sid: "RM_sweep".into(),
+        region: None,
+        node: None,
+        created_at: at(10_000),
+        pinned: false,
+        options: Default::default(),
+    };
+    let room = |name: &str, f: &dyn Fn(&mut RoomRecord)| {
+        let mut r = RoomRecord { name: name.into(), sid: format!("RM_{name}").into(), ..base.clone() };
+        f(&mut r);
+        r
+    };
+    let rooms = [
+        room("sweep-short", &|r| r.options.empty_timeout = 10),
+        room("sweep-default", &|_| {}),
+        room("sweep-placed", &|r| r.node = Some("node-1".into())),
+        room("sweep-pinned", &|r| {
+            r.pinned = true;
+            r.region = Some("local".into())
+        }),
+    ];
+    for r in &rooms {
+        store.get_or_create_room(r).await.unwrap();
+    }
+    assert_eq!(store.sweep_unjoined_rooms(at(10_009)).await.unwrap(), 0, "none is due yet");
+    assert_eq!(store.sweep_unjoined_rooms(at(10_010)).await.unwrap(), 1, "the 10 s one");
+    assert_eq!(store.room(&"sweep-short".into()).await.unwrap(), None);
+    assert_eq!(store.sweep_unjoined_rooms(at(10_300)).await.unwrap(), 1, "the default 300 s one");
+    assert_eq!(store.sweep_unjoined_rooms(at(99_999)).await.unwrap(), 0, "placed and pinned rooms stay");
+    for r in &rooms[2..] {
+        assert!(store.delete_room(&r.name).await.unwrap());
+    }
 }

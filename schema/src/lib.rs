@@ -38,6 +38,10 @@ pub struct RoomRecord {
     pub options: RoomOptions,
 }
 
+/// How long a room nobody joins is kept when `empty_timeout` is 0: LiveKit's
+/// default, 5 minutes.
+pub const DEFAULT_EMPTY_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// A room's settings from LiveKit's `CreateRoomRequest`. Zero (or empty) is
 /// unset: no limit, close at once when the last one leaves, no metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -47,6 +51,9 @@ pub struct RoomOptions {
     /// Seconds an emptied room stays open for someone to come back
     /// (`departure_timeout`).
     pub departure_timeout: u32,
+    /// Seconds a room nobody has joined is kept (`empty_timeout`; 0:
+    /// [`DEFAULT_EMPTY_TIMEOUT`]). See [`Store::sweep_unjoined_rooms`].
+    pub empty_timeout: u32,
     /// The room's metadata at creation (`metadata`).
     pub metadata: String,
 }
@@ -189,6 +196,10 @@ pub trait Store: Send + Sync + 'static {
     async fn room(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError>;
     /// Every room, by name.
     async fn rooms(&self) -> Result<Vec<RoomRecord>, StoreError>;
+    /// Deletes the rooms nobody joined in time: not pinned, on no node, and
+    /// created more than their `empty_timeout` ([`DEFAULT_EMPTY_TIMEOUT`] for 0)
+    /// before `now`. Returns how many.
+    async fn sweep_unjoined_rooms(&self, now: SystemTime) -> Result<u64, StoreError>;
     /// Adds `event` to the webhook outbox, behind the earlier events of its URL
     /// and room.
     /// Recording an id twice is a no-op.

@@ -138,6 +138,19 @@ impl Store for MemoryStore {
         Ok(self.lock().outbox.len() as u64)
     }
 
+    async fn sweep_unjoined_rooms(&self, now: SystemTime) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let before = inner.rooms.len();
+        inner.rooms.retain(|_, r| {
+            let timeout = match r.options.empty_timeout {
+                0 => crate::DEFAULT_EMPTY_TIMEOUT,
+                s => Duration::from_secs(u64::from(s)),
+            };
+            r.pinned || r.node.is_some() || r.created_at.checked_add(timeout).is_none_or(|end| end > now)
+        });
+        Ok((before - inner.rooms.len()) as u64)
+    }
+
     async fn rooms(&self) -> Result<Vec<RoomRecord>, StoreError> {
         let mut rooms: Vec<RoomRecord> = self.lock().rooms.values().cloned().collect();
         rooms.sort_by(|a, b| a.name.cmp(&b.name));

@@ -87,7 +87,11 @@ impl PgStore {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
+fn unavailable(e: impl std::fmt::Display + 'static) -> StoreError {
+    // tokio-postgres says only "db error"; the server's message is the reason.
+    if let Some(db) = (&e as &dyn std::any::Any).downcast_ref::<tokio_postgres::Error>().and_then(|e| e.as_db_error()) {
+        return StoreError::Unavailable(format!("db error {}: {}", db.code().code(), db.message()));
+    }
     StoreError::Unavailable(e.to_string())
 }
 
@@ -118,6 +122,7 @@ fn room_from_row(row: &Row) -> RoomRecord {
         options: RoomOptions {
             max_participants: u32::try_from(row.get::<_, i32>("max_participants")).unwrap_or(0),
             departure_timeout: u32::try_from(row.get::<_, i32>("departure_timeout")).unwrap_or(0),
+            empty_timeout: u32::try_from(row.get::<_, i32>("empty_timeout")).unwrap_or(0),
             metadata: row.get("metadata"),
         },
     }
@@ -144,7 +149,8 @@ fn node_from_row(row: &Row) -> Result<NodeRecord, StoreError> {
 }
 
 const TOKEN_COLUMNS: &str = "id, api_key, room, identity, grants, issued_at, expires_at, revoked_at";
-const ROOM_COLUMNS: &str = "name, sid, region, node, created_at, pinned, max_participants, departure_timeout, metadata";
+const ROOM_COLUMNS: &str =
+    "name, sid, region, node, created_at, pinned, max_participants, departure_timeout, metadata, empty_timeout";
 
 #[async_trait::async_trait]
 impl Store for PgStore {
@@ -202,7 +208,7 @@ impl Store for PgStore {
         client
             .execute(
                 "INSERT INTO rooms (name, sid, region, node, created_at, pinned, max_participants, departure_timeout,
-                 metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name) DO NOTHING",
+                 metadata, empty_timeout) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (name) DO NOTHING",
                 &[
                     &r.name.as_str(),
                     &r.sid.as_str(),
@@ -213,6 +219,7 @@ impl Store for PgStore {
                     &i32::try_from(r.options.max_participants).unwrap_or(i32::MAX),
                     &i32::try_from(r.options.departure_timeout).unwrap_or(i32::MAX),
                     &r.options.metadata,
+                    &i32::try_from(r.options.empty_timeout).unwrap_or(i32::MAX),
                 ],
             )
             .await
@@ -276,6 +283,20 @@ impl Store for PgStore {
         let row =
             self.client().await?.query_one("SELECT count(*) FROM webhook_outbox", &[]).await.map_err(unavailable)?;
         Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+
+    async fn sweep_unjoined_rooms(&self, now: SystemTime) -> Result<u64, StoreError> {
+        let default = i32::try_from(crate::DEFAULT_EMPTY_TIMEOUT.as_secs()).unwrap_or(i32::MAX);
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "DELETE FROM rooms WHERE NOT pinned AND node IS NULL AND created_at + \
+                 make_interval(secs => CASE WHEN empty_timeout = 0 THEN $2 ELSE empty_timeout END) <= $1",
+                &[&now, &default],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(n)
     }
 
     async fn rooms(&self) -> Result<Vec<RoomRecord>, StoreError> {

@@ -94,6 +94,9 @@ pub struct SfuConfig {
     pub webhook_urls: Vec<String>,
 }
 
+/// How often a node deletes rooms nobody joined in time.
+pub const ROOM_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Default node capacity in participants (a 2-core node forwarding small rooms).
 pub const DEFAULT_CAPACITY: u32 = 500;
 
@@ -147,6 +150,27 @@ impl Sfu {
             refusal_log: meridian_runtime::log_limit::LogLimit::new("refused or malformed signal connections"),
             webhook_events: std::sync::Mutex::new(Some(webhook_events)),
         }))
+    }
+
+    /// Deletes the rooms nobody joined within their `empty_timeout`
+    /// ([`Store::sweep_unjoined_rooms`]) every [`ROOM_SWEEP_INTERVAL`], until
+    /// `shutdown`. Every node sweeps; a delete is idempotent.
+    pub async fn run_room_sweeper(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        let sweep = async {
+            let mut tick = tokio::time::interval(ROOM_SWEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                match self.store.sweep_unjoined_rooms(std::time::SystemTime::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rooms = n, "rooms nobody joined within their empty_timeout deleted"),
+                    Err(e) => tracing::debug!(error = %e, "room sweep skipped"),
+                }
+            }
+        };
+        tokio::select! {
+            _ = sweep => {}
+            _ = shutdown => {}
+        }
     }
 
     /// Stores this node's webhook events in the outbox and delivers the outbox

@@ -30,7 +30,7 @@ pub struct RunningNode {
     /// Its signal listener's address.
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
-    tasks: [JoinHandle<()>; 3],
+    tasks: [JoinHandle<()>; 4],
 }
 
 impl RunningNode {
@@ -90,8 +90,9 @@ pub async fn start_sfu(
         stopped(stop_rx.clone()),
     ));
     let webhooks = tokio::spawn(meridian_sfu::Sfu::run_webhooks(Arc::clone(&sfu), stopped(stop_rx.clone())));
+    let sweeper = tokio::spawn(meridian_sfu::Sfu::run_room_sweeper(Arc::clone(&sfu), stopped(stop_rx.clone())));
     let serving = tokio::spawn(meridian_sfu::serve(Arc::clone(&sfu), listener, stopped(stop_rx)));
-    Ok(RunningNode { sfu, addr, stop, tasks: [heartbeats, webhooks, serving] })
+    Ok(RunningNode { sfu, addr, stop, tasks: [heartbeats, webhooks, sweeper, serving] })
 }
 
 /// Runs an SFU node on Postgres until `shutdown` resolves; then it drains (no
