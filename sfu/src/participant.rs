@@ -164,6 +164,10 @@ pub struct Participant {
     profile: Mutex<Profile>,
     joined_at: SystemTime,
     signal: SignalTx,
+    /// The queue of a signal session that dropped without `leave`, kept for
+    /// [`crate::signal::RESUME_WINDOW`] so a resumed session (`reconnect=1`)
+    /// takes it, with what was sent meanwhile.
+    parked: Mutex<Option<mpsc::Receiver<Out>>>,
     /// Woken to end the participant's signal session (kicked, room closed).
     pub closed: Notify,
     /// Whether one of its PCs has connected (then it counts as joined, for webhooks).
@@ -262,6 +266,7 @@ impl Participant {
             }),
             joined_at: SystemTime::now(),
             signal,
+            parked: Mutex::new(None),
             closed: Notify::new(),
             connected: AtomicBool::new(false),
             is_closed: AtomicBool::new(false),
@@ -468,6 +473,27 @@ impl Participant {
                 self.close_signal();
             }
         }
+    }
+
+    /// Keeps the queue of a session that dropped, for a resume.
+    pub(crate) fn park(&self, queue: mpsc::Receiver<Out>) {
+        *lock(&self.parked) = Some(queue);
+    }
+
+    /// Takes the parked queue: `Some` for the one resume that may take it.
+    pub(crate) fn unpark(&self) -> Option<mpsc::Receiver<Out>> {
+        lock(&self.parked).take()
+    }
+
+    /// After a resume: offers the subscriber PC with an ICE restart, as
+    /// livekit-client waits for (its `subscriber.restartingIce`). An offer still
+    /// unanswered from before the drop is superseded.
+    pub async fn restart_subscriber_ice(&self) -> Result<(), ParticipantError> {
+        let mut neg = self.negotiation.lock().await;
+        neg.pending = false;
+        let options =
+            webrtc::peer_connection::offer_answer_options::RTCOfferOptions { ice_restart: true, ..Default::default() };
+        self.offer_with(&mut neg, Some(options)).await
     }
 
     /// Ends the participant's signal session.
@@ -1027,6 +1053,14 @@ impl Participant {
     }
 
     async fn offer(&self, neg: &mut Negotiation) -> Result<(), ParticipantError> {
+        self.offer_with(neg, None).await
+    }
+
+    async fn offer_with(
+        &self,
+        neg: &mut Negotiation,
+        options: Option<webrtc::peer_connection::offer_answer_options::RTCOfferOptions>,
+    ) -> Result<(), ParticipantError> {
         // Down-tracks added before the offer is made are in it; one added while
         // it is made may be too, but is counted in the next, so a TrackSubscribed
         // is late rather than early.
@@ -1038,7 +1072,7 @@ impl Participant {
             .filter(|(_, dt)| dt.offered_in.is_none())
             .map(|(s, _)| s.clone())
             .collect();
-        let offer = self.subscriber.create_offer(None).await?;
+        let offer = self.subscriber.create_offer(options).await?;
         self.subscriber.set_local_description(offer.clone()).await?;
         tracing::trace!(participant = %self.sid, sdp = %offer.sdp, "subscriber offer");
         neg.offer_id += 1;

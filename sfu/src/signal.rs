@@ -7,7 +7,14 @@
 //! the room ends the participant. A frame that is not a decodable
 //! `SignalRequest` closes this session only.
 //!
-//! Resume (`reconnect=1`) is not supported yet: such a request gets
+//! Resume: a session that drops without `leave` (a signal blip) keeps its
+//! participant in the room for [`RESUME_WINDOW`], its PCs and down-tracks
+//! untouched and its outgoing messages queued. `reconnect=1&sid=PA_…` with a
+//! token for the same identity takes it back: `ReconnectResponse` (fresh TURN
+//! credentials), then what was queued meanwhile, then a subscriber offer with
+//! an ICE restart; the client restarts the publisher's ICE with its own offer.
+//! The others see nothing. A resume that finds nobody (the window passed, or
+//! the node is not the one the participant was on) gets
 //! `LeaveRequest{action: RECONNECT}`, and livekit-client rejoins in full.
 
 use std::collections::HashMap;
@@ -36,6 +43,12 @@ use crate::{Sfu, LIVEKIT_COMPAT_VERSION, PING_INTERVAL, PING_TIMEOUT, PROTOCOL_V
 
 /// Largest accepted signal frame: 1 MiB (an SDP with many tracks is ~100 KiB).
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
+/// How long a participant whose signal session dropped stays for a resume.
+pub const RESUME_WINDOW: Duration = Duration::from_secs(20);
+/// A resume that arrives before the old session has seen its socket close
+/// waits for that, polling this often, at most [`RESUME_HANDOVER_POLLS`] times.
+const RESUME_HANDOVER_POLL: Duration = Duration::from_millis(100);
+const RESUME_HANDOVER_POLLS: usize = 30;
 /// Longest a connection may take over its WebSocket upgrade (request line,
 /// headers, token check); a connection that sends nothing held a slot for ever.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,6 +58,8 @@ type Socket = WebSocketStream<TcpStream>;
 struct Admission {
     grant: VerifiedGrant,
     reconnect: bool,
+    /// The URL's `sid`: the participant a resume is for.
+    sid: Option<String>,
     /// The URL's `auto_subscribe`: absent or `1`/`true` is on, anything else off
     /// (LiveKit's `rtcservice.go` and `boolValue`).
     auto_subscribe: bool,
@@ -111,7 +126,8 @@ pub async fn run_session(sfu: Arc<Sfu>, stream: TcpStream, peer: SocketAddr) {
                 let flag = |name: &str| q.get(name).map(|v| v == "1" || v == "true");
                 let reconnect = flag("reconnect").unwrap_or(false);
                 let auto_subscribe = flag("auto_subscribe").unwrap_or(true);
-                admission = Some(Admission { grant, reconnect, auto_subscribe, parent });
+                let sid = q.get("sid").cloned();
+                admission = Some(Admission { grant, reconnect, sid, auto_subscribe, parent });
                 Ok(resp)
             }
             Err(e) => Err(refuse(e.http_status(), e.to_string())),
@@ -135,7 +151,7 @@ pub async fn run_session(sfu: Arc<Sfu>, stream: TcpStream, peer: SocketAddr) {
             return;
         }
     };
-    let Some(Admission { grant, reconnect, auto_subscribe, parent }) = admission else { return };
+    let Some(Admission { grant, reconnect, sid, auto_subscribe, parent }) = admission else { return };
     let (room, who, region, node) = (grant.room(), grant.identity(), &sfu.config.region, &sfu.config.node_id);
     let span = tracing::info_span!("sfu.session", room = %room, participant = %who, region = %region, node = %node);
     let join = tracing::info_span!("sfu.join", room = %room, participant = %who, region = %region, node = %node);
@@ -143,7 +159,12 @@ pub async fn run_session(sfu: Arc<Sfu>, stream: TcpStream, peer: SocketAddr) {
         // Without an exporter there is no OTel context to attach; that is fine.
         let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(s, parent.clone());
     }
-    run_admitted(&sfu, ws, (grant, reconnect, auto_subscribe), (peer, source), join).instrument(span).await;
+    if reconnect {
+        drop(join);
+        resume(&sfu, ws, &grant, sid.as_deref(), (peer, source)).instrument(span).await;
+        return;
+    }
+    run_admitted(&sfu, ws, (grant, auto_subscribe), (peer, source), join).instrument(span).await;
 }
 
 async fn send(ws: &mut Socket, message: Out) -> Result<(), tokio_tungstenite::tungstenite::Error> {
@@ -157,25 +178,10 @@ async fn send(ws: &mut Socket, message: Out) -> Result<(), tokio_tungstenite::tu
 async fn run_admitted(
     sfu: &Arc<Sfu>,
     mut ws: Socket,
-    (grant, reconnect, auto_subscribe): (VerifiedGrant, bool, bool),
+    (grant, auto_subscribe): (VerifiedGrant, bool),
     (peer, source): (SocketAddr, std::net::IpAddr),
     join: tracing::Span,
 ) {
-    if reconnect {
-        // No session state to resume: ask for a full rejoin.
-        let _ = send(
-            &mut ws,
-            Out::Leave(proto::LeaveRequest {
-                can_reconnect: true,
-                reason: proto::DisconnectReason::StateMismatch as i32,
-                action: proto::leave_request::Action::Reconnect as i32,
-                ..Default::default()
-            }),
-        )
-        .await;
-        let _ = ws.close(None).await;
-        return;
-    }
     let (tx, mut rx) = mpsc::channel(SIGNAL_QUEUE);
     let (room, me) = match sfu.rooms.join(&grant, auto_subscribe, tx, join.clone()).instrument(join.clone()).await {
         Ok(joined) => joined,
@@ -203,22 +209,123 @@ async fn run_admitted(
     drop(join);
     if sent.is_ok() {
         sfu.rooms.announce_join(&room, &me).await;
-        session_loop((sfu, source), &mut ws, &room, &me, &mut rx).await;
+        let end = session_loop((sfu, source), &mut ws, &room, &me, &mut rx).await;
+        if matches!(end, End::Closed) {
+            park(sfu, room, me, rx);
+            return;
+        }
     }
     sfu.rooms.leave(&room, &me).await;
     let _ = ws.close(None).await;
 }
 
-fn join_response(sfu: &Sfu, room: &Room, me: &Participant) -> proto::JoinResponse {
-    let ice_servers = sfu
-        .config
+/// Keeps `me` in `room` for [`RESUME_WINDOW`] with its queue `rx`; it leaves
+/// then, or at once if it is removed meanwhile, unless a resume took it.
+fn park(sfu: &Arc<Sfu>, room: Arc<Room>, me: Arc<Participant>, rx: mpsc::Receiver<Out>) {
+    tracing::info!(participant = %me.sid, "signal dropped; kept for a resume");
+    me.park(rx);
+    let sfu = Arc::clone(sfu);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::time::sleep(RESUME_WINDOW) => {}
+            _ = me.closed.notified() => {}
+        }
+        if me.unpark().is_some() {
+            tracing::info!(participant = %me.sid, "not resumed; leaving");
+            sfu.rooms.leave(&room, &me).await;
+        }
+    });
+}
+
+/// A `reconnect=1` session: takes back the participant `sid` of the token's
+/// identity if it is parked here, else asks for a full rejoin.
+async fn resume(
+    sfu: &Arc<Sfu>,
+    mut ws: Socket,
+    grant: &VerifiedGrant,
+    sid: Option<&str>,
+    (peer, source): (SocketAddr, std::net::IpAddr),
+) {
+    let participant = sfu.rooms.room(grant.room().as_str()).and_then(|room| {
+        let me = room
+            .participants()
+            .into_iter()
+            .find(|p| Some(p.sid.as_str()) == sid && p.identity() == grant.identity())?;
+        Some((room, me))
+    });
+    let mut found = None;
+    if let Some((room, me)) = participant {
+        // The old socket's close may still be on its way: wait for it a little.
+        for _ in 0..RESUME_HANDOVER_POLLS {
+            if let Some(rx) = me.unpark() {
+                found = Some((room, me, rx));
+                break;
+            }
+            tokio::time::sleep(RESUME_HANDOVER_POLL).await;
+        }
+    }
+    let Some((room, me, mut rx)) = found else {
+        tracing::info!(%peer, ?sid, "nothing to resume; asking for a full rejoin");
+        let _ = send(
+            &mut ws,
+            Out::Leave(proto::LeaveRequest {
+                can_reconnect: true,
+                reason: proto::DisconnectReason::StateMismatch as i32,
+                action: proto::leave_request::Action::Reconnect as i32,
+                ..Default::default()
+            }),
+        )
+        .await;
+        let _ = ws.close(None).await;
+        return;
+    };
+    tracing::info!(%peer, participant = %me.sid, "signal resumed");
+    let reconnect = proto::ReconnectResponse {
+        ice_servers: ice_servers(sfu, &me),
+        server_info: Some(server_info(sfu)),
+        ..Default::default()
+    };
+    if send(&mut ws, Out::Reconnect(reconnect)).await.is_err() {
+        park(sfu, room, me, rx);
+        return;
+    }
+    if let Err(e) = me.restart_subscriber_ice().await {
+        tracing::warn!(participant = %me.sid, error = %e, "subscriber ICE restart not offered");
+    }
+    let end = session_loop((sfu, source), &mut ws, &room, &me, &mut rx).await;
+    if matches!(end, End::Closed) {
+        park(sfu, room, me, rx);
+        return;
+    }
+    sfu.rooms.leave(&room, &me).await;
+    let _ = ws.close(None).await;
+}
+
+/// The node's TURN relay with fresh REST credentials for `me`.
+fn ice_servers(sfu: &Sfu, me: &Participant) -> Vec<proto::IceServer> {
+    sfu.config
         .turn
         .iter()
         .map(|turn| {
             let c = meridian_auth::turn_rest::mint(&turn.secret, me.identity.as_str(), turn.ttl, SystemTime::now());
             proto::IceServer { urls: turn.urls.clone(), username: c.username, credential: c.password }
         })
-        .collect();
+        .collect()
+}
+
+fn server_info(sfu: &Sfu) -> proto::ServerInfo {
+    proto::ServerInfo {
+        edition: proto::server_info::Edition::Standard as i32,
+        version: LIVEKIT_COMPAT_VERSION.into(),
+        protocol: PROTOCOL_VERSION,
+        region: sfu.config.region.to_string(),
+        node_id: sfu.config.node_id.to_string(),
+        ..Default::default()
+    }
+}
+
+fn join_response(sfu: &Sfu, room: &Room, me: &Participant) -> proto::JoinResponse {
+    let ice_servers = ice_servers(sfu, me);
     let others =
         room.others(&me.sid).into_iter().filter(|p| !p.grants().hidden).map(|p| p.info(State::Active)).collect();
     proto::JoinResponse {
@@ -231,16 +338,22 @@ fn join_response(sfu: &Sfu, room: &Room, me: &Participant) -> proto::JoinRespons
         server_region: sfu.config.region.to_string(),
         ping_timeout: PING_TIMEOUT.as_secs() as i32,
         ping_interval: PING_INTERVAL.as_secs() as i32,
-        server_info: Some(proto::ServerInfo {
-            edition: proto::server_info::Edition::Standard as i32,
-            version: LIVEKIT_COMPAT_VERSION.into(),
-            protocol: PROTOCOL_VERSION,
-            region: sfu.config.region.to_string(),
-            node_id: sfu.config.node_id.to_string(),
-            ..Default::default()
-        }),
+        server_info: Some(server_info(sfu)),
         ..Default::default()
     }
+}
+
+/// Whether `e` says the connection went away rather than that the client broke
+/// the protocol.
+fn dropped(e: &tokio_tungstenite::tungstenite::Error) -> bool {
+    use tokio_tungstenite::tungstenite::error::{Error, ProtocolError};
+    matches!(
+        e,
+        Error::ConnectionClosed
+            | Error::AlreadyClosed
+            | Error::Io(_)
+            | Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)
+    )
 }
 
 /// Why the session loop ended.
@@ -257,7 +370,7 @@ async fn session_loop(
     room: &Arc<Room>,
     me: &Arc<Participant>,
     rx: &mut mpsc::Receiver<Out>,
-) {
+) -> End {
     let end = loop {
         tokio::select! {
             frame = ws.next() => match frame {
@@ -273,6 +386,9 @@ async fn session_loop(
                 Some(Ok(Frame::Text(_))) => break End::Malformed("text frame (JSON signalling is not supported)".into()),
                 Some(Ok(Frame::Close(_))) | None => break End::Closed,
                 Some(Ok(_)) => continue,
+                // A socket that went away (reset, no close frame) is a blip to
+                // resume from; a frame that breaks the protocol is the client's fault.
+                Some(Err(e)) if dropped(&e) => break End::Closed,
                 Some(Err(e)) => break End::Malformed(e.to_string()),
             },
             out = rx.recv() => match out {
@@ -282,13 +398,16 @@ async fn session_loop(
             _ = me.closed.notified() => break End::Kicked,
         }
     };
-    // Flush what is queued (e.g. a Leave telling the client why), best effort.
-    while let Ok(message) = rx.try_recv() {
-        if send(ws, message).await.is_err() {
-            break;
+    // Flush what is queued (e.g. a Leave telling the client why), best effort;
+    // a dropped socket keeps it for a resume.
+    if !matches!(end, End::Closed) {
+        while let Ok(message) = rx.try_recv() {
+            if send(ws, message).await.is_err() {
+                break;
+            }
         }
     }
-    match end {
+    match &end {
         End::Malformed(why) => {
             sfu.metrics.malformed_sessions.inc();
             sfu.refusal_log.log(source, || {
@@ -299,6 +418,7 @@ async fn session_loop(
         End::Left => tracing::info!(participant = %me.sid, "client left"),
         End::Kicked => tracing::info!(participant = %me.sid, "participant removed by the server"),
     }
+    end
 }
 
 /// Handles one request; `Ok(false)` ends the session (the client left).

@@ -11,8 +11,13 @@ import warnings
 
 
 async def disconnect_all(rooms):
-    """Leaves every room, each within 5 s; a failed leave is logged only."""
+    """Leaves every room still connected, each within 5 s; a failed leave is
+    logged only. A room the server already ended (a session evicted by a
+    second one of the same identity) is left alone: disconnecting it again
+    has aborted the SDK's process at times."""
     for room in rooms:
+        if not room.isconnected():
+            continue
         try:
             await asyncio.wait_for(room.disconnect(), 5)
         except Exception as e:  # a failed leave does not change the verdict
