@@ -7,7 +7,8 @@
 // grants that allow or refuse them, and a second session of the same identity
 // (python/sdk_state.py). Then subscriptions: auto_subscribe off, subscribing,
 // disabling, permissions revoked and granted back, unsubscribing, read off the
-// node's forwarded bytes (python/sdk_subscribe.py).
+// node's forwarded bytes (python/sdk_subscribe.py). Then a signal resume the
+// other side does not notice (python/sdk_resume.py).
 // libwebrtc there skips loopback adapters when gathering ICE candidates, so the
 // stack binds a veth address in this test's own network namespace (the suite runs
 // under `unshare -n`, see scripts/test); a documentation range (RFC 5737) keeps it
@@ -139,6 +140,22 @@ test('LiveKit\'s Python SDK subscribes only to what it chooses, and what it drop
     'subscribing brings the video', 'the publisher hears TrackSubscribed', 'only the chosen track is subscribed',
     'a disabled track is not forwarded', 'enabling it again resumes the video', 'revoking permission stops the video',
     'granting it back brings it back', 'unsubscribing stops the video']) {
+    assert.equal(report.checks[name], true, `${name}${context()}`);
+  }
+});
+
+test('LiveKit\'s Python SDK resumes a dropped signal connection and the other side notices nothing', { skip }, async t => {
+  assert.equal(reason, null, reason);
+  const { report, code, out, err } = await sdkRun('sdk_resume.py', ['--url', server.wsUrl, '--api-key', API_KEY,
+    '--api-secret', API_SECRET, '--room', 'e2e-python-resume', '--timeout', '60']);
+  const context = () => `\nreport: ${JSON.stringify(report) ?? out}\n--- SDK (artifacts/python-sdk_resume.log):\n`
+    + err.split('\n').slice(-40).join('\n') + '\n--- server:\n' + server.logs.join('').split('\n').slice(-60).join('\n');
+  assert.ok(report, `sdk_resume.py printed no report (exit ${code})${context()}`);
+  t.diagnostic(`checks ${JSON.stringify(report.checks)}; seen ${JSON.stringify(report.seen)}`);
+  assert.equal(report.error, undefined, `the scenario failed: ${report.error}${context()}`);
+  assert.equal(code, 0, `sdk_resume.py exited with ${code}${context()}`);
+  for (const name of ['video flows before', 'the publisher reconnects', 'as the same participant', 'video flows after',
+    'the subscriber saw no leave and no join', 'no disconnect']) {
     assert.equal(report.checks[name], true, `${name}${context()}`);
   }
 });
