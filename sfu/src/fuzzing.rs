@@ -66,7 +66,7 @@ struct Session {
 /// One participant's signal session without its WebSocket.
 pub struct SignalHarness {
     runtime: tokio::runtime::Runtime,
-    rooms: RoomManager,
+    rooms: Arc<RoomManager>,
     grant: VerifiedGrant,
     session: Option<Session>,
 }
@@ -83,13 +83,17 @@ impl SignalHarness {
         let engine =
             Engine::new(&IceConfig { include_loopback: true, loopback_only: true, port_range: None, node_ip: None })
                 .expect("fuzz harness: the WebRTC engine");
-        let rooms = RoomManager::new(
+        let metrics = crate::metrics::SfuMetrics::default().node(&"fuzz-node".into());
+        // No URLs: events are not queued.
+        let (webhooks, _events) = crate::webhook::Webhooks::new(Vec::new(), &metrics.webhooks);
+        let rooms = Arc::new(RoomManager::new(
             Arc::new(engine),
             Arc::new(meridian_schema::MemoryStore::new()),
             "fuzz".into(),
             "fuzz-node".into(),
-            crate::metrics::SfuMetrics::default().node(&"fuzz-node".into()),
-        );
+            metrics,
+            webhooks,
+        ));
         let authority = TokenAuthority::new("devkey", "secret");
         let token = authority
             .mint(&MintRequest {
@@ -162,7 +166,8 @@ pub async fn dispatch(
         }
         In::Answer(sd) => {
             let parsed = RTCSessionDescription::answer(sd.sdp.clone());
-            me.handle_answer(sd).await?;
+            let bound = me.handle_answer(sd).await?;
+            room.bound(me, bound);
             parsed.map_err(|e| ParticipantError::BadRequest(e.to_string()))?;
         }
         In::Trickle(t) => {
@@ -181,6 +186,10 @@ pub async fn dispatch(
         }
         In::AddTrack(t) => me.handle_add_track(t)?,
         In::Mute(m) => room.muted(me, &m),
+        In::UpdateMetadata(u) => room.update_own_metadata(me, u),
+        In::Subscription(s) => room.update_subscription(me, &s).await?,
+        In::TrackSetting(s) => me.handle_track_settings(&s).await?,
+        In::SubscriptionPermission(p) => room.update_permissions(me, &p).await?,
         In::Leave(_) => return Ok(false),
         In::Ping(_) | In::PingReq(_) => {}
         _ => {}
