@@ -113,7 +113,7 @@ impl Store for MemoryStore {
                 continue;
             }
             if q.next_attempt_at <= now && q.claimed_until.is_none_or(|until| until <= now) {
-                q.claimed_until = Some(now + lease);
+                q.claimed_until = Some(now.checked_add(lease).unwrap_or(now));
                 q.event.attempts = q.event.attempts.saturating_add(1);
                 return Ok(Some(q.event.clone()));
             }

@@ -254,7 +254,7 @@ impl Store for PgStore {
                    AND o.next_attempt_at <= $1 AND (o.claimed_until IS NULL OR o.claimed_until <= $1) \
                    ORDER BY o.seq LIMIT 1 FOR UPDATE SKIP LOCKED) \
                    RETURNING id, url, room, body, created_at, attempts";
-        let until = now + lease;
+        let until = now.checked_add(lease).unwrap_or(now);
         let row = self.client().await?.query_opt(sql, &[&now, &until]).await.map_err(unavailable)?;
         Ok(row.map(|r| WebhookRecord {
             id: r.get(0),

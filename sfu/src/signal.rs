@@ -182,7 +182,7 @@ async fn run_admitted(
     (peer, source): (SocketAddr, std::net::IpAddr),
     join: tracing::Span,
 ) {
-    let (tx, mut rx) = mpsc::channel(SIGNAL_QUEUE);
+    let (tx, rx) = mpsc::channel(SIGNAL_QUEUE);
     let (room, me) = match sfu.rooms.join(&grant, auto_subscribe, tx, join.clone()).instrument(join.clone()).await {
         Ok(joined) => joined,
         Err(e) => {
@@ -207,13 +207,27 @@ async fn run_admitted(
     tracing::info!(%peer, room = %room.name, participant = %me.sid, identity = %me.identity, "participant joined");
     let sent = send(&mut ws, Out::Join(join_response(sfu, &room, &me))).instrument(join.clone()).await;
     drop(join);
-    if sent.is_ok() {
-        sfu.rooms.announce_join(&room, &me).await;
-        let end = session_loop((sfu, source), &mut ws, &room, &me, &mut rx).await;
-        if matches!(end, End::Closed) {
-            park(sfu, room, me, rx);
-            return;
-        }
+    if sent.is_err() {
+        sfu.rooms.leave(&room, &me).await;
+        return;
+    }
+    sfu.rooms.announce_join(&room, &me).await;
+    run_until_end((sfu, source), ws, room, me, rx).await;
+}
+
+/// Runs the session loop; then parks `me` for a resume when the socket only
+/// dropped, else takes it out of the room and closes the socket.
+async fn run_until_end(
+    (sfu, source): (&Arc<Sfu>, std::net::IpAddr),
+    mut ws: Socket,
+    room: Arc<Room>,
+    me: Arc<Participant>,
+    mut rx: mpsc::Receiver<Out>,
+) {
+    let end = session_loop((sfu, source), &mut ws, &room, &me, &mut rx).await;
+    if matches!(end, End::Closed) {
+        park(sfu, room, me, rx);
+        return;
     }
     sfu.rooms.leave(&room, &me).await;
     let _ = ws.close(None).await;
@@ -264,7 +278,7 @@ async fn resume(
             tokio::time::sleep(RESUME_HANDOVER_POLL).await;
         }
     }
-    let Some((room, me, mut rx)) = found else {
+    let Some((room, me, rx)) = found else {
         tracing::info!(%peer, ?sid, "nothing to resume; asking for a full rejoin");
         let _ = send(
             &mut ws,
@@ -292,13 +306,7 @@ async fn resume(
     if let Err(e) = me.restart_subscriber_ice().await {
         tracing::warn!(participant = %me.sid, error = %e, "subscriber ICE restart not offered");
     }
-    let end = session_loop((sfu, source), &mut ws, &room, &me, &mut rx).await;
-    if matches!(end, End::Closed) {
-        park(sfu, room, me, rx);
-        return;
-    }
-    sfu.rooms.leave(&room, &me).await;
-    let _ = ws.close(None).await;
+    run_until_end((sfu, source), ws, room, me, rx).await;
 }
 
 /// The node's TURN relay with fresh REST credentials for `me`.

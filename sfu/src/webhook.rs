@@ -108,7 +108,8 @@ pub async fn run(
         while let Some(event) = events.recv().await {
             let body = serde_json::to_string(&event).unwrap_or_default();
             let room = event.room.as_ref().map(|r| r.name.clone()).unwrap_or_default();
-            let created_at = UNIX_EPOCH + Duration::from_secs(u64::try_from(event.created_at).unwrap_or(0));
+            let created_at =
+                u64::try_from(event.created_at).ok().and_then(meridian_auth::unix_time).unwrap_or_else(SystemTime::now);
             for (i, url) in urls.iter().enumerate() {
                 let record = WebhookRecord {
                     id: format!("{}@{i}", event.id),
@@ -177,7 +178,8 @@ async fn attempt(store: &dyn Store, authority: &TokenAuthority, metrics: &Webhoo
                 store.webhook_done(&delivery.id).await
             } else {
                 tracing::info!(id = %delivery.id, url = %delivery.url, %why, attempts = delivery.attempts, "webhook attempt failed");
-                store.webhook_retry(&delivery.id, SystemTime::now() + backoff(delivery.attempts)).await
+                let now = SystemTime::now();
+                store.webhook_retry(&delivery.id, now.checked_add(backoff(delivery.attempts)).unwrap_or(now)).await
             }
         }
     };
