@@ -33,6 +33,7 @@ pub mod proxy;
 pub mod registry_cache;
 pub mod room_service;
 pub mod route;
+pub mod splice;
 pub mod tls;
 pub mod v1;
 

@@ -3,8 +3,9 @@
 //! `/rtc` is checked here first (token, room), then routed ([`crate::route`]), then
 //! the upgrade request is replayed to the chosen SFU node. When the node answers
 //! `101 Switching Protocols`, the client gets the node's 101 and the two upgraded
-//! byte streams are spliced; the gateway never parses a signal frame. The node
-//! checks the token again, so a gateway bug cannot admit anyone.
+//! byte streams are spliced ([`crate::splice`]); the gateway never decodes a
+//! signal message, and adds one only when the node dies under the client. The
+//! node checks the token again, so a gateway bug cannot admit anyone.
 //!
 //! Headers added upstream: `X-Forwarded-For` (the client address as the gateway saw
 //! it), `X-Meridian-Region` (the chosen region).
@@ -196,6 +197,7 @@ async fn rtc_routed(
         serde_json::to_value(route.reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
     gw.observe.metrics.routed(&route.region, &reason, started.elapsed().as_secs_f64());
     tracing::info!(%client, reason = ?route.reason, "join routed");
+    let node_id = route.node.id.clone();
     tokio::spawn(async move {
         let (client, node) = match tokio::try_join!(client_upgrade, node_upgrade) {
             Ok(pair) => pair,
@@ -204,10 +206,11 @@ async fn rtc_routed(
                 return;
             }
         };
-        let (mut client, mut node) = (TokioIo::new(client), TokioIo::new(node));
-        match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut node, SPLICE_BUFFER, SPLICE_BUFFER).await {
-            Ok((up, down)) => tracing::debug!(bytes_up = up, bytes_down = down, "signal socket closed"),
-            Err(e) => tracing::debug!(error = %e, "signal socket ended"),
+        match crate::splice::splice(TokioIo::new(client), TokioIo::new(node), SPLICE_BUFFER).await {
+            crate::splice::SpliceEnd::NodeDied => {
+                tracing::info!(node = %node_id, "node's signal socket ended without a close; told the client to rejoin")
+            }
+            end => tracing::debug!(node = %node_id, ?end, "signal socket closed"),
         }
     });
     reply

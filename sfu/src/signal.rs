@@ -201,6 +201,8 @@ async fn run_admitted(
                 }),
             )
             .await;
+            // A close frame, so the gateway does not take this for a node that died.
+            let _ = ws.close(None).await;
             return;
         }
     };

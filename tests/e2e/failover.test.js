@@ -1,7 +1,8 @@
 // Node loss: a gateway and two SFU nodes (regions eu-west and us-west) run as
 // separate processes on a private Postgres. Two livekit-client participants meet
 // on eu-west; its node is SIGKILLed mid-call; both reconnect through the gateway
-// by themselves, land on us-west, and decode each other's video again. The time
+// by themselves (told by the gateway to rejoin, not to resume), land on
+// us-west, and decode each other's video again. The time
 // from the kill to growing frames on both sides is printed (docs/benchmarks.md).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -39,6 +40,10 @@ test('when the node hosting a call dies, both participants recover on the other 
   await waitForMedia(a.page, 'bob');
   await waitForMedia(b.page, 'alice');
   assert.equal(await region(a.page), 'eu-west');
+  // Signal sockets opened after the kill: the gateway tells each client its node
+  // died (LeaveRequest RECONNECT), so none spends a round trip on a resume.
+  const opened = [];
+  for (const p of [a.page, b.page]) p.on('websocket', ws => opened.push(ws.url()));
 
   const killedAt = Date.now();
   eu.kill('SIGKILL');
@@ -60,6 +65,8 @@ test('when the node hosting a call dies, both participants recover on the other 
   }
   const recoveredMs = Date.now() - killedAt;
   console.log(`failover: frames decoding again on both sides ${recoveredMs} ms after the kill`);
+  assert.ok(opened.length >= 2 && opened.every(url => !/[?&]reconnect=1/.test(url)),
+    `straight to a full rejoin, no resume attempt: ${JSON.stringify(opened)}`);
   assert.equal(await region(a.page), 'us-west', 'alice reconnected to the surviving region');
   assert.equal(await region(b.page), 'us-west', 'bob reconnected to the surviving region');
   await a.context.close();
