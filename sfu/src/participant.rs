@@ -8,7 +8,7 @@
 //! description are buffered, then applied.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -173,6 +173,10 @@ pub struct Participant {
     /// Whether one of its PCs has connected (then it counts as joined, for webhooks).
     connected: AtomicBool,
     is_closed: AtomicBool,
+    /// Highest `DataPacket.sequence` relayed from this participant's reliable
+    /// channel; a resume reports it as `ReconnectResponse.last_message_seq`, so
+    /// the client re-sends only what came after.
+    last_reliable_seq: AtomicU32,
     publisher: Arc<RTCPeerConnection>,
     subscriber: Arc<RTCPeerConnection>,
     publisher_candidates: CandidateBuffer,
@@ -270,6 +274,7 @@ impl Participant {
             closed: Notify::new(),
             connected: AtomicBool::new(false),
             is_closed: AtomicBool::new(false),
+            last_reliable_seq: AtomicU32::new(0),
             publisher,
             subscriber,
             publisher_candidates: Mutex::new(Some(Vec::new())),
@@ -354,7 +359,9 @@ impl Participant {
     /// A data packet from this participant's publisher PC: stamped with its
     /// identity and sid (as LiveKit's server does) and relayed to the room.
     /// Packets from participants without `canPublishData`, over
-    /// [`MAX_DATA_PACKET_BYTES`], or that do not decode are dropped.
+    /// [`MAX_DATA_PACKET_BYTES`], or that do not decode are dropped, and so is a
+    /// reliable packet whose `sequence` (when set) is not above the last relayed:
+    /// after a resume the client re-sends what it is not sure arrived.
     async fn on_data(&self, room: &Arc<Room>, kind: DataKind, bytes: &[u8]) {
         if !self.grants().can_publish_data || bytes.len() > MAX_DATA_PACKET_BYTES {
             return;
@@ -363,6 +370,13 @@ impl Participant {
             tracing::debug!(participant = %self.sid, "undecodable data packet dropped");
             return;
         };
+        if kind == DataKind::Reliable && packet.sequence != 0 {
+            let before = self.last_reliable_seq.fetch_max(packet.sequence, Ordering::Relaxed);
+            if packet.sequence <= before {
+                tracing::debug!(participant = %self.sid, sequence = packet.sequence, "re-sent reliable packet dropped");
+                return;
+            }
+        }
         packet.participant_identity = self.identity.to_string();
         packet.participant_sid = self.sid.to_string();
         room.relay_data(self, kind, &packet).await;
@@ -374,6 +388,12 @@ impl Participant {
         if let Err(e) = self.sub_data[kind as usize].send(bytes).await {
             tracing::debug!(participant = %self.sid, ?kind, error = %e, "data packet not delivered");
         }
+    }
+
+    /// Highest reliable `DataPacket.sequence` relayed from this participant (0
+    /// before any): `ReconnectResponse.last_message_seq`.
+    pub fn last_reliable_seq(&self) -> u32 {
+        self.last_reliable_seq.load(Ordering::Relaxed)
     }
 
     /// Whether one of its PCs has connected.

@@ -299,6 +299,7 @@ async fn resume(
     let reconnect = proto::ReconnectResponse {
         ice_servers: ice_servers(sfu, &me),
         server_info: Some(server_info(sfu)),
+        last_message_seq: me.last_reliable_seq(),
         ..Default::default()
     };
     if send(&mut ws, Out::Reconnect(reconnect)).await.is_err() {
@@ -456,6 +457,7 @@ async fn handle(
         In::Subscription(s) => room.update_subscription(me, &s).await?,
         In::TrackSetting(s) => me.handle_track_settings(&s).await?,
         In::SubscriptionPermission(p) => room.update_permissions(me, &p).await?,
+        In::SyncState(sync) => sync_state(room, me, sync).await?,
         In::Leave(_) => return Ok(false),
         In::Ping(ts) => {
             let _ = send(ws, Out::Pong(ts)).await;
@@ -469,6 +471,23 @@ async fn handle(
         }
     }
     Ok(true)
+}
+
+/// `SyncState`, sent by the client after a resume: what it believes it
+/// subscribes to and which of those tracks it disabled. The participant is the
+/// same one, so this mostly restates the state; it is applied anyway, so that a
+/// change the client made while the signal was down is not lost. The SDPs and
+/// data channel states in it are not used: the PCs and channels lived on.
+async fn sync_state(room: &Arc<Room>, me: &Arc<Participant>, sync: proto::SyncState) -> Result<(), ParticipantError> {
+    if let Some(subscription) = sync.subscription.filter(|s| !s.track_sids.is_empty() || !s.participant_tracks.is_empty()) {
+        room.update_subscription(me, &subscription).await?;
+    }
+    if !sync.track_sids_disabled.is_empty() {
+        let settings =
+            proto::UpdateTrackSettings { track_sids: sync.track_sids_disabled, disabled: true, ..Default::default() };
+        me.handle_track_settings(&settings).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
