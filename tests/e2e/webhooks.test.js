@@ -3,7 +3,8 @@
 // the first attempts on purpose: every event arrives, signed over its body,
 // once accepted, and in order for its room (room_started first, each
 // participant joined before it left, each track published before it was
-// unpublished, room_finished last).
+// unpublished, one whose PCs never connected reported as
+// participant_connection_aborted, room_finished last).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
@@ -54,6 +55,16 @@ test('webhooks arrive signed, once, in order per room, through failed attempts',
   const a = await join(browser, server, await sdkToken(ROOM, 'alice'));
   const b = await join(browser, server, await sdkToken(ROOM, 'bob'));
   await waitForMedia(b.page, 'alice');
+  // Carol opens the signal socket and goes away before any PC connects: once
+  // her resume window is over she is participant_connection_aborted.
+  const carol = await sdkToken(ROOM, 'carol');
+  const first = await a.page.evaluate(([url, token]) => new Promise((resolve, reject) => {
+    const ws = new WebSocket(`${url}/rtc?access_token=${token}&auto_subscribe=1&protocol=15`);
+    ws.binaryType = 'arraybuffer';
+    ws.onmessage = m => { ws.close(); resolve(m.data.byteLength); };
+    ws.onerror = () => reject(new Error('carol: WebSocket error'));
+  }), [server.wsUrl, carol]);
+  assert.ok(first > 0, 'carol got her JoinResponse');
   await a.context.close();
   await b.context.close();
   const deadline = Date.now() + 60_000;
@@ -77,6 +88,10 @@ test('webhooks arrive signed, once, in order per room, through failed attempts',
   assert.equal(names[0], 'room_started', `room_started first${context}`);
   assert.equal(names[names.length - 1], 'room_finished', `room_finished last${context}`);
   const at = (event, pred = () => true) => events.findIndex(e => e.event === event && pred(e));
+  const aborted = at('participant_connection_aborted', e => e.participant?.identity === 'carol');
+  assert.ok(aborted > 0, `carol's connection aborted${context}`);
+  assert.equal(events.filter(e => e.participant?.identity === 'carol').length, 1,
+    `carol, never connected, is neither joined nor left${context}`);
   for (const who of ['alice', 'bob']) {
     const joined = at('participant_joined', e => e.participant?.identity === who);
     const left = at('participant_left', e => e.participant?.identity === who);
