@@ -17,6 +17,11 @@
 //! room's events in order, one at a time; a failed attempt (no 2xx within
 //! [`ATTEMPT_TIMEOUT`]) is retried after 1 s, doubling to 60 s, for at most
 //! [`RETRY_FOR`] after the event, then given up and counted.
+//!
+//! URLs are `http://` or `https://`. HTTPS verifies the receiver's certificate
+//! against the system's trust store (`/etc/ssl/certs`), or the PEM file named by
+//! `SSL_CERT_FILE` (or the directory `SSL_CERT_DIR`) when set, as OpenSSL does:
+//! the way to trust a private CA.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -189,23 +194,49 @@ async fn attempt(store: &dyn Store, authority: &TokenAuthority, metrics: &Webhoo
     }
 }
 
+/// TLS settings for `https://` receivers, built on first use: the trust store
+/// loaded once (see the module doc), HTTP/1.1 over ALPN. `None` (logged) when
+/// no root certificate could be loaded.
+fn tls_client() -> Option<tokio_rustls::TlsConnector> {
+    static CLIENT: std::sync::OnceLock<Option<tokio_rustls::TlsConnector>> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            let loaded = rustls_native_certs::load_native_certs();
+            for e in &loaded.errors {
+                tracing::warn!(error = %e, "a trusted certificate for https:// webhooks did not load");
+            }
+            let mut roots = rustls::RootCertStore::empty();
+            let (added, ignored) = roots.add_parsable_certificates(loaded.certs);
+            if added == 0 {
+                tracing::error!(ignored, "no trusted certificate for https:// webhooks: they will fail");
+                return None;
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .ok()?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(tokio_rustls::TlsConnector::from(Arc::new(config)))
+        })
+        .clone()
+}
+
 /// POSTs `delivery` as LiveKit does; returns the receiver's status.
 async fn post(authority: &TokenAuthority, delivery: &WebhookRecord) -> Result<u16, String> {
     let uri: hyper::Uri = delivery.url.parse().map_err(|e| format!("url {:?}: {e}", delivery.url))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!("url {:?}: only http:// is supported", delivery.url));
-    }
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(format!("url {:?}: only http:// and https:// are supported", delivery.url)),
+    };
     let host = uri.host().ok_or_else(|| format!("url {:?} has no host", delivery.url))?;
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    // An IPv6 literal comes bracketed.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
     let digest = BASE64_STANDARD.encode(Sha256::digest(delivery.body.as_bytes()));
     let jwt = authority.webhook_token(&digest).map_err(|e| e.to_string())?;
-    let stream = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| format!("connect: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let req = hyper::Request::post(path)
         .header(hyper::header::HOST, uri.authority().map(|a| a.as_str()).unwrap_or(host))
@@ -213,6 +244,27 @@ async fn post(authority: &TokenAuthority, delivery: &WebhookRecord) -> Result<u1
         .header(hyper::header::AUTHORIZATION, jwt)
         .body(Full::new(Bytes::from(delivery.body.clone())))
         .map_err(|e| e.to_string())?;
+    let stream = tokio::net::TcpStream::connect((bare, port)).await.map_err(|e| format!("connect: {e}"))?;
+    if !tls {
+        return send(stream, req).await;
+    }
+    let connector = tls_client().ok_or("https: no trusted certificates loaded")?;
+    let name = rustls::pki_types::ServerName::try_from(bare.to_owned()).map_err(|e| format!("https: {host}: {e}"))?;
+    let stream = connector.connect(name, stream).await.map_err(|e| format!("TLS: {e}"))?;
+    send(stream, req).await
+}
+
+/// Sends `req` over `stream` (HTTP/1.1) and reads the answer out.
+async fn send<S>(stream: S, req: hyper::Request<Full<Bytes>>) -> Result<u16, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
     let resp = sender.send_request(req).await.map_err(|e| format!("send: {e}"))?;
     let status = resp.status().as_u16();
     // Read the answer out so the connection closes cleanly; its content is not ours.
@@ -230,5 +282,54 @@ mod tests {
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
         assert_eq!(backoff(u32::MAX).as_secs(), 60);
         assert_eq!(backoff(0).as_secs(), 1);
+    }
+
+    /// An `https://` receiver whose certificate no trusted CA signed is never
+    /// sent the event: the attempt fails in the TLS handshake.
+    #[tokio::test]
+    async fn an_https_receiver_with_an_untrusted_certificate_gets_nothing() {
+        let rcgen::CertifiedKey { cert, key_pair } = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = rustls::pki_types::PrivateKeyDer::try_from(key_pair.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            acceptor.accept(tcp).await.is_ok()
+        });
+        let authority = TokenAuthority::new("key", "secret-for-the-webhook-test-0123456789");
+        let delivery = WebhookRecord {
+            id: "EV_test".into(),
+            url: format!("https://127.0.0.1:{port}/hook"),
+            room: meridian_ids::RoomName::new("r"),
+            body: "{}".into(),
+            created_at: SystemTime::now(),
+            attempts: 0,
+        };
+        let sent = post(&authority, &delivery).await;
+        assert!(sent.as_ref().is_err_and(|e| e.starts_with("TLS")), "refused in the handshake: {sent:?}");
+        assert!(!server.await.unwrap(), "the receiver saw no completed handshake");
+    }
+
+    #[tokio::test]
+    async fn other_schemes_are_refused_with_the_reason() {
+        let authority = TokenAuthority::new("key", "secret-for-the-webhook-test-0123456789");
+        let delivery = WebhookRecord {
+            id: "EV_test".into(),
+            url: "ftp://127.0.0.1/hook".into(),
+            room: meridian_ids::RoomName::new("r"),
+            body: "{}".into(),
+            created_at: SystemTime::now(),
+            attempts: 0,
+        };
+        let sent = post(&authority, &delivery).await;
+        assert!(sent.as_ref().is_err_and(|e| e.contains("only http:// and https://")), "{sent:?}");
     }
 }

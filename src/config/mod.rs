@@ -90,8 +90,10 @@ macro_rules! overlay {
 #[derive(Debug, Clone, Default, Deserialize, Args)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSection {
-    /// URLs that get every event (`http://` only), each in order per room.
-    /// Flag repeatable; `MERIDIAN_WEBHOOK_URLS` comma-separated. Default: none.
+    /// URLs that get every event (`http://` or `https://`), each in order per
+    /// room. HTTPS trusts the system's CAs, or `SSL_CERT_FILE` / `SSL_CERT_DIR`
+    /// when set. Flag repeatable; `MERIDIAN_WEBHOOK_URLS` comma-separated.
+    /// Default: none.
     #[arg(id = "webhook_urls", long = "webhook-url", env = "MERIDIAN_WEBHOOK_URLS", value_delimiter = ',')]
     #[serde(default)]
     pub urls: Vec<String>,
@@ -109,7 +111,7 @@ impl WebhookSection {
 
     /// The URLs, checked; `api_key` is the configured API key.
     ///
-    /// Errors: a URL that is not `http://host[:port][/path]`, or a
+    /// Errors: a URL that is not `http(s)://host[:port][/path]`, or a
     /// `webhook.api_key` that is not `api.key`.
     pub fn resolve(&self, api_key: &str) -> Result<Vec<String>, ConfigError> {
         if self.api_key.as_deref().is_some_and(|k| k != api_key) {
@@ -119,11 +121,11 @@ impl WebhookSection {
             });
         }
         for url in &self.urls {
-            let ok = url.parse::<hyper::Uri>().is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
+            let ok = url.parse::<hyper::Uri>().is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
             if !ok {
                 return Err(ConfigError::Invalid {
                     key: "webhook.urls",
-                    why: format!("{url:?} is not an http:// URL"),
+                    why: format!("{url:?} is not an http:// or https:// URL"),
                 });
             }
         }

@@ -10,9 +10,9 @@ export const API_SECRET = 'e2e-secret-not-for-production';
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
 /** Starts `meridian dev` on the given ports (every listener on `bind`); resolves once it says it is up. */
-export async function startMeridian({ port = 7880, sfuPort = 7881, turnPort = 3478, turnTlsPort = turnPort + 1871, turnSecret, bind = '127.0.0.1', extraArgs = [] } = {}) {
+export async function startMeridian({ port = 7880, sfuPort = 7881, turnPort = 3478, turnTlsPort = turnPort + 1871, turnSecret, bind = '127.0.0.1', extraArgs = [], extraEnv = {} } = {}) {
   const bin = process.env.MERIDIAN_BIN || '../../target/debug/meridian';
-  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info,webrtc=warn,webrtc_ice=warn,dtls=error,webrtc_dtls=error,turn=warn' };
+  const env = { ...process.env, ...extraEnv, RUST_LOG: process.env.RUST_LOG || 'info,webrtc=warn,webrtc_ice=warn,dtls=error,webrtc_dtls=error,turn=warn' };
   delete env.DATABASE_URL; // the dev job runs on its memory store
   const args = ['dev', '--port', String(port), '--sfu-port', String(sfuPort), '--turn-port', String(turnPort),
     '--turn-tls-port', String(turnTlsPort), '--api-key', API_KEY, '--api-secret', API_SECRET, '--bind', bind];

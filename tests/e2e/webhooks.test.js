@@ -1,5 +1,6 @@
-// LiveKit's webhooks from `meridian dev --webhook-url`, to a receiver that
-// verifies each delivery with livekit-server-sdk's WebhookReceiver and fails
+// LiveKit's webhooks from `meridian dev --webhook-url https://…`, to an HTTPS
+// receiver whose certificate a private CA signed (trusted through
+// SSL_CERT_FILE, as with OpenSSL), that verifies each delivery with livekit-server-sdk's WebhookReceiver and fails
 // the first attempts on purpose: every event arrives, signed over its body,
 // once accepted, and in order for its room (room_started first, each
 // participant joined before it left, each track published before it was
@@ -7,7 +8,11 @@
 // participant_connection_aborted, room_finished last).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
+import { createServer } from 'node:https';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join as joinPath } from 'node:path';
 import { WebhookReceiver } from 'livekit-server-sdk';
 import { startMeridian, launchBrowser, sdkToken, join, waitForMedia, sleep, API_KEY, API_SECRET } from './harness.js';
 
@@ -20,9 +25,24 @@ const attempts = [];   // every request: { status, id, event }
 const accepted = [];   // events answered 200, in arrival order
 const refusedBodies = [];
 
+/** A CA and a certificate for 127.0.0.1 it signed, made with openssl. */
+function privateCa() {
+  const dir = mkdtempSync(joinPath(tmpdir(), 'meridian-webhook-ca-'));
+  const at = name => joinPath(dir, name);
+  const openssl = args => execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  openssl(['req', '-x509', ...ec, '-keyout', at('ca.key'), '-out', at('ca.pem'), '-days', '1', '-subj', '/CN=meridian e2e CA']);
+  openssl(['req', ...ec, '-keyout', at('leaf.key'), '-out', at('leaf.csr'), '-subj', '/CN=127.0.0.1']);
+  writeFileSync(at('leaf.ext'), 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n');
+  openssl(['x509', '-req', '-in', at('leaf.csr'), '-CA', at('ca.pem'), '-CAkey', at('ca.key'), '-CAcreateserial',
+    '-out', at('leaf.pem'), '-days', '1', '-extfile', at('leaf.ext')]);
+  return { ca: at('ca.pem'), key: readFileSync(at('leaf.key')), cert: readFileSync(at('leaf.pem')) };
+}
+
 before(async () => {
   const receiver = new WebhookReceiver(API_KEY, API_SECRET);
-  hooks = createServer((req, res) => {
+  const tls = privateCa();
+  hooks = createServer({ key: tls.key, cert: tls.cert }, (req, res) => {
     let body = '';
     req.on('data', d => { body += d; });
     req.on('end', async () => {
@@ -42,7 +62,7 @@ before(async () => {
   });
   await new Promise(r => hooks.listen(HOOK_PORT, '127.0.0.1', r));
   server = await startMeridian({ port: 7950, sfuPort: 7951, turnPort: 3535, turnTlsPort: 5435,
-    extraArgs: ['--webhook-url', `http://127.0.0.1:${HOOK_PORT}/livekit/webhook`] });
+    extraArgs: ['--webhook-url', `https://127.0.0.1:${HOOK_PORT}/livekit/webhook`], extraEnv: { SSL_CERT_FILE: tls.ca } });
   browser = await launchBrowser();
 });
 after(async () => {
