@@ -39,6 +39,7 @@ gauge     meridian_host_memory_bytes
 histogram meridian_gateway_join_duration_seconds
 counter   meridian_gateway_routing_decisions
 counter   meridian_gateway_join_refusals
+counter   meridian_gateway_http_responses
 # SFU node: sfu/src/metrics.rs
 gauge     meridian_sfu_rooms
 gauge     meridian_sfu_participants
@@ -59,6 +60,7 @@ counter   meridian_sfu_webhook_dropped
 gauge     meridian_turn_allocations
 counter   meridian_turn_gate_requests
 gauge     meridian_turn_gate_sources
+counter   meridian_turn_allocate_errors
 '
 export KNOWN_METRICS
 

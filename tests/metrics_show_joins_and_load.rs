@@ -1,5 +1,6 @@
 //! `/metrics` on the gateway renders the process's registry: routing decisions and
-//! join latency by region, and the SFU node's rooms, participants and tracks.
+//! join latency by region, HTTP answers by surface, the SFU node's rooms,
+//! participants and tracks, and the TURN relay's series.
 
 mod common;
 
@@ -38,7 +39,14 @@ async fn joins_show_up_in_gateway_and_node_metrics() {
     let (status, _) = http(stack.gateway_addr, "GET", "/rtc/validate?access_token=nope", &[], "").await;
     assert_eq!(status, 401);
     let _ = connect(&stack, "nope").await;
-    assert_eq!(value(&metrics(&stack).await, r#"meridian_gateway_join_refusals_total{status="401"}"#), Some(1.0));
+    let m = metrics(&stack).await;
+    assert_eq!(value(&m, r#"meridian_gateway_join_refusals_total{status="401"}"#), Some(1.0));
+    // Every answer by surface and class: two upgrades, two refusals, the mints.
+    assert_eq!(value(&m, r#"meridian_gateway_http_responses_total{api="rtc",class="1xx"}"#), Some(2.0), "{m}");
+    assert_eq!(value(&m, r#"meridian_gateway_http_responses_total{api="rtc",class="4xx"}"#), Some(1.0), "{m}");
+    assert_eq!(value(&m, r#"meridian_gateway_http_responses_total{api="rtc_validate",class="4xx"}"#), Some(1.0), "{m}");
+    assert_eq!(value(&m, r#"meridian_gateway_http_responses_total{api="v1",class="2xx"}"#), Some(2.0), "{m}");
+    assert!(m.contains(r#"meridian_turn_allocate_errors_total{relay="#) && m.contains(r#"code="508""#), "{m}");
 
     for ws in [&mut alice, &mut bob] {
         send(ws, In::Leave(Default::default())).await;

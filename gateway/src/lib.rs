@@ -154,6 +154,7 @@ impl Gateway {
             _ => text(404, "not found"),
         };
         tracing::debug!(%peer, %path, status = response.status().as_u16(), "request");
+        self.observe.metrics.answered(&path, response.status().as_u16());
         response
     }
 

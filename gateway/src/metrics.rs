@@ -6,6 +6,9 @@
 //! - `meridian_gateway_routing_decisions_total{region,reason}`: joins routed, by
 //!   region and reason (`room_affinity`, `nearest`, `default_unlocated`).
 //! - `meridian_gateway_join_refusals_total{status}`: joins refused, by HTTP status.
+//! - `meridian_gateway_http_responses_total{api,class}`: every HTTP answer, by
+//!   surface (`rtc`, `rtc_validate`, `v1`, `twirp`, `dev`, `other`) and status
+//!   class (`1xx` for the signal upgrade … `5xx`).
 
 use meridian_ids::RegionId;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -26,6 +29,12 @@ struct DecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResponseLabels {
+    api: &'static str,
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {
     status: u16,
 }
@@ -41,6 +50,7 @@ pub struct GatewayMetrics {
     join_duration: Family<RegionLabel, Histogram, fn() -> Histogram>,
     decisions: Family<DecisionLabels, Counter>,
     refusals: Family<StatusLabel, Counter>,
+    responses: Family<ResponseLabels, Counter>,
 }
 
 impl GatewayMetrics {
@@ -50,6 +60,7 @@ impl GatewayMetrics {
             join_duration: Family::new_with_constructor(join_histogram as fn() -> Histogram),
             decisions: Family::default(),
             refusals: Family::default(),
+            responses: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("meridian_gateway");
         r.register(
@@ -59,6 +70,7 @@ impl GatewayMetrics {
         );
         r.register("routing_decisions", "Joins routed, by region and reason", m.decisions.clone());
         r.register("join_refusals", "Joins refused, by HTTP status", m.refusals.clone());
+        r.register("http_responses", "HTTP answers, by surface and status class", m.responses.clone());
         m
     }
 
@@ -66,6 +78,26 @@ impl GatewayMetrics {
     pub fn routed(&self, region: &RegionId, reason: &str, seconds: f64) {
         self.decisions.get_or_create(&DecisionLabels { region: region.to_string(), reason: reason.to_owned() }).inc();
         self.join_duration.get_or_create(&RegionLabel { region: region.to_string() }).observe(seconds);
+    }
+
+    /// Records an HTTP answer with `status` to a request for `path`.
+    pub fn answered(&self, path: &str, status: u16) {
+        let api = match path {
+            "/rtc" => "rtc",
+            "/rtc/validate" => "rtc_validate",
+            "/dev/token" => "dev",
+            p if p.starts_with("/v1/") => "v1",
+            p if p.starts_with(meridian_twirp::PREFIX) => "twirp",
+            _ => "other",
+        };
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.responses.get_or_create(&ResponseLabels { api, class }).inc();
     }
 
     /// Records a refused join.

@@ -7,6 +7,9 @@
 //!   `refused` (bad nonce or credentials, refused peer, quota) and `rate_limited`
 //!   (counter, updated every 2 s).
 //! - `meridian_turn_gate_sources{relay}`: source IPs the rate limiter tracks (gauge).
+//! - `meridian_turn_allocate_errors_total{relay,code}`: Allocate requests the
+//!   server answered with an error, by code: `437`, `486`, `508` or `other`
+//!   ([`crate::gate::ALLOCATE_ERROR_CODES`]; counter, updated every 2 s).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -17,6 +20,12 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RelayLabel {
     relay: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    relay: String,
+    code: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -31,6 +40,7 @@ pub struct TurnMetrics {
     allocations: Family<RelayLabel, Gauge>,
     gate_requests: Family<OutcomeLabel, Counter>,
     gate_sources: Family<RelayLabel, Gauge>,
+    allocate_errors: Family<CodeLabel, Counter>,
 }
 
 impl TurnMetrics {
@@ -45,6 +55,11 @@ impl TurnMetrics {
             m.gate_requests.clone(),
         );
         r.register("gate_sources", "Source IPs the request rate limiter tracks", m.gate_sources.clone());
+        r.register(
+            "allocate_errors",
+            "Allocate requests the server answered with an error, by STUN error code",
+            m.allocate_errors.clone(),
+        );
         m
     }
 
@@ -62,6 +77,10 @@ impl TurnMetrics {
         ] {
             let label = OutcomeLabel { relay: relay.to_owned(), outcome };
             self.gate_requests.get_or_create(&label).inc_by(n.saturating_sub(b));
+        }
+        for (i, code) in crate::gate::ALLOCATE_ERROR_CODES.into_iter().enumerate() {
+            let label = CodeLabel { relay: relay.to_owned(), code };
+            self.allocate_errors.get_or_create(&label).inc_by(now.allocate_errors[i].saturating_sub(before.allocate_errors[i]));
         }
         let sources = i64::try_from(now.sources).unwrap_or(i64::MAX);
         self.gate_sources.get_or_create(&RelayLabel { relay: relay.to_owned() }).set(sources);

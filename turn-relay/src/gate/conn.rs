@@ -178,6 +178,9 @@ impl GateConn {
         }
         match method {
             0x03 => {
+                if !success {
+                    self.gate.allocate_failed(packet);
+                }
                 self.gate.quotas.answered(client, txid, success);
                 true
             }
@@ -321,5 +324,40 @@ mod tests {
         let (_, to) = c.next_queued(later).expect("the nonce is old: a fetch");
         assert_eq!((to, c.gate.stats().server_challenges), (FETCH_SRC, 2));
         assert!(c.next_queued(later).is_none(), "no answer to the fetch: the request is dropped, not looped on");
+    }
+
+    /// A server's Allocate answer with `class` and, for errors, `code`.
+    fn allocate_answer(class: stun::message::MessageClass, code: Option<u16>) -> Vec<u8> {
+        use stun::message::{MessageType, Setter};
+        let mut m = stun::message::Message::new();
+        let mut setters: Vec<Box<dyn Setter>> =
+            vec![Box::new(stun::agent::TransactionId::new()), Box::new(MessageType::new(METHOD_ALLOCATE, class))];
+        if let Some(code) = code {
+            setters.push(Box::new(stun::error_code::ErrorCodeAttribute {
+                code: stun::error_code::ErrorCode(code),
+                reason: b"test".to_vec(),
+            }));
+        }
+        m.build(&setters).unwrap();
+        m.raw
+    }
+
+    #[tokio::test]
+    async fn the_servers_allocate_errors_are_counted_by_code_and_still_reach_the_client() {
+        use stun::message::{CLASS_ERROR_RESPONSE, CLASS_SUCCESS_RESPONSE};
+        let c = conn(gate());
+        let now = Instant::now();
+        for answer in [
+            allocate_answer(CLASS_ERROR_RESPONSE, Some(508)),
+            allocate_answer(CLASS_ERROR_RESPONSE, Some(508)),
+            allocate_answer(CLASS_ERROR_RESPONSE, Some(437)),
+            allocate_answer(CLASS_ERROR_RESPONSE, Some(500)),
+            allocate_answer(CLASS_ERROR_RESPONSE, None),
+            allocate_answer(CLASS_SUCCESS_RESPONSE, None),
+        ] {
+            assert!(c.on_answer(&answer, SRC, now), "passed on to the client");
+        }
+        // 437, 486, 508, other.
+        assert_eq!(c.gate.stats().allocate_errors, [1, 0, 2, 2]);
     }
 }

@@ -115,6 +115,25 @@ pub struct GateStats {
     pub sources: u64,
     /// Live allocations the gate counts.
     pub allocations: u64,
+    /// Allocate requests the server answered with an error, by
+    /// [`ALLOCATE_ERROR_CODES`] (same order).
+    pub allocate_errors: [u64; 4],
+}
+
+/// The error codes Allocate failures are counted by (RFC 8656 §7.2, §19):
+/// `437` Allocation Mismatch (mostly a client's retransmitted Allocate),
+/// `486` Allocation Quota Reached, `508` Insufficient Capacity (no relay port
+/// free), and `other`.
+pub const ALLOCATE_ERROR_CODES: [&str; 4] = ["437", "486", "508", "other"];
+
+/// The place of STUN error `code` in [`ALLOCATE_ERROR_CODES`].
+fn allocate_error_index(code: u16) -> usize {
+    match code {
+        437 => 0,
+        486 => 1,
+        508 => 2,
+        _ => 3,
+    }
 }
 
 #[derive(Default)]
@@ -123,6 +142,7 @@ struct Counters {
     refused: AtomicU64,
     rate_limited: AtomicU64,
     server_challenges: AtomicU64,
+    allocate_errors: [AtomicU64; 4],
 }
 
 /// The gate's state, shared by the listeners of one relay.
@@ -163,7 +183,22 @@ impl Gate {
             server_challenges: self.counters.server_challenges.load(Ordering::Relaxed),
             sources: u64::try_from(self.sources.len()).unwrap_or(u64::MAX),
             allocations: u64::try_from(self.quotas.len()).unwrap_or(u64::MAX),
+            allocate_errors: std::array::from_fn(|i| self.counters.allocate_errors[i].load(Ordering::Relaxed)),
         }
+    }
+
+    /// Counts an Allocate error answer of the server, `packet` (a STUN error
+    /// response; its ERROR-CODE names the failure, `other` when it has none).
+    pub(crate) fn allocate_failed(&self, packet: &[u8]) {
+        use stun::message::Getter;
+        let mut message = stun::message::Message::new();
+        message.raw = packet.to_vec();
+        let mut error = stun::error_code::ErrorCodeAttribute::default();
+        let code = match message.decode().and_then(|()| error.get_from(&message)) {
+            Ok(()) => error.code.0,
+            Err(_) => 0,
+        };
+        self.counters.allocate_errors[allocate_error_index(code)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Forgets the allocation of `client` (the server closed it), freeing its
