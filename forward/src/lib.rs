@@ -1,0 +1,17 @@
+//! Meridian's forwarding core, sans IO (issue 13): what each subscriber gets of
+//! each published track, decided from `(now, packet)` with no runtime, clock
+//! or socket inside, so every rule is a unit test in virtual time.
+//!
+//! - [`downtrack`]: a subscriber's down-track: simulcast layer switches at
+//!   keyframes, continuous sequence numbers, timestamps and VP8 picture ids,
+//!   NACK translation;
+//! - [`layers`]: which layer a subscriber's tile or quality asks for (LiveKit's
+//!   rules and tolerance), and what to fall back to when it is not arriving;
+//! - [`keyframes`]: keyframe requests (PLI) to a publisher, throttled per layer;
+//! - [`vp8`], [`h264`]: the payload parsing that needs (bounds-checked).
+
+pub mod downtrack;
+pub mod h264;
+pub mod keyframes;
+pub mod layers;
+pub mod vp8;
