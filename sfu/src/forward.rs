@@ -1,24 +1,29 @@
-//! RTP forwarding: one published track, one local track bound to every subscriber.
+//! RTP forwarding: each subscriber's down-track of a published track gets the
+//! simulcast layer it asks for, through the sans-IO core of `meridian-forward`.
 //!
-//! A [`PublishedTrack`] owns a `TrackLocalStaticRTP`; each subscriber PC that adds
-//! it gets a binding (its down-track), and the `webrtc` crate rewrites SSRC and
-//! payload type per binding. [`spawn_forwarder`] reads the publisher's RTP and
-//! writes it to the local track. Header extensions are stripped, since their ids
-//! were negotiated on the publisher PC and mean other things on subscriber PCs.
+//! A [`PublishedTrack`] reads each of its layers (one `TrackRemote` per rid:
+//! `q`, `h`, `f` are layers 0, 1, 2; a track without simulcast is layer 0)
+//! and, packet by packet, asks every [`Sink`] (a down-track's forwarding half)
+//! what to send: the core's `DownTrack` joins a layer at a keyframe and
+//! rewrites sequence numbers, timestamps and VP8 picture ids so the
+//! subscriber's stream stays continuous. Each sink writes to its own
+//! `TrackLocalStaticRTP`, bound to one subscriber PC, which sets that
+//! binding's SSRC and payload type. Header extensions are not forwarded: their
+//! ids were negotiated on the publisher PC.
 //!
-//! Two twins of the local track serve subscriptions (LiveKit's
-//! `UpdateSubscription`, `UpdateTrackSettings`): a subscriber that disabled the
-//! track has its sender switched to the idle twin, which is never written; one
-//! that subscribes again after unsubscribing gets a later generation under
-//! another track id ([`PublishedTrack::local_track_of`]).
+//! Which layer: the subscriber's `UpdateTrackSettings` (tile size with
+//! LiveKit's 0.9 tolerance, or quality; the top layer until it says), or, when
+//! that layer is not arriving (the publisher paused it), the nearest one that
+//! is ([`meridian_forward::layers`]). `disabled` pauses the sink. There is no
+//! bandwidth estimation yet: a subscriber gets what it asks for.
 //!
-//! Simulcast: the forwarder takes one layer per track, [`FORWARDED_RID`] (the
-//! lowest, which browsers pause last), or another layer if that one has not
-//! arrived within [`LAYER_FALLBACK_WAIT`]; the other layers are read and dropped. Layer switching
-//! per subscriber comes with the sans-IO forwarder.
+//! A subscriber that subscribes to a track again gets a sink under another
+//! track id (`TR_…~n`, [`PublishedTrack::new_sink`]): the transceiver its
+//! earlier down-track left keeps that one's `a=msid`.
 //!
-//! Keyframes: [`PublishedTrack::request_keyframe`] sends a PLI (RFC 4585 §6.3.1)
-//! to the publisher, at most once per [`KEYFRAME_REQUEST_INTERVAL`].
+//! Keyframes: a sink waiting to join a layer, and a subscriber's PLI or FIR,
+//! make a PLI (RFC 4585 §6.3.1) to the publisher for that layer, at most once
+//! per layer per [`meridian_forward::keyframes::INTERVAL`].
 //!
 //! Reception reports: the subscriber's RTCP receiver (and sender) reports about a
 //! down-track go into the node's `meridian_sfu_subscriber_*` histograms
@@ -27,11 +32,14 @@
 pub mod reception;
 
 use prometheus_client::metrics::counter::Counter;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use livekit_protocol::TrackInfo;
+use meridian_forward::downtrack::{Codec, DownTrack, Packet, Verdict};
+use meridian_forward::keyframes::KeyframeRequests;
+use meridian_forward::layers::{self, LayerSize};
 use meridian_ids::{ParticipantSid, TrackSid};
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtcp::packet::Packet as RtcpPacket;
@@ -41,24 +49,72 @@ use webrtc::rtcp::receiver_report::ReceiverReport;
 use webrtc::rtcp::reception_report::ReceptionReport;
 use webrtc::rtcp::sender_report::SenderReport;
 use webrtc::rtp::header::Header;
+use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
 use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
 use webrtc::track::track_remote::TrackRemote;
 
 use crate::metrics::SubscriberReports;
+use crate::subscription::Preference;
 use reception::Reception;
 
-/// The simulcast layer forwarded to subscribers (`q`, LiveKit's lowest layer).
-pub const FORWARDED_RID: &str = "q";
-/// How long other simulcast layers wait for [`FORWARDED_RID`] before one of them
-/// is forwarded instead.
-pub const LAYER_FALLBACK_WAIT: Duration = Duration::from_secs(2);
+/// Simulcast layers a track may have (LiveKit's `q`, `h`, `f`).
+pub const MAX_LAYERS: usize = 3;
+/// A layer counts as arriving while its last packet is this recent.
+pub const LAYER_ARRIVING_WITHIN: Duration = Duration::from_secs(1);
 /// Times one subscriber may subscribe to one track again after unsubscribing
-/// (see [`PublishedTrack::local_track_of`]).
+/// (see [`PublishedTrack::new_sink`]).
 pub const MAX_RESUBSCRIPTIONS: usize = 16;
-/// Minimum spacing of keyframe requests sent to one publisher track.
-pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The layer index of simulcast rid `rid`: `q` (and no rid) 0, `h` 1, `f` 2.
+pub fn layer_of(rid: &str) -> u8 {
+    match rid {
+        "h" => 1,
+        "f" => 2,
+        _ => 0,
+    }
+}
+
+/// One layer as received: its SSRC and when its last packet arrived.
+#[derive(Debug, Clone, Copy, Default)]
+struct LayerIn {
+    ssrc: Option<u32>,
+    last: Option<Instant>,
+}
+
+/// A down-track's forwarding half: what one subscriber gets of the track.
+pub struct Sink {
+    local: Arc<TrackLocalStaticRTP>,
+    state: Mutex<SinkState>,
+}
+
+struct SinkState {
+    core: DownTrack,
+    preference: Preference,
+    disabled: bool,
+}
+
+impl Sink {
+    /// The local track to add to the subscriber PC.
+    pub fn local_track(&self) -> Arc<dyn TrackLocal + Send + Sync> {
+        Arc::clone(&self.local) as Arc<dyn TrackLocal + Send + Sync>
+    }
+
+    /// Applies the subscriber's `UpdateTrackSettings`: the layer it wants, and
+    /// whether it disabled the track (nothing is sent then; enabled again, the
+    /// down-track resumes at a keyframe).
+    pub fn set_settings(&self, preference: Preference, disabled: bool) {
+        let mut s = lock(&self.state);
+        s.preference = preference;
+        s.disabled = disabled;
+    }
+
+    /// The layer being sent now.
+    pub fn current_layer(&self) -> Option<u8> {
+        lock(&self.state).core.current()
+    }
+}
 
 /// A track a participant publishes, as forwarded by this node.
 pub struct PublishedTrack {
@@ -67,30 +123,35 @@ pub struct PublishedTrack {
     /// Publishing participant's sid (`PA_…`).
     pub publisher_sid: ParticipantSid,
     info: Mutex<TrackInfo>,
-    local: Arc<TrackLocalStaticRTP>,
-    /// The same codec, ids and stream, never written: what a down-track the
-    /// subscriber disabled (`UpdateTrackSettings{disabled}`) sends, which is nothing.
-    idle: Arc<TrackLocalStaticRTP>,
-    /// Local tracks of later generations, for subscribers subscribing again:
-    /// `extra[n - 1]` is generation `n`, track id `TR_…~n`.
-    extra: Mutex<Vec<Arc<TrackLocalStaticRTP>>>,
+    /// The client's track id (the `a=msid` of its layers).
+    cid: String,
+    capability: RTCRtpCodecCapability,
+    codec: Codec,
+    stream: String,
+    /// The announced layers' sizes, lowest first, with their layer index.
+    layer_sizes: Vec<(u8, LayerSize)>,
+    layers: Mutex<[LayerIn; MAX_LAYERS]>,
+    sinks: Mutex<Vec<Arc<Sink>>>,
+    /// Layer readers still running; the last one to end ends the track.
+    readers: AtomicUsize,
     /// Whether a subscriber has bound a down-track of it yet (LiveKit's
     /// `TrackSubscribed` goes to the publisher once per track).
     ever_subscribed: AtomicBool,
-    media_ssrc: u32,
     /// The codec's RTP clock rate, in Hz: the unit of reported jitter.
     clock_rate: u32,
     publisher_pc: Weak<RTCPeerConnection>,
-    last_keyframe_request: Mutex<Option<Instant>>,
+    keyframes: Mutex<KeyframeRequests>,
     reports: SubscriberReports,
 }
 
 impl PublishedTrack {
-    /// A published track for `remote`, described by `info` (whose `mime_type` is
-    /// filled from the negotiated codec). The local track's stream id is
-    /// `PA_…|TR_…` and its track id `TR_…`, which is how livekit-client maps
-    /// subscribed media to the publication. Subscribers' reports about its
-    /// down-tracks go to `reports`.
+    /// A published track whose first layer to arrive is `remote`, described by
+    /// `info` (whose `mime_type` is filled from the negotiated codec). Local
+    /// tracks get stream id `PA_…|TR_…` and track id `TR_…`, which is how
+    /// livekit-client maps subscribed media to the publication. Subscribers'
+    /// reports about its down-tracks go to `reports`.
+    // `TrackInfo.layers` is deprecated in the proto; it is what clients announce.
+    #[allow(deprecated)]
     pub fn new(
         publisher_sid: &ParticipantSid,
         mut info: TrackInfo,
@@ -99,25 +160,42 @@ impl PublishedTrack {
         publisher_pc: Weak<RTCPeerConnection>,
         reports: SubscriberReports,
     ) -> Self {
-        let codec = remote.codec().capability;
-        let clock_rate = codec.clock_rate;
-        info.mime_type = codec.mime_type.clone();
+        let capability = remote.codec().capability;
+        let clock_rate = capability.clock_rate;
+        let codec = match capability.mime_type.to_ascii_lowercase().as_str() {
+            "video/vp8" => Codec::Vp8,
+            "video/h264" => Codec::H264,
+            _ => Codec::Other,
+        };
+        info.mime_type = capability.mime_type.clone();
         info.mid = mid.unwrap_or_default();
+        let mut layer_sizes: Vec<(u8, LayerSize)> = info
+            .layers
+            .iter()
+            .filter_map(|l| {
+                let quality = u8::try_from(l.quality).ok().filter(|q| usize::from(*q) < MAX_LAYERS)?;
+                Some((quality, LayerSize { width: l.width, height: l.height }))
+            })
+            .collect();
+        layer_sizes.sort_by_key(|(q, _)| *q);
+        layer_sizes.dedup_by_key(|(q, _)| *q);
         let stream = format!("{publisher_sid}|{}", info.sid);
-        let idle = Arc::new(TrackLocalStaticRTP::new(codec.clone(), info.sid.clone(), stream.clone()));
-        let local = Arc::new(TrackLocalStaticRTP::new(codec, info.sid.clone(), stream));
         Self {
             sid: TrackSid::new(info.sid.as_str()),
             publisher_sid: publisher_sid.clone(),
             info: Mutex::new(info),
-            local,
-            idle,
-            extra: Mutex::new(Vec::new()),
+            cid: remote.id(),
+            capability,
+            codec,
+            stream,
+            layer_sizes,
+            layers: Mutex::new([LayerIn::default(); MAX_LAYERS]),
+            sinks: Mutex::new(Vec::new()),
+            readers: AtomicUsize::new(0),
             ever_subscribed: AtomicBool::new(false),
-            media_ssrc: remote.ssrc(),
             clock_rate,
             publisher_pc,
-            last_keyframe_request: Mutex::new(None),
+            keyframes: Mutex::new(KeyframeRequests::default()),
             reports,
         }
     }
@@ -133,6 +211,15 @@ impl PublishedTrack {
         lock(&self.info).mid.clone()
     }
 
+    /// Whether `remote` is a layer of this track: the same media section, or
+    /// without one the same client track id.
+    pub fn is_layer(&self, remote: &TrackRemote, mid: Option<&str>) -> bool {
+        match mid.filter(|m| !m.is_empty()) {
+            Some(mid) => lock(&self.info).mid == mid,
+            None => self.cid == remote.id(),
+        }
+    }
+
     /// Records a mute change; returns whether it changed anything.
     pub fn set_muted(&self, muted: bool) -> bool {
         let mut info = lock(&self.info);
@@ -141,74 +228,136 @@ impl PublishedTrack {
         changed
     }
 
-    /// The local track to add to a subscriber PC.
-    pub fn local_track(&self) -> Arc<dyn TrackLocal + Send + Sync> {
-        Arc::clone(&self.local) as Arc<dyn TrackLocal + Send + Sync>
-    }
-
-    /// The local track of `generation`: 0 is [`PublishedTrack::local_track`]; a
-    /// subscriber subscribing to this track for the `n`th time again gets
-    /// generation `n`, the same media under track id `TR_…~n`. The transceiver
-    /// its earlier down-track left keeps that one's `a=msid` (RFC 8829 §5.2.2),
-    /// and libwebrtc refuses an offer with the same msid twice. Clients take the
+    /// A new down-track's sink, wanting `preference` (paused when `disabled`).
+    /// `generation` counts this subscriber's down-tracks of this track: 0 gets
+    /// track id `TR_…`, a later one `TR_…~n`, since the transceiver an earlier
+    /// down-track left keeps that one's `a=msid` (RFC 8829 §5.2.2) and
+    /// libwebrtc refuses an offer with the same msid twice; clients take the
     /// track sid from the stream id (`PA_…|TR_…`), which stays. `None` past
     /// [`MAX_RESUBSCRIPTIONS`].
-    pub fn local_track_of(&self, generation: usize) -> Option<Arc<dyn TrackLocal + Send + Sync>> {
-        if generation == 0 {
-            return Some(self.local_track());
-        }
+    pub fn new_sink(&self, generation: usize, preference: Preference, disabled: bool) -> Option<Arc<Sink>> {
         if generation > MAX_RESUBSCRIPTIONS {
             return None;
         }
-        let mut extra = lock(&self.extra);
-        while extra.len() < generation {
-            let id = format!("{}~{}", self.sid, extra.len() + 1);
-            extra.push(Arc::new(TrackLocalStaticRTP::new(self.local.codec(), id, self.local.stream_id().to_owned())));
-        }
-        Some(Arc::clone(&extra[generation - 1]) as Arc<dyn TrackLocal + Send + Sync>)
+        let id = if generation == 0 { self.sid.to_string() } else { format!("{}~{generation}", self.sid) };
+        let local = Arc::new(TrackLocalStaticRTP::new(self.capability.clone(), id, self.stream.clone()));
+        let sink = Arc::new(Sink {
+            local,
+            state: Mutex::new(SinkState { core: DownTrack::new(self.codec, self.clock_rate, None), preference, disabled }),
+        });
+        lock(&self.sinks).push(Arc::clone(&sink));
+        Some(sink)
     }
 
-    /// Writes `packet` to every generation's local track (so to every
-    /// down-track); returns the bytes written, summed over down-tracks.
-    async fn write_rtp(&self, packet: &webrtc::rtp::packet::Packet) -> Result<usize, webrtc::Error> {
-        let mut bytes = self.local.write_rtp(packet).await?;
-        // Empty unless someone subscribed again; cloning an empty Vec allocates nothing.
-        let extra = lock(&self.extra).clone();
-        for local in extra {
-            bytes = bytes.saturating_add(local.write_rtp(packet).await?);
-        }
-        Ok(bytes)
-    }
-
-    /// A track like [`PublishedTrack::local_track`] that carries no media: a
-    /// disabled down-track's sender is switched to it (`RTCRtpSender::replace_track`,
-    /// no renegotiation), and back to the real one when enabled again.
-    pub fn idle_track(&self) -> Arc<dyn TrackLocal + Send + Sync> {
-        Arc::clone(&self.idle) as Arc<dyn TrackLocal + Send + Sync>
+    /// Stops forwarding to `sink`.
+    pub fn remove_sink(&self, sink: &Arc<Sink>) {
+        lock(&self.sinks).retain(|s| !Arc::ptr_eq(s, sink));
     }
 
     /// Records that a subscriber has bound a down-track of this track; true the
     /// first time only.
     pub fn first_subscription(&self) -> bool {
-        !self.ever_subscribed.swap(true, std::sync::atomic::Ordering::Relaxed)
+        !self.ever_subscribed.swap(true, Ordering::Relaxed)
     }
 
-    /// Asks the publisher for a keyframe (PLI), unless one was asked for within
-    /// [`KEYFRAME_REQUEST_INTERVAL`] of `now`.
-    pub async fn request_keyframe(&self, now: Instant) {
-        {
-            let mut last = lock(&self.last_keyframe_request);
-            if last.is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL) {
-                return;
+    /// The layer a sink wanting `preference` should get when every layer arrives.
+    /// Without announced sizes (a client that sent no `layers`), the top is the
+    /// highest layer there may be, and the caller falls back to what arrives.
+    fn wanted_layer(&self, preference: Preference) -> u8 {
+        let Some(&(top, _)) = self.layer_sizes.last() else {
+            return match preference {
+                Preference::Quality(q) => q,
+                Preference::Top | Preference::Size(..) => (MAX_LAYERS - 1) as u8,
+            };
+        };
+        let position = match preference {
+            Preference::Top => return top,
+            Preference::Quality(q) => {
+                return self.layer_sizes.iter().rev().find(|(l, _)| *l <= q).map_or(0, |(l, _)| *l);
             }
-            *last = Some(now);
+            Preference::Size(w, h) => {
+                let sizes: Vec<LayerSize> = self.layer_sizes.iter().map(|(_, s)| *s).collect();
+                layers::for_dimensions(&sizes, w, h)
+            }
+        };
+        self.layer_sizes.get(position).map_or(top, |(l, _)| *l)
+    }
+
+    /// Asks the publisher for a keyframe of `layer` (PLI), unless one was asked
+    /// for within the throttle interval of `now`.
+    pub async fn request_keyframe(&self, layer: u8, now: Instant) {
+        if !lock(&self.keyframes).request(now, layer) {
+            return;
         }
+        let Some(media_ssrc) = lock(&self.layers).get(usize::from(layer)).and_then(|l| l.ssrc) else { return };
         if let Some(pc) = self.publisher_pc.upgrade() {
-            let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: self.media_ssrc };
+            let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
             if let Err(e) = pc.write_rtcp(&[Box::new(pli)]).await {
                 tracing::debug!(track = %self.sid, error = %e, "PLI not sent");
             }
         }
+    }
+
+    /// Sends `packet`, received on `layer` at `now`, to every sink that wants
+    /// it; returns the bytes written.
+    async fn forward(&self, layer: u8, packet: &webrtc::rtp::packet::Packet, now: Instant) -> usize {
+        let arriving: [bool; MAX_LAYERS] = {
+            let mut layers = lock(&self.layers);
+            if let Some(l) = layers.get_mut(usize::from(layer)) {
+                l.last = Some(now);
+            }
+            layers.map(|l| l.last.is_some_and(|t| now.saturating_duration_since(t) < LAYER_ARRIVING_WITHIN))
+        };
+        let sinks = lock(&self.sinks).clone();
+        let mut written = 0usize;
+        let h = &packet.header;
+        for sink in sinks {
+            let (verdict, awaiting) = {
+                let mut s = lock(&sink.state);
+                let target = if s.disabled {
+                    None
+                } else {
+                    let wanted = usize::from(self.wanted_layer(s.preference));
+                    layers::available(wanted, &arriving).and_then(|l| u8::try_from(l).ok())
+                };
+                if s.core.target() != target {
+                    s.core.set_target(target);
+                }
+                let input = Packet { layer, seq: h.sequence_number, timestamp: h.timestamp, payload: &packet.payload };
+                (s.core.on_packet(now, &input), s.core.awaiting_keyframe())
+            };
+            if let Verdict::Forward(rewrite) = verdict {
+                let payload = if self.codec == Codec::Vp8 {
+                    let mut copy = packet.payload.to_vec();
+                    rewrite.apply_to_payload(&mut copy);
+                    bytes::Bytes::from(copy)
+                } else {
+                    packet.payload.clone()
+                };
+                let out = webrtc::rtp::packet::Packet {
+                    header: Header {
+                        version: h.version,
+                        padding: false,
+                        marker: h.marker,
+                        payload_type: h.payload_type,
+                        sequence_number: rewrite.seq,
+                        timestamp: rewrite.timestamp,
+                        ssrc: h.ssrc,
+                        csrc: h.csrc.clone(),
+                        ..Header::default()
+                    },
+                    payload,
+                };
+                match sink.local.write_rtp(&out).await {
+                    Ok(n) => written = written.saturating_add(n),
+                    Err(e) => tracing::debug!(track = %self.sid, error = %e, "RTP not written to a down-track"),
+                }
+            }
+            if let Some(layer) = awaiting {
+                self.request_keyframe(layer, now).await;
+            }
+        }
+        written
     }
 
     /// Records one subscriber's report block about a down-track of this track.
@@ -229,67 +378,60 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Reads `remote`'s RTP and writes it to `track`'s local track until the remote
-/// track ends, then calls `on_end`. Bytes written to down-tracks are added to
-/// `forwarded_bytes`.
+/// Reads `remote`, a layer of `track`, and forwards its RTP until it ends;
+/// when the track's last layer ends, calls `on_end`. Bytes written to
+/// down-tracks are added to `forwarded_bytes`; `first_rtp` closes at the first
+/// packet forwarded.
 pub fn spawn_forwarder(
     remote: Arc<TrackRemote>,
     track: Arc<PublishedTrack>,
     forwarded_bytes: Counter,
-    first_rtp: tracing::Span,
+    first_rtp: Option<tracing::Span>,
     on_end: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
+    let layer = layer_of(remote.rid());
+    if let Some(l) = lock(&track.layers).get_mut(usize::from(layer)) {
+        l.ssrc = Some(remote.ssrc());
+    }
+    track.readers.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
-        let mut forwarded: u64 = 0;
-        let mut first_rtp = Some(first_rtp);
-        while let Ok((mut packet, _)) = remote.read_rtp().await {
-            let h = &packet.header;
-            packet.header = Header {
-                version: h.version,
-                padding: h.padding,
-                marker: h.marker,
-                payload_type: h.payload_type,
-                sequence_number: h.sequence_number,
-                timestamp: h.timestamp,
-                ssrc: h.ssrc,
-                csrc: std::mem::take(&mut packet.header.csrc),
-                ..Header::default()
-            };
-            // An error here means a subscriber binding did not take the packet; keep going.
-            match track.write_rtp(&packet).await {
-                Ok(bytes) => {
-                    forwarded_bytes.inc_by(bytes as u64);
+        let mut received: u64 = 0;
+        let mut first_rtp = first_rtp;
+        while let Ok((packet, _)) = remote.read_rtp().await {
+            let bytes = track.forward(layer, &packet, Instant::now()).await;
+            received += 1;
+            if bytes > 0 {
+                forwarded_bytes.inc_by(bytes as u64);
+                if let Some(milestone) = first_rtp.take() {
+                    // The milestone span closes here, marking it in the join's trace.
+                    milestone.in_scope(|| tracing::info!(track = %track.sid, ssrc = remote.ssrc(), "first RTP forwarded"));
                 }
-                Err(e) => tracing::debug!(track = %track.sid, error = %e, "RTP not written to every down-track"),
-            }
-            forwarded += 1;
-            if let Some(milestone) = first_rtp.take() {
-                // The milestone span closes here, marking it in the join's trace.
-                milestone.in_scope(|| tracing::info!(track = %track.sid, ssrc = remote.ssrc(), "first RTP forwarded"));
             }
         }
-        tracing::info!(track = %track.sid, packets = forwarded, "published track ended");
-        on_end.await;
+        tracing::info!(track = %track.sid, layer, packets = received, "published layer ended");
+        if track.readers.fetch_sub(1, Ordering::Relaxed) == 1 {
+            on_end.await;
+        }
     });
 }
 
-/// Reads and drops `remote`'s RTP (simulcast layers we do not forward), so the
-/// receive buffers do not fill.
+/// Reads and drops `remote`'s RTP (media nobody announced), so the receive
+/// buffers do not fill.
 pub fn spawn_drain(remote: Arc<TrackRemote>) {
     tokio::spawn(async move { while remote.read_rtp().await.is_ok() {} });
 }
 
 /// Watches a down-track's RTCP from the subscriber: keyframe requests (PLI, FIR)
-/// go to the publisher, and report blocks about this down-track go to the
-/// node's subscriber histograms.
-pub fn spawn_down_track_rtcp(sender: Arc<RTCRtpSender>, track: Weak<PublishedTrack>) {
+/// go to the publisher, for the layer the down-track's `sink` sends, and report
+/// blocks about this down-track go to the node's subscriber histograms.
+pub fn spawn_down_track_rtcp(sender: Arc<RTCRtpSender>, track: Weak<PublishedTrack>, sink: Weak<Sink>) {
     tokio::spawn(async move {
         // The SSRCs this sender writes. The SRTCP session hands every sender of
         // the PC the whole compound packet, with blocks about the other
         // down-tracks too.
         let ssrcs: Vec<u32> = sender.get_parameters().await.encodings.iter().map(|e| e.ssrc).collect();
         while let Ok((packets, _)) = sender.read_rtcp().await {
-            let Some(track) = track.upgrade() else { break };
+            let (Some(track), Some(sink)) = (track.upgrade(), sink.upgrade()) else { break };
             let now = reception::compact_ntp(SystemTime::now());
             for block in report_blocks(&packets).filter(|b| ssrcs.contains(&b.ssrc)) {
                 track.observe(Reception::of(block, track.clock_rate, now));
@@ -299,7 +441,9 @@ pub fn spawn_down_track_rtcp(sender: Arc<RTCRtpSender>, track: Weak<PublishedTra
                 any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
             });
             if wants_keyframe {
-                track.request_keyframe(Instant::now()).await;
+                if let Some(layer) = sink.current_layer() {
+                    track.request_keyframe(layer, Instant::now()).await;
+                }
             }
         }
     });

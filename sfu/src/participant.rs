@@ -10,9 +10,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::FutureExt as _;
 use livekit_protocol as proto;
 use livekit_protocol::request_response::Reason;
 use livekit_protocol::signal_response::Message as Out;
@@ -134,10 +133,8 @@ fn attributes_bytes(attributes: &HashMap<String, String>) -> usize {
 struct DownTrack {
     sender: Arc<RTCRtpSender>,
     track: Arc<PublishedTrack>,
-    /// The local track of the generation it carries (`PublishedTrack::local_track_of`).
-    local: Arc<dyn webrtc::track::track_local::TrackLocal + Send + Sync>,
-    /// Whether the sender carries the track's idle twin (the subscriber disabled it).
-    idle: bool,
+    /// What the forwarder sends this subscriber of the track (`PublishedTrack::new_sink`).
+    sink: Arc<forward::Sink>,
     /// The subscriber offer that first carried it, once one has.
     offered_in: Option<u32>,
     /// Whether an answer to such an offer has been applied.
@@ -723,29 +720,14 @@ impl Participant {
         bound
     }
 
-    /// Switches `dt`'s sender to the track's idle twin, or back, as this
-    /// subscriber's settings say (`RTCRtpSender::replace_track`: no
-    /// renegotiation). A sender that has not started yet is left for the answer
-    /// that starts it. Enabling asks the publisher for a keyframe, since the
-    /// subscriber's decoder has missed everything meanwhile.
+    /// Gives `dt`'s sink this subscriber's settings for its track: the layer
+    /// it asks for, and whether it disabled the track.
     async fn apply_settings(&self, dt: &mut DownTrack) {
-        let disabled = lock(&self.choices).is_disabled(&dt.track.sid);
-        if dt.idle == disabled || dt.sender.wait_for_send().now_or_never().is_none() {
-            return;
-        }
-        let to = if disabled { dt.track.idle_track() } else { Arc::clone(&dt.local) };
-        match dt.sender.replace_track(Some(to)).await {
-            Ok(()) => {
-                dt.idle = disabled;
-                tracing::debug!(participant = %self.sid, track = %dt.track.sid, disabled, "down-track switched");
-                if !disabled {
-                    dt.track.request_keyframe(Instant::now()).await;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(participant = %self.sid, track = %dt.track.sid, error = %e, "down-track not switched")
-            }
-        }
+        let (preference, disabled) = {
+            let choices = lock(&self.choices);
+            (choices.preference(&dt.track.sid), choices.is_disabled(&dt.track.sid))
+        };
+        dt.sink.set_settings(preference, disabled);
     }
 
     /// Whether this participant, as a subscriber, wants `track` (its
@@ -782,16 +764,19 @@ impl Participant {
     }
 
     /// Handles `UpdateTrackSettings`: `disabled` stops forwarding those tracks to
-    /// this subscriber, or resumes it (LiveKit's `DownTrack.Mute`; quality, size
-    /// and fps wait for per-subscriber layer selection, issue 13). Settings for
-    /// a track not subscribed yet apply once it is.
+    /// this subscriber, or resumes it (LiveKit's `DownTrack.Mute`); `width` and
+    /// `height` (else `quality`) choose the simulcast layer it gets (fps is not
+    /// used). Settings for a track not subscribed yet apply once it is.
     pub async fn handle_track_settings(&self, req: &proto::UpdateTrackSettings) -> Result<(), ParticipantError> {
         let mut changed = Vec::new();
         {
             let mut choices = lock(&self.choices);
             for sid in &req.track_sids {
                 let sid = TrackSid::new(sid.as_str());
-                if choices.set_disabled(&sid, req.disabled).map_err(ParticipantError::BadRequest)? {
+                let disabled = choices.set_disabled(&sid, req.disabled).map_err(ParticipantError::BadRequest)?;
+                let preference = crate::subscription::Preference::of(req);
+                let preferred = choices.set_preference(&sid, preference).map_err(ParticipantError::BadRequest)?;
+                if disabled || preferred {
                     changed.push(sid);
                 }
             }
@@ -940,63 +925,51 @@ impl Participant {
         Some(pending.remove(at).info)
     }
 
+    /// Media arrived on the publisher PC: a layer of a track already published
+    /// (the same media section: simulcast layers arrive one by one, in any
+    /// order), or the first layer of an announced one, which publishes it.
     async fn on_remote_track(self: &Arc<Self>, room: &Arc<Room>, remote: Arc<TrackRemote>, mid: Option<String>) {
         let rid = remote.rid().to_owned();
-        if !rid.is_empty() && rid != forward::FORWARDED_RID {
-            // Another simulcast layer. It stands in only if the preferred layer has
-            // not arrived within LAYER_FALLBACK_WAIT (a client may pause it).
-            let (me, room) = (Arc::downgrade(self), Arc::downgrade(room));
-            tokio::spawn(async move {
-                tokio::time::sleep(forward::LAYER_FALLBACK_WAIT).await;
-                let (Some(me), Some(room)) = (me.upgrade(), room.upgrade()) else { return };
-                match me.take_pending_exact(&remote.id()) {
-                    Some(info) => {
-                        tracing::info!(participant = %me.sid, %rid, "preferred simulcast layer absent; forwarding this one");
-                        me.publish(&room, remote, info, mid).await;
-                    }
-                    None => forward::spawn_drain(remote),
-                }
-            });
-            return;
-        }
-        let Some(info) = self.take_pending(&remote.id(), remote.kind()) else {
-            tracing::warn!(participant = %self.sid, cid = %remote.id(), "media without AddTrackRequest; dropped");
+        let found = {
+            let mut published = lock(&self.published);
+            if let Some(track) = published.iter().find(|t| t.is_layer(&remote, mid.as_deref())) {
+                Some((Arc::clone(track), false))
+            } else if let Some(info) = self.take_pending(&remote.id(), remote.kind()) {
+                let reports = room.subscriber_reports().clone();
+                let track = Arc::new(PublishedTrack::new(
+                    &self.sid,
+                    info,
+                    &remote,
+                    mid,
+                    Arc::downgrade(&self.publisher),
+                    reports,
+                ));
+                published.push(Arc::clone(&track));
+                Some((track, true))
+            } else {
+                None
+            }
+        };
+        let Some((track, is_new)) = found else {
+            tracing::warn!(participant = %self.sid, cid = %remote.id(), %rid, "media without AddTrackRequest; dropped");
             forward::spawn_drain(remote);
             return;
         };
-        self.publish(room, remote, info, mid).await;
-    }
-
-    /// Takes the pending track whose cid is exactly `cid`.
-    fn take_pending_exact(&self, cid: &str) -> Option<proto::TrackInfo> {
-        let mut pending = lock(&self.pending_tracks);
-        let at = pending.iter().position(|p| p.cid == cid)?;
-        Some(pending.remove(at).info)
-    }
-
-    /// Publishes `remote` as the track `info` announced: forwarding starts, the
-    /// room hears of it and subscribes.
-    async fn publish(
-        self: &Arc<Self>,
-        room: &Arc<Room>,
-        remote: Arc<TrackRemote>,
-        info: proto::TrackInfo,
-        mid: Option<String>,
-    ) {
-        let rid = remote.rid().to_owned();
-        let reports = room.subscriber_reports().clone();
-        let track =
-            Arc::new(PublishedTrack::new(&self.sid, info, &remote, mid, Arc::downgrade(&self.publisher), reports));
-        tracing::info!(participant = %self.sid, track = %track.sid, mime = %track.info().mime_type, %rid, "track published");
-        lock(&self.published).push(Arc::clone(&track));
         let (room_weak, me_weak, sid) = (Arc::downgrade(room), Arc::downgrade(self), track.sid.clone());
         let first_rtp = tracing::info_span!(parent: &self.trace, "sfu.first_rtp_forwarded", track = %track.sid);
-        forward::spawn_forwarder(remote, Arc::clone(&track), room.forwarded_bytes().clone(), first_rtp, async move {
+        let on_end = async move {
             if let (Some(room), Some(me)) = (room_weak.upgrade(), me_weak.upgrade()) {
                 room.unpublish(&me, &sid).await;
             }
-        });
-        room.published(self, track).await;
+        };
+        let bytes = room.forwarded_bytes().clone();
+        forward::spawn_forwarder(remote, Arc::clone(&track), bytes, is_new.then_some(first_rtp), on_end);
+        if is_new {
+            tracing::info!(participant = %self.sid, track = %track.sid, mime = %track.info().mime_type, %rid, "track published");
+            room.published(self, track).await;
+        } else {
+            tracing::info!(participant = %self.sid, track = %track.sid, %rid, "simulcast layer arrived");
+        }
     }
 
     /// Removes a published track; returns it if it was there.
@@ -1029,8 +1002,11 @@ impl Participant {
                     "more than {MAX_SUBSCRIBER_TRANSCEIVERS} subscriptions made on this connection"
                 )));
             }
-            let generation = lock(&self.choices).next_generation(&track.sid);
-            let Some(local) = track.local_track_of(generation) else {
+            let (generation, preference, disabled) = {
+                let mut choices = lock(&self.choices);
+                (choices.next_generation(&track.sid), choices.preference(&track.sid), choices.is_disabled(&track.sid))
+            };
+            let Some(sink) = track.new_sink(generation, preference, disabled) else {
                 return Err(ParticipantError::BadRequest(format!(
                     "subscribed to {} again more than {} times",
                     track.sid,
@@ -1039,15 +1015,20 @@ impl Participant {
             };
             let init =
                 RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendrecv, send_encodings: vec![] };
-            let sender =
-                self.subscriber.add_transceiver_from_track(Arc::clone(&local), Some(init)).await?.sender().await;
-            forward::spawn_down_track_rtcp(Arc::clone(&sender), Arc::downgrade(track));
-            let dt = DownTrack { sender, track: Arc::clone(track), local, idle: false, offered_in: None, bound: false };
+            let added = self.subscriber.add_transceiver_from_track(sink.local_track(), Some(init)).await;
+            let sender = match added {
+                Ok(transceiver) => transceiver.sender().await,
+                Err(e) => {
+                    track.remove_sink(&sink);
+                    return Err(e.into());
+                }
+            };
+            forward::spawn_down_track_rtcp(Arc::clone(&sender), Arc::downgrade(track), Arc::downgrade(&sink));
+            let dt = DownTrack { sender, track: Arc::clone(track), sink, offered_in: None, bound: false };
             down_tracks.insert(track.sid.clone(), dt);
         }
-        self.negotiate().await?;
-        track.request_keyframe(Instant::now()).await;
-        Ok(())
+        // The sink asks the publisher for a keyframe as it starts.
+        self.negotiate().await
     }
 
     /// Removes the down-track of `track_sid`, if any, and offers the change.
@@ -1055,6 +1036,7 @@ impl Participant {
         {
             let mut down_tracks = self.down_tracks.lock().await;
             let Some(dt) = down_tracks.remove(track_sid) else { return Ok(()) };
+            dt.track.remove_sink(&dt.sink);
             if self.is_closed.load(Ordering::Relaxed) {
                 return Ok(());
             }

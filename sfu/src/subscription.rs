@@ -23,16 +23,41 @@ pub const MAX_PERMISSION_ENTRIES: usize = 1024;
 /// Track sids of one `TrackPermission`.
 pub const MAX_PERMISSION_TRACKS: usize = 1024;
 
+/// Which simulcast layer a subscriber asks for of one track
+/// (`UpdateTrackSettings`: `width`/`height` when set, else `quality`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Preference {
+    /// No settings yet: the top layer, as LiveKit's down-tracks start.
+    #[default]
+    Top,
+    /// LiveKit's `VideoQuality` (0 LOW, 1 MEDIUM, 2 HIGH).
+    Quality(u8),
+    /// The size of the subscriber's tile, in pixels (adaptive stream).
+    Size(u32, u32),
+}
+
+impl Preference {
+    /// The preference `UpdateTrackSettings` states.
+    pub fn of(req: &proto::UpdateTrackSettings) -> Self {
+        if req.width > 0 || req.height > 0 {
+            Self::Size(req.width, req.height)
+        } else {
+            // OFF (3) and unknown values: the top, as LiveKit clamps them.
+            Self::Quality(u8::try_from(req.quality).ok().filter(|q| *q <= 2).unwrap_or(2))
+        }
+    }
+}
+
 /// What one subscriber asked for.
 #[derive(Debug)]
 pub struct Choices {
     auto_subscribe: bool,
     explicit: HashMap<TrackSid, bool>,
     disabled: HashSet<TrackSid>,
+    preferences: HashMap<TrackSid, Preference>,
     /// The `allowed` last told in a `SubscriptionPermissionUpdate`, by track.
     told: HashMap<TrackSid, bool>,
-    /// Down-tracks made of each track so far (see
-    /// `PublishedTrack::local_track_of`).
+    /// Down-tracks made of each track so far (see `PublishedTrack::new_sink`).
     generations: HashMap<TrackSid, usize>,
 }
 
@@ -44,6 +69,7 @@ impl Choices {
             auto_subscribe,
             explicit: HashMap::new(),
             disabled: HashSet::new(),
+            preferences: HashMap::new(),
             told: HashMap::new(),
             generations: HashMap::new(),
         }
@@ -79,6 +105,21 @@ impl Choices {
         Ok(self.disabled.insert(track.clone()))
     }
 
+    /// Records the layer preference of `UpdateTrackSettings` for `track`;
+    /// returns whether it changed. Errors, changing nothing, over
+    /// [`MAX_TRACK_CHOICES`] tracks.
+    pub fn set_preference(&mut self, track: &TrackSid, preference: Preference) -> Result<bool, String> {
+        if !self.preferences.contains_key(track) && self.preferences.len() >= MAX_TRACK_CHOICES {
+            return Err(format!("track settings for more than {MAX_TRACK_CHOICES} tracks"));
+        }
+        Ok(self.preferences.insert(track.clone(), preference) != Some(preference))
+    }
+
+    /// The layer preference for `track` ([`Preference::Top`] without settings).
+    pub fn preference(&self, track: &TrackSid) -> Preference {
+        self.preferences.get(track).copied().unwrap_or_default()
+    }
+
     /// Whether the subscriber disabled `track` (`UpdateTrackSettings{disabled}`).
     pub fn is_disabled(&self, track: &TrackSid) -> bool {
         self.disabled.contains(track)
@@ -104,6 +145,7 @@ impl Choices {
     pub fn forget(&mut self, track: &TrackSid) {
         self.explicit.remove(track);
         self.disabled.remove(track);
+        self.preferences.remove(track);
         self.told.remove(track);
         self.generations.remove(track);
     }
