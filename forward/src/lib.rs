@@ -8,9 +8,12 @@
 //! - [`layers`]: which layer a subscriber's tile or quality asks for (LiveKit's
 //!   rules and tolerance), and what to fall back to when it is not arriving;
 //! - [`keyframes`]: keyframe requests (PLI) to a publisher, throttled per layer;
+//! - [`dynacast`]: which layers to tell a publisher to send (LiveKit's
+//!   `SubscribedQualityUpdate`: upgrades at once, downgrades after 5 s);
 //! - [`vp8`], [`h264`]: the payload parsing that needs (bounds-checked).
 
 pub mod downtrack;
+pub mod dynacast;
 pub mod h264;
 pub mod keyframes;
 pub mod layers;

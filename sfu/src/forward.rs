@@ -17,6 +17,11 @@
 //! is ([`meridian_forward::layers`]). `disabled` pauses the sink. There is no
 //! bandwidth estimation yet: a subscriber gets what it asks for.
 //!
+//! Dynacast: the publisher of a video track is told which layers anyone wants
+//! (`SubscribedQualityUpdate`; upgrades at once, downgrades after 5 s, all off
+//! 10 s after publishing with nobody watching: [`meridian_forward::dynacast`]),
+//! so a client with `dynacast: true` stops encoding the others.
+//!
 //! A subscriber that subscribes to a track again gets a sink under another
 //! track id (`TR_…~n`, [`PublishedTrack::new_sink`]): the transceiver its
 //! earlier down-track left keeps that one's `a=msid`.
@@ -38,6 +43,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use livekit_protocol::TrackInfo;
 use meridian_forward::downtrack::{Codec, DownTrack, Packet, Verdict};
+use meridian_forward::dynacast::Dynacast;
 use meridian_forward::keyframes::KeyframeRequests;
 use meridian_forward::layers::{self, LayerSize};
 use meridian_ids::{ParticipantSid, TrackSid};
@@ -63,6 +69,8 @@ use reception::Reception;
 pub const MAX_LAYERS: usize = 3;
 /// A layer counts as arriving while its last packet is this recent.
 pub const LAYER_ARRIVING_WITHIN: Duration = Duration::from_secs(1);
+/// How often the packet path looks at dynacast's timers.
+pub const DYNACAST_POLL: Duration = Duration::from_millis(100);
 /// Times one subscriber may subscribe to one track again after unsubscribing
 /// (see [`PublishedTrack::new_sink`]).
 pub const MAX_RESUBSCRIPTIONS: usize = 16;
@@ -140,6 +148,10 @@ pub struct PublishedTrack {
     /// The codec's RTP clock rate, in Hz: the unit of reported jitter.
     clock_rate: u32,
     publisher_pc: Weak<RTCPeerConnection>,
+    /// Who hears dynacast's `SubscribedQualityUpdate`s.
+    publisher: Weak<crate::participant::Participant>,
+    /// Video tracks only: dynacast's state, and when the packet path last polled it.
+    dynacast: Option<Mutex<(Dynacast, Instant)>>,
     keyframes: Mutex<KeyframeRequests>,
     reports: SubscriberReports,
 }
@@ -157,10 +169,12 @@ impl PublishedTrack {
         mut info: TrackInfo,
         remote: &TrackRemote,
         mid: Option<String>,
-        publisher_pc: Weak<RTCPeerConnection>,
+        (publisher_pc, publisher): (Weak<RTCPeerConnection>, Weak<crate::participant::Participant>),
         reports: SubscriberReports,
     ) -> Self {
         let capability = remote.codec().capability;
+        let now = Instant::now();
+        let dynacast = capability.mime_type.to_ascii_lowercase().starts_with("video/").then(|| Mutex::new((Dynacast::new(now), now)));
         let clock_rate = capability.clock_rate;
         let codec = match capability.mime_type.to_ascii_lowercase().as_str() {
             "video/vp8" => Codec::Vp8,
@@ -195,6 +209,8 @@ impl PublishedTrack {
             ever_subscribed: AtomicBool::new(false),
             clock_rate,
             publisher_pc,
+            publisher,
+            dynacast,
             keyframes: Mutex::new(KeyframeRequests::default()),
             reports,
         }
@@ -246,12 +262,56 @@ impl PublishedTrack {
             state: Mutex::new(SinkState { core: DownTrack::new(self.codec, self.clock_rate, None), preference, disabled }),
         });
         lock(&self.sinks).push(Arc::clone(&sink));
+        self.poll_dynacast(Instant::now());
         Some(sink)
     }
 
     /// Stops forwarding to `sink`.
     pub fn remove_sink(&self, sink: &Arc<Sink>) {
         lock(&self.sinks).retain(|s| !Arc::ptr_eq(s, sink));
+        self.poll_dynacast(Instant::now());
+    }
+
+    /// Brings dynacast up to date at `now` (a sink came, went or changed its
+    /// settings, or time passed): the highest layer any sink wants, and a
+    /// `SubscribedQualityUpdate` to the publisher when one is due
+    /// ([`meridian_forward::dynacast`]).
+    // `subscribed_qualities` is deprecated in the proto; LiveKit still fills it
+    // for older clients, and so do we.
+    #[allow(deprecated)]
+    pub fn poll_dynacast(&self, now: Instant) {
+        let Some(dynacast) = &self.dynacast else { return };
+        let wanted = lock(&self.sinks)
+            .iter()
+            .filter_map(|sink| {
+                let s = lock(&sink.state);
+                (!s.disabled).then(|| self.wanted_layer(s.preference))
+            })
+            .max();
+        let update = {
+            let mut d = lock(dynacast);
+            d.1 = now;
+            d.0.update(now, wanted)
+        };
+        let Some(max) = update else { return };
+        let Some(publisher) = self.publisher.upgrade() else { return };
+        let qualities: Vec<livekit_protocol::SubscribedQuality> = (0..MAX_LAYERS as i32)
+            .map(|q| livekit_protocol::SubscribedQuality {
+                quality: q,
+                enabled: max.is_some_and(|m| q <= i32::from(m)),
+            })
+            .collect();
+        // LiveKit names the codec as livekit-client compares it: `vp8`, not `video/VP8`.
+        let codec = self.capability.mime_type.to_ascii_lowercase();
+        let codec = codec.strip_prefix("video/").unwrap_or(&codec).to_owned();
+        tracing::debug!(track = %self.sid, ?max, "dynacast: publisher told which layers are watched");
+        publisher.send(livekit_protocol::signal_response::Message::SubscribedQualityUpdate(
+            livekit_protocol::SubscribedQualityUpdate {
+                track_sid: self.sid.to_string(),
+                subscribed_qualities: qualities.clone(),
+                subscribed_codecs: vec![livekit_protocol::SubscribedCodec { codec, qualities }],
+            },
+        ));
     }
 
     /// Records that a subscriber has bound a down-track of this track; true the
@@ -308,6 +368,12 @@ impl PublishedTrack {
             }
             layers.map(|l| l.last.is_some_and(|t| now.saturating_duration_since(t) < LAYER_ARRIVING_WITHIN))
         };
+        if let Some(dynacast) = &self.dynacast {
+            let due = now.saturating_duration_since(lock(dynacast).1) >= DYNACAST_POLL;
+            if due {
+                self.poll_dynacast(now);
+            }
+        }
         let sinks = lock(&self.sinks).clone();
         let mut written = 0usize;
         let h = &packet.header;

@@ -728,6 +728,7 @@ impl Participant {
             (choices.preference(&dt.track.sid), choices.is_disabled(&dt.track.sid))
         };
         dt.sink.set_settings(preference, disabled);
+        dt.track.poll_dynacast(std::time::Instant::now());
     }
 
     /// Whether this participant, as a subscriber, wants `track` (its
@@ -941,7 +942,7 @@ impl Participant {
                     info,
                     &remote,
                     mid,
-                    Arc::downgrade(&self.publisher),
+                    (Arc::downgrade(&self.publisher), Arc::downgrade(self)),
                     reports,
                 ));
                 published.push(Arc::clone(&track));

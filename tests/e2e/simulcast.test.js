@@ -3,7 +3,9 @@
 // settings, gets the top one; asking for LOW he drops to 320x180 and for HIGH
 // climbs back; carol says her tile is 320x180 (what adaptive stream sends) and
 // gets the small layer while bob keeps the large one. Switches keep decoding
-// (no decoder errors: framesDecoded keeps growing, freezes stay few).
+// (no decoder errors: framesDecoded keeps growing, freezes stay few). With
+// dynacast on, the layer nobody watches stops being encoded (after LiveKit's
+// 5 s pause delay) and comes back at once when someone asks for it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startMeridian, launchBrowser, sdkToken, join, waitForMedia, sleep } from './harness.js';
@@ -80,5 +82,43 @@ test('each subscriber gets the simulcast layer it asks for, and switches cleanly
     assert.ok(high.freezeCount <= 3, `switches freeze at most briefly: ${JSON.stringify(high)}`);
   } finally {
     for (const p of [a, b, c]) await p.context.close();
+  }
+});
+
+/** Which of alice's camera encodings (by rid) are active, as her browser sends them. */
+const activeLayers = page => page.evaluate(() => Object.fromEntries(window.meridian.room().localParticipant
+  .getTrackPublication('camera').track.sender.getParameters().encodings.map(e => [e.rid, e.active !== false])));
+
+async function untilActive(page, want, what, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    last = await activeLayers(page);
+    if (Object.entries(want).every(([rid, on]) => last[rid] === on)) return Date.now();
+    await sleep(200);
+  }
+  throw new Error(`${what}: alice's encodings ${JSON.stringify(last)}, wanted ${JSON.stringify(want)}`);
+}
+
+test('dynacast: a layer nobody watches stops being sent, and comes back when someone asks', async t => {
+  const dynacast = { ...capture, dynacast: true };
+  const a = await join(browser, server, await sdkToken(`${ROOM}-dynacast`, 'alice'), {}, dynacast);
+  const b = await join(browser, server, await sdkToken(`${ROOM}-dynacast`, 'bob'), {}, dynacast);
+  try {
+    await waitForMedia(b.page, 'alice');
+    assert.deepEqual(await activeLayers(a.page), { q: true, h: true }, 'bob watches the top: both layers are sent');
+    await setQuality(b.page, 0);
+    const asked = Date.now();
+    const off = await untilActive(a.page, { q: true, h: false }, 'the top layer turns off after the pause delay', 15_000);
+    t.diagnostic(`h off ${off - asked} ms after bob asked for LOW`);
+    assert.ok(off - asked >= 4000, `not before LiveKit's 5 s pause delay: ${off - asked} ms`);
+    await untilWidth(b.page, w => w > 0 && w <= 320, 'bob decodes the low layer');
+    await setQuality(b.page, 2);
+    const back = Date.now();
+    const on = await untilActive(a.page, { q: true, h: true }, 'the top layer comes back at once', 5_000);
+    t.diagnostic(`h on ${on - back} ms after bob asked for HIGH`);
+    await untilWidth(b.page, w => w > 320, 'bob decodes the top layer again');
+  } finally {
+    for (const p of [a, b]) await p.context.close();
   }
 });
