@@ -69,6 +69,18 @@ pub struct Rewrite {
 }
 
 impl Rewrite {
+    /// The VP8 fields this rewrite writes (picture id, TL0PICIDX, KEYIDX), when
+    /// it changes any of them: packets whose rewrites have the same key get the
+    /// same payload, so a caller makes one copy for all of them, and none when
+    /// this is `None` (the payload goes out as it came).
+    pub fn payload_key(&self) -> Option<(u16, u8, u8)> {
+        let (d, picture_id, tl0, key_idx) = self.vp8?;
+        let same = d.picture_id.is_none_or(|(p, _)| p == picture_id)
+            && d.tl0_pic_idx.is_none_or(|t| t == tl0)
+            && d.key_idx.is_none_or(|k| k == key_idx);
+        (!same).then_some((picture_id, tl0, key_idx))
+    }
+
     /// Rewrites the payload of the packet in place (VP8 picture id, TL0PICIDX,
     /// KEYIDX); a no-op for other codecs.
     pub fn apply_to_payload(&self, payload: &mut [u8]) {
@@ -431,6 +443,30 @@ mod tests {
         let gap = first.2.wrapping_sub(last.2);
         // 32 frames of 33 ms went by: about 2.9 s at 90 kHz.
         assert!((85_000..100_000).contains(&gap), "the timestamp moved on by the pause: {gap}");
+    }
+
+    #[test]
+    fn a_down_track_that_never_switched_leaves_vp8_payloads_as_they_came() {
+        let mut publisher = Publisher::new();
+        let mut dt = DownTrack::new(Codec::Vp8, 90_000, Some(0));
+        let (at, packets) = publisher.frame([true; 3]);
+        let (layer, seq, timestamp, payload) = &packets[0];
+        let Verdict::Forward(r) = dt.on_packet(at, &Packet { layer: *layer, seq: *seq, timestamp: *timestamp, payload })
+        else {
+            panic!("a keyframe of the wanted layer is forwarded")
+        };
+        assert_eq!(r.payload_key(), None, "same picture id: nothing to copy");
+        dt.set_target(Some(1));
+        let mut keys = Vec::new();
+        for _ in 0..3 {
+            let (at, packets) = publisher.frame([false, true, false]);
+            for (layer, seq, timestamp, payload) in &packets {
+                if let Verdict::Forward(r) = dt.on_packet(at, &Packet { layer: *layer, seq: *seq, timestamp: *timestamp, payload }) {
+                    keys.push((*layer, r.payload_key()));
+                }
+            }
+        }
+        assert!(keys.iter().filter(|(l, _)| *l == 1).all(|(_, k)| k.is_some()), "after a switch, rewritten: {keys:?}");
     }
 
     #[test]

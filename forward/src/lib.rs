@@ -10,6 +10,9 @@
 //! - [`keyframes`]: keyframe requests (PLI) to a publisher, throttled per layer;
 //! - [`dynacast`]: which layers to tell a publisher to send (LiveKit's
 //!   `SubscribedQualityUpdate`: upgrades at once, downgrades after 5 s);
+//! - [`quality`]: connection quality scores and buckets (LiveKit's);
+//! - [`speakers`]: active speakers from RFC 6464 audio levels (LiveKit's
+//!   algorithm and defaults) and the changes a room announces;
 //! - [`vp8`], [`h264`]: the payload parsing that needs (bounds-checked).
 
 pub mod downtrack;
@@ -17,4 +20,6 @@ pub mod dynacast;
 pub mod h264;
 pub mod keyframes;
 pub mod layers;
+pub mod quality;
+pub mod speakers;
 pub mod vp8;

@@ -4,7 +4,8 @@
 //! Codecs: Opus, VP8, VP9, H.264 (the crate's defaults). Header extensions for
 //! simulcast (`sdes:mid`, `rtp-stream-id`, `repaired-rtp-stream-id`) so rid-based
 //! layers from `livekit-client` are demultiplexed, on the PCs that receive media
-//! only (see [`Engine::subscriber_peer_connection`]). Interceptors: NACK, RTCP
+//! only (see [`Engine::subscriber_peer_connection`]), and RFC 6464 audio levels
+//! on those for audio. Interceptors: NACK, RTCP
 //! reports and TWCC feedback (the crate's defaults).
 
 use std::sync::Arc;
@@ -30,6 +31,10 @@ const SIMULCAST_EXTENSIONS: [&str; 3] = [
     "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
     "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
 ];
+
+/// RFC 6464's client-to-mixer audio level, registered for audio on PCs that
+/// receive media: active speakers come from it ([`meridian_forward::speakers`]).
+pub const AUDIO_LEVEL_EXTENSION: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
 /// How the node gathers ICE candidates.
 #[derive(Debug, Clone, Default)]
@@ -92,6 +97,13 @@ impl Engine {
             media.register_header_extension(
                 RTCRtpHeaderExtensionCapability { uri: (*uri).to_owned() },
                 RTPCodecType::Video,
+                None,
+            )?;
+        }
+        if simulcast_extensions {
+            media.register_header_extension(
+                RTCRtpHeaderExtensionCapability { uri: AUDIO_LEVEL_EXTENSION.to_owned() },
+                RTPCodecType::Audio,
                 None,
             )?;
         }

@@ -46,6 +46,8 @@ use meridian_forward::downtrack::{Codec, DownTrack, Packet, Verdict};
 use meridian_forward::dynacast::Dynacast;
 use meridian_forward::keyframes::KeyframeRequests;
 use meridian_forward::layers::{self, LayerSize};
+use meridian_forward::quality::{self, Quality, Scorer, SequenceLoss, Window};
+use meridian_forward::speakers::{AudioLevel, AudioLevelConfig};
 use meridian_ids::{ParticipantSid, TrackSid};
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtcp::packet::Packet as RtcpPacket;
@@ -95,6 +97,17 @@ struct LayerIn {
 pub struct Sink {
     local: Arc<TrackLocalStaticRTP>,
     state: Mutex<SinkState>,
+    quality: Mutex<SinkQuality>,
+}
+
+/// What the current connection quality window saw of a down-track.
+struct SinkQuality {
+    sent: u32,
+    loss_sum: f64,
+    reports: u32,
+    rtt: Option<Duration>,
+    jitter: Option<Duration>,
+    scorer: Scorer,
 }
 
 struct SinkState {
@@ -121,6 +134,28 @@ impl Sink {
     /// The layer being sent now.
     pub fn current_layer(&self) -> Option<u8> {
         lock(&self.state).core.current()
+    }
+
+    /// A subscriber's report block about this down-track.
+    fn observe(&self, r: &Reception) {
+        let mut q = lock(&self.quality);
+        q.loss_sum += r.loss_ratio;
+        q.reports = q.reports.saturating_add(1);
+        q.rtt = q.rtt.max(r.round_trip);
+        q.jitter = q.jitter.max(r.jitter);
+    }
+
+    /// Closes this down-track's connection quality window. A paused
+    /// down-track (disabled, nothing arriving to send, or its track `muted`)
+    /// keeps its score.
+    pub fn close_quality_window(&self, muted: bool) -> Quality {
+        let paused = muted || lock(&self.state).core.target().is_none();
+        let mut q = lock(&self.quality);
+        let loss = if q.reports == 0 { 0.0 } else { q.loss_sum / f64::from(q.reports) };
+        let window = Window { packets: q.sent, loss, rtt: q.rtt, jitter: q.jitter, reported: q.reports > 0 };
+        let score = q.scorer.update(&window, paused);
+        (q.sent, q.loss_sum, q.reports, q.rtt, q.jitter) = (0, 0.0, 0, None, None);
+        Quality::of(score)
     }
 }
 
@@ -153,6 +188,11 @@ pub struct PublishedTrack {
     /// Video tracks only: dynacast's state, and when the packet path last polled it.
     dynacast: Option<Mutex<(Dynacast, Instant)>>,
     keyframes: Mutex<KeyframeRequests>,
+    /// Microphone tracks with RFC 6464 levels: the extension's id on the
+    /// publisher PC and the track's level.
+    audio_level: Option<(u8, Mutex<AudioLevel>)>,
+    /// Upstream connection quality: losses per layer in the current window, and the score.
+    upstream: Mutex<([SequenceLoss; MAX_LAYERS], Scorer)>,
     reports: SubscriberReports,
 }
 
@@ -161,7 +201,9 @@ impl PublishedTrack {
     /// `info` (whose `mime_type` is filled from the negotiated codec). Local
     /// tracks get stream id `PA_…|TR_…` and track id `TR_…`, which is how
     /// livekit-client maps subscribed media to the publication. Subscribers'
-    /// reports about its down-tracks go to `reports`.
+    /// reports about its down-tracks go to `reports`. `audio_level_id` is the
+    /// id of the RFC 6464 extension on the publisher PC, if negotiated; a
+    /// microphone track with it takes part in active speaker detection.
     // `TrackInfo.layers` is deprecated in the proto; it is what clients announce.
     #[allow(deprecated)]
     pub fn new(
@@ -171,6 +213,7 @@ impl PublishedTrack {
         mid: Option<String>,
         (publisher_pc, publisher): (Weak<RTCPeerConnection>, Weak<crate::participant::Participant>),
         reports: SubscriberReports,
+        audio_level_id: Option<u8>,
     ) -> Self {
         let capability = remote.codec().capability;
         let now = Instant::now();
@@ -194,6 +237,10 @@ impl PublishedTrack {
         layer_sizes.sort_by_key(|(q, _)| *q);
         layer_sizes.dedup_by_key(|(q, _)| *q);
         let stream = format!("{publisher_sid}|{}", info.sid);
+        let microphone = info.source == livekit_protocol::TrackSource::Microphone as i32;
+        let audio_level = audio_level_id
+            .filter(|_| microphone && codec == Codec::Other)
+            .map(|id| (id, Mutex::new(AudioLevel::new(AudioLevelConfig::default(), clock_rate))));
         Self {
             sid: TrackSid::new(info.sid.as_str()),
             publisher_sid: publisher_sid.clone(),
@@ -212,6 +259,8 @@ impl PublishedTrack {
             publisher,
             dynacast,
             keyframes: Mutex::new(KeyframeRequests::default()),
+            audio_level,
+            upstream: Mutex::new((Default::default(), Scorer::new(quality::loss_weight(codec == Codec::Other)))),
             reports,
         }
     }
@@ -234,6 +283,25 @@ impl PublishedTrack {
             Some(mid) => lock(&self.info).mid == mid,
             None => self.cid == remote.id(),
         }
+    }
+
+    /// Closes the upstream connection quality window: the loss of the layer
+    /// that brought the most packets (sequence gaps). A muted or paused track
+    /// keeps its score.
+    pub fn close_quality_window(&self) -> Quality {
+        let muted = lock(&self.info).muted;
+        let mut up = lock(&self.upstream);
+        let (packets, loss) = up.0.iter_mut().map(SequenceLoss::close).max_by_key(|(n, _)| *n).unwrap_or((0, 0.0));
+        let window = Window { packets, loss, rtt: None, jitter: None, reported: true };
+        // Nothing arriving is a pause (dynacast turned every layer off, or the
+        // publisher stopped sending), not a bad link: a dead one ends the PC.
+        Quality::of(up.1.update(&window, muted || packets == 0))
+    }
+
+    /// A microphone track's smoothed audio level at `now` and whether it is a
+    /// speaker; `None` for other tracks.
+    pub fn audio_level(&self, now: Instant) -> Option<(f64, bool)> {
+        self.audio_level.as_ref().map(|(_, level)| lock(level).level(now))
     }
 
     /// Records a mute change; returns whether it changed anything.
@@ -260,6 +328,14 @@ impl PublishedTrack {
         let sink = Arc::new(Sink {
             local,
             state: Mutex::new(SinkState { core: DownTrack::new(self.codec, self.clock_rate, None), preference, disabled }),
+            quality: Mutex::new(SinkQuality {
+                sent: 0,
+                loss_sum: 0.0,
+                reports: 0,
+                rtt: None,
+                jitter: None,
+                scorer: Scorer::new(quality::loss_weight(self.codec == Codec::Other)),
+            }),
         });
         lock(&self.sinks).push(Arc::clone(&sink));
         self.poll_dynacast(Instant::now());
@@ -368,6 +444,14 @@ impl PublishedTrack {
             }
             layers.map(|l| l.last.is_some_and(|t| now.saturating_duration_since(t) < LAYER_ARRIVING_WITHIN))
         };
+        if let Some(seq) = lock(&self.upstream).0.get_mut(usize::from(layer)) {
+            seq.received(packet.header.sequence_number);
+        }
+        if let Some((id, level)) = &self.audio_level {
+            if let Some(&byte) = packet.header.get_extension(*id).as_deref().and_then(|e| e.first()) {
+                lock(level).observe(now, byte & 0x7f, packet.header.timestamp);
+            }
+        }
         if let Some(dynacast) = &self.dynacast {
             let due = now.saturating_duration_since(lock(dynacast).1) >= DYNACAST_POLL;
             if due {
@@ -377,6 +461,10 @@ impl PublishedTrack {
         let sinks = lock(&self.sinks).clone();
         let mut written = 0usize;
         let h = &packet.header;
+        // Rewritten VP8 payloads of this packet, one per distinct rewrite: sinks
+        // that switched alike share one copy (and so do the NACK buffers that
+        // keep it); sinks that never switched send the payload as it came.
+        let mut rewritten: Vec<((u16, u8, u8), bytes::Bytes)> = Vec::new();
         for sink in sinks {
             let (verdict, awaiting) = {
                 let mut s = lock(&sink.state);
@@ -393,12 +481,18 @@ impl PublishedTrack {
                 (s.core.on_packet(now, &input), s.core.awaiting_keyframe())
             };
             if let Verdict::Forward(rewrite) = verdict {
-                let payload = if self.codec == Codec::Vp8 {
-                    let mut copy = packet.payload.to_vec();
-                    rewrite.apply_to_payload(&mut copy);
-                    bytes::Bytes::from(copy)
-                } else {
-                    packet.payload.clone()
+                let payload = match rewrite.payload_key() {
+                    None => packet.payload.clone(),
+                    Some(key) => match rewritten.iter().find(|(k, _)| *k == key) {
+                        Some((_, bytes)) => bytes.clone(),
+                        None => {
+                            let mut copy = packet.payload.to_vec();
+                            rewrite.apply_to_payload(&mut copy);
+                            let bytes = bytes::Bytes::from(copy);
+                            rewritten.push((key, bytes.clone()));
+                            bytes
+                        }
+                    },
                 };
                 let out = webrtc::rtp::packet::Packet {
                     header: Header {
@@ -415,7 +509,11 @@ impl PublishedTrack {
                     payload,
                 };
                 match sink.local.write_rtp(&out).await {
-                    Ok(n) => written = written.saturating_add(n),
+                    Ok(n) => {
+                        written = written.saturating_add(n);
+                        let mut q = lock(&sink.quality);
+                        q.sent = q.sent.saturating_add(1);
+                    }
                     Err(e) => tracing::debug!(track = %self.sid, error = %e, "RTP not written to a down-track"),
                 }
             }
@@ -500,7 +598,9 @@ pub fn spawn_down_track_rtcp(sender: Arc<RTCRtpSender>, track: Weak<PublishedTra
             let (Some(track), Some(sink)) = (track.upgrade(), sink.upgrade()) else { break };
             let now = reception::compact_ntp(SystemTime::now());
             for block in report_blocks(&packets).filter(|b| ssrcs.contains(&b.ssrc)) {
-                track.observe(Reception::of(block, track.clock_rate, now));
+                let reception = Reception::of(block, track.clock_rate, now);
+                sink.observe(&reception);
+                track.observe(reception);
             }
             let wants_keyframe = packets.iter().any(|p| {
                 let any = p.as_any();

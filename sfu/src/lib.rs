@@ -97,6 +97,9 @@ pub struct SfuConfig {
 /// How often a node deletes rooms nobody joined in time.
 pub const ROOM_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How often rooms announce active speakers (LiveKit's default, 400 ms).
+pub const SPEAKER_UPDATE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(400);
+
 /// Default node capacity in participants (a 2-core node forwarding small rooms).
 pub const DEFAULT_CAPACITY: u32 = 500;
 
@@ -169,6 +172,39 @@ impl Sfu {
         };
         tokio::select! {
             _ = sweep => {}
+            _ = shutdown => {}
+        }
+    }
+
+    /// Announces active speakers in every room of the node every
+    /// [`SPEAKER_UPDATE_INTERVAL`] (LiveKit's `audio.update_interval`,
+    /// [`room::Room::update_speakers`]) and connection quality every
+    /// [`meridian_forward::quality::UPDATE_INTERVAL`]
+    /// ([`room::Room::update_connection_quality`]), until `shutdown`.
+    pub async fn run_room_updates(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        let updates = async {
+            let mut speakers = tokio::time::interval(SPEAKER_UPDATE_INTERVAL);
+            speakers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut quality = tokio::time::interval(meridian_forward::quality::UPDATE_INTERVAL);
+            quality.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = speakers.tick() => {
+                        let now = std::time::Instant::now();
+                        for room in self.rooms.live_rooms() {
+                            room.update_speakers(now).await;
+                        }
+                    }
+                    _ = quality.tick() => {
+                        for room in self.rooms.live_rooms() {
+                            room.update_connection_quality().await;
+                        }
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            _ = updates => {}
             _ = shutdown => {}
         }
     }

@@ -343,12 +343,19 @@ impl Participant {
             })
         }));
         let me = Arc::downgrade(self);
-        self.publisher.on_track(Box::new(move |remote, _receiver, transceiver| {
+        self.publisher.on_track(Box::new(move |remote, receiver, transceiver| {
             let (me, room) = (me.clone(), room.clone());
             Box::pin(async move {
                 let (Some(me), Some(room)) = (me.upgrade(), room.upgrade()) else { return };
                 let mid = transceiver.mid().map(|m| m.to_string());
-                me.on_remote_track(&room, remote, mid).await;
+                let audio_level = receiver
+                    .get_parameters()
+                    .await
+                    .header_extensions
+                    .iter()
+                    .find(|e| e.uri == crate::engine::AUDIO_LEVEL_EXTENSION)
+                    .and_then(|e| u8::try_from(e.id).ok());
+                me.on_remote_track(&room, remote, mid, audio_level).await;
             })
         }));
     }
@@ -929,7 +936,13 @@ impl Participant {
     /// Media arrived on the publisher PC: a layer of a track already published
     /// (the same media section: simulcast layers arrive one by one, in any
     /// order), or the first layer of an announced one, which publishes it.
-    async fn on_remote_track(self: &Arc<Self>, room: &Arc<Room>, remote: Arc<TrackRemote>, mid: Option<String>) {
+    async fn on_remote_track(
+        self: &Arc<Self>,
+        room: &Arc<Room>,
+        remote: Arc<TrackRemote>,
+        mid: Option<String>,
+        audio_level: Option<u8>,
+    ) {
         let rid = remote.rid().to_owned();
         let found = {
             let mut published = lock(&self.published);
@@ -944,6 +957,7 @@ impl Participant {
                     mid,
                     (Arc::downgrade(&self.publisher), Arc::downgrade(self)),
                     reports,
+                    audio_level,
                 ));
                 published.push(Arc::clone(&track));
                 Some((track, true))
@@ -966,7 +980,8 @@ impl Participant {
         let bytes = room.forwarded_bytes().clone();
         forward::spawn_forwarder(remote, Arc::clone(&track), bytes, is_new.then_some(first_rtp), on_end);
         if is_new {
-            tracing::info!(participant = %self.sid, track = %track.sid, mime = %track.info().mime_type, %rid, "track published");
+            tracing::info!(participant = %self.sid, track = %track.sid, mime = %track.info().mime_type, %rid, ?audio_level,
+                "track published");
             room.published(self, track).await;
         } else {
             tracing::info!(participant = %self.sid, track = %track.sid, %rid, "simulcast layer arrived");
@@ -1030,6 +1045,21 @@ impl Participant {
         }
         // The sink asks the publisher for a keyframe as it starts.
         self.negotiate().await
+    }
+
+    /// Closes the connection quality windows of this participant's tracks,
+    /// published and subscribed; returns the worst (LiveKit's participant
+    /// quality is its worst track's).
+    pub async fn close_quality_windows(&self) -> meridian_forward::quality::Quality {
+        let mut qualities: Vec<_> = self.published().iter().map(|t| t.close_quality_window()).collect();
+        let down_tracks = self.down_tracks.lock().await;
+        qualities.extend(down_tracks.values().map(|dt| dt.sink.close_quality_window(dt.track.info().muted)));
+        meridian_forward::quality::worst(qualities)
+    }
+
+    /// The participants this one holds a down-track of (whose speaking it hears of).
+    pub async fn subscribed_publishers(&self) -> std::collections::HashSet<ParticipantSid> {
+        self.down_tracks.lock().await.values().map(|dt| dt.track.publisher_sid.clone()).collect()
     }
 
     /// Removes the down-track of `track_sid`, if any, and offers the change.

@@ -53,9 +53,98 @@ pub struct Room {
     participants: Mutex<HashMap<ParticipantSid, Arc<Participant>>>,
     metrics: NodeMetrics,
     webhooks: Webhooks,
+    /// The speakers each participant was last told of (`SpeakersChanged`).
+    speakers: Mutex<HashMap<ParticipantSid, meridian_forward::speakers::Speakers>>,
+    /// The connection qualities last announced (`ConnectionQualityUpdate`).
+    qualities: Mutex<HashMap<ParticipantSid, meridian_forward::quality::Quality>>,
 }
 
 impl Room {
+    /// Closes every participant's connection quality window and, when a
+    /// participant is new or its quality changed, sends `ConnectionQualityUpdate`
+    /// to each participant about itself and those it subscribes to (LiveKit's
+    /// `connectionQualityWorker`, every 5 s).
+    pub async fn update_connection_quality(&self) {
+        let participants = self.participants();
+        let mut now = HashMap::with_capacity(participants.len());
+        for p in &participants {
+            now.insert(p.sid.clone(), p.close_quality_windows().await);
+        }
+        let changed = {
+            let mut last = lock(&self.qualities);
+            let changed = now.iter().any(|(sid, q)| last.get(sid) != Some(q));
+            *last = now.clone();
+            changed
+        };
+        if !changed {
+            return;
+        }
+        let info = |sid: &ParticipantSid| {
+            now.get(sid).map(|q| proto::ConnectionQualityInfo {
+                participant_sid: sid.to_string(),
+                quality: *q as i32,
+                // LiveKit's score is a MOS-like 1..5; ours, from the 0..100 bucket edges.
+                score: match q {
+                    meridian_forward::quality::Quality::Excellent => 4.5,
+                    meridian_forward::quality::Quality::Good => 3.5,
+                    meridian_forward::quality::Quality::Poor => 2.5,
+                    meridian_forward::quality::Quality::Lost => 1.0,
+                },
+            })
+        };
+        for p in participants {
+            let mut updates: Vec<proto::ConnectionQualityInfo> = info(&p.sid).into_iter().collect();
+            updates.extend(p.subscribed_publishers().await.iter().filter_map(info));
+            if !updates.is_empty() {
+                p.send(Out::ConnectionQuality(proto::ConnectionQualityUpdate { updates }));
+            }
+        }
+    }
+
+    /// Announces who started or stopped speaking, or speaks at another level
+    /// (LiveKit's `audioUpdateWorker`): a participant speaks while one of its
+    /// microphone tracks does, at the loudest one's level. Each participant
+    /// hears `SpeakersChanged` about itself and those it subscribes to, with
+    /// what changed since it was last told, so one who joins or subscribes
+    /// later hears of those already speaking.
+    pub async fn update_speakers(&self, now: std::time::Instant) {
+        let participants = self.participants();
+        let speaking: Vec<(String, f64)> = participants
+            .iter()
+            .filter_map(|p| {
+                let level = p
+                    .published()
+                    .iter()
+                    .filter_map(|t| t.audio_level(now).filter(|(_, active)| *active).map(|(level, _)| level))
+                    .reduce(f64::max)?;
+                Some((p.sid.to_string(), level))
+            })
+            .collect();
+        let mut told = Vec::with_capacity(participants.len());
+        for p in &participants {
+            let subscribed = p.subscribed_publishers().await;
+            let heard: Vec<(String, f64)> = speaking
+                .iter()
+                .filter(|(sid, _)| *sid == p.sid.as_str() || subscribed.contains(&ParticipantSid::new(sid.as_str())))
+                .cloned()
+                .collect();
+            told.push((p, heard));
+        }
+        let mut last = lock(&self.speakers);
+        last.retain(|sid, _| participants.iter().any(|p| p.sid == *sid));
+        for (p, heard) in told {
+            let changes = last.entry(p.sid.clone()).or_default().changes(heard);
+            if changes.is_empty() {
+                continue;
+            }
+            let speakers = changes
+                .into_iter()
+                .map(|c| proto::SpeakerInfo { sid: c.sid, level: c.level, active: c.active })
+                .collect();
+            p.send(Out::SpeakersChanged(proto::SpeakersChanged { speakers }));
+        }
+    }
+
     /// Emits webhook `event` about this room (and `who`, and `track`).
     pub(crate) fn webhook(&self, event: &str, who: Option<proto::ParticipantInfo>, track: Option<proto::TrackInfo>) {
         self.webhooks.emit(event, self.info(), who, track);
@@ -508,6 +597,8 @@ impl RoomManager {
                         participants: Mutex::new(HashMap::new()),
                         metrics: self.metrics.clone(),
                         webhooks: self.webhooks.clone(),
+                        speakers: Mutex::new(HashMap::new()),
+                        qualities: Mutex::new(HashMap::new()),
                     })
                 }));
                 drop(rooms);

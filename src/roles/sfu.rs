@@ -30,7 +30,7 @@ pub struct RunningNode {
     /// Its signal listener's address.
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
-    tasks: [JoinHandle<()>; 4],
+    tasks: [JoinHandle<()>; 5],
 }
 
 impl RunningNode {
@@ -91,8 +91,9 @@ pub async fn start_sfu(
     ));
     let webhooks = tokio::spawn(meridian_sfu::Sfu::run_webhooks(Arc::clone(&sfu), stopped(stop_rx.clone())));
     let sweeper = tokio::spawn(meridian_sfu::Sfu::run_room_sweeper(Arc::clone(&sfu), stopped(stop_rx.clone())));
+    let room_updates = tokio::spawn(meridian_sfu::Sfu::run_room_updates(Arc::clone(&sfu), stopped(stop_rx.clone())));
     let serving = tokio::spawn(meridian_sfu::serve(Arc::clone(&sfu), listener, stopped(stop_rx)));
-    Ok(RunningNode { sfu, addr, stop, tasks: [heartbeats, webhooks, sweeper, serving] })
+    Ok(RunningNode { sfu, addr, stop, tasks: [heartbeats, webhooks, sweeper, room_updates, serving] })
 }
 
 /// Runs an SFU node on Postgres until `shutdown` resolves; then it drains (no
