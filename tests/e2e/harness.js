@@ -41,9 +41,9 @@ export async function startMeridian({ port = 7880, sfuPort = 7881, turnPort = 34
   };
 }
 
-export async function launchBrowser(extraArgs = []) {
+export async function launchBrowser(extraArgs = [], executablePath = CHROMIUM) {
   return chromium.launch({
-    executablePath: CHROMIUM,
+    executablePath,
     args: [
       '--headless=new', '--no-sandbox', '--disable-gpu',
       '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
