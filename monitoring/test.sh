@@ -50,6 +50,7 @@ counter   meridian_sfu_heartbeat_failures
 counter   meridian_sfu_signal_refusals
 gauge     meridian_sfu_turn_relay_up
 histogram meridian_sfu_subscriber_loss_ratio
+histogram meridian_sfu_publisher_loss_ratio
 histogram meridian_sfu_subscriber_jitter_seconds
 histogram meridian_sfu_subscriber_rtt_seconds
 gauge     meridian_sfu_webhook_queue

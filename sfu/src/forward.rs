@@ -293,6 +293,9 @@ impl PublishedTrack {
         let mut up = lock(&self.upstream);
         let (packets, loss) = up.0.iter_mut().map(SequenceLoss::close).max_by_key(|(n, _)| *n).unwrap_or((0, 0.0));
         let window = Window { packets, loss, rtt: None, jitter: None, reported: true };
+        if packets > 0 {
+            self.reports.publisher_loss_ratio.observe(loss);
+        }
         // Nothing arriving is a pause (dynacast turned every layer off, or the
         // publisher stopped sending), not a bad link: a dead one ends the PC.
         Quality::of(up.1.update(&window, muted || packets == 0))

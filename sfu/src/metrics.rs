@@ -27,6 +27,9 @@
 //!   observation per report block): the fraction lost since the previous report,
 //!   the interarrival jitter, and the round trip from the report's LSR and DLSR
 //!   (RFC 3550 §6.4.1; only once the subscriber has had a sender report).
+//! - `meridian_sfu_publisher_loss_ratio{node}`: the fraction of a published
+//!   track's packets lost on the way to the node (sequence gaps of its busiest
+//!   layer), one observation per track per 5 s window that had packets.
 //!   Arithmetic in [`crate::forward::reception`].
 
 use meridian_ids::NodeId;
@@ -83,6 +86,7 @@ pub struct SfuMetrics {
     webhook_failures: Family<NodeLabel, Counter>,
     webhook_dropped: Family<NodeLabel, Counter>,
     subscriber_loss: HistogramFamily,
+    publisher_loss: HistogramFamily,
     subscriber_jitter: HistogramFamily,
     subscriber_rtt: HistogramFamily,
 }
@@ -103,6 +107,7 @@ impl Default for SfuMetrics {
             webhook_failures: Family::default(),
             webhook_dropped: Family::default(),
             subscriber_loss: Family::new_with_constructor(loss_histogram as fn() -> Histogram),
+            publisher_loss: Family::new_with_constructor(loss_histogram as fn() -> Histogram),
             subscriber_jitter: Family::new_with_constructor(jitter_histogram as fn() -> Histogram),
             subscriber_rtt: Family::new_with_constructor(rtt_histogram as fn() -> Histogram),
         }
@@ -118,6 +123,9 @@ pub struct SubscriberReports {
     pub jitter_seconds: Histogram,
     /// Round-trip time, in seconds, per report block that has one.
     pub rtt_seconds: Histogram,
+    /// Fraction of a published track's packets lost on the way to the node,
+    /// from sequence gaps, per track per connection quality window (5 s).
+    pub publisher_loss_ratio: Histogram,
 }
 
 /// One node's handles into [`SfuMetrics`].
@@ -193,6 +201,11 @@ impl SfuMetrics {
             m.subscriber_loss.clone(),
         );
         r.register(
+            "publisher_loss_ratio",
+            "Fraction of published packets lost on the way to the node, per track per 5 s window",
+            m.publisher_loss.clone(),
+        );
+        r.register(
             "subscriber_jitter_seconds",
             "Interarrival jitter of down-tracks, per subscriber RTCP report block",
             m.subscriber_jitter.clone(),
@@ -218,6 +231,7 @@ impl SfuMetrics {
             loss_ratio: self.subscriber_loss.get_or_create(&label).clone(),
             jitter_seconds: self.subscriber_jitter.get_or_create(&label).clone(),
             rtt_seconds: self.subscriber_rtt.get_or_create(&label).clone(),
+            publisher_loss_ratio: self.publisher_loss.get_or_create(&label).clone(),
         };
         NodeMetrics {
             rooms: self.rooms.get_or_create(&label).clone(),
