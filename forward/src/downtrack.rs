@@ -262,7 +262,13 @@ impl DownTrack {
         self.seq_offsets.iter().rev().find(|(from, _)| !newer(*from, seq)).map(|(_, offset)| *offset)
     }
 
-    fn forward(&mut self, now: Instant, packet: &Packet<'_>, descriptor: Option<Descriptor>, keyframe: bool) -> Verdict {
+    fn forward(
+        &mut self,
+        now: Instant,
+        packet: &Packet<'_>,
+        descriptor: Option<Descriptor>,
+        keyframe: bool,
+    ) -> Verdict {
         let Some(mut c) = self.current else { return Verdict::Drop };
         if newer(c.first_seq, packet.seq) {
             // From before the switch: the subscriber's stream had the old layer then.
@@ -416,8 +422,10 @@ mod tests {
         sent.extend(waiting);
         let up = run(&mut dt, &mut publisher, 5, [false, false, true]);
         let switched = up.iter().position(|p| p.0 == 2).expect("layer 2 arrives");
-        assert!(up[..switched].iter().all(|p| p.0 == 0) && up[switched..].iter().all(|p| p.0 == 2),
-            "layer 0 up to layer 2's keyframe, then layer 2 alone: {up:?}");
+        assert!(
+            up[..switched].iter().all(|p| p.0 == 0) && up[switched..].iter().all(|p| p.0 == 2),
+            "layer 0 up to layer 2's keyframe, then layer 2 alone: {up:?}"
+        );
         sent.extend(up);
         // Down again, with sequence numbers of layer 2 wrapping past 65535 meanwhile.
         dt.set_target(Some(1));
@@ -451,7 +459,8 @@ mod tests {
         let mut dt = DownTrack::new(Codec::Vp8, 90_000, Some(0));
         let (at, packets) = publisher.frame([true; 3]);
         let (layer, seq, timestamp, payload) = &packets[0];
-        let Verdict::Forward(r) = dt.on_packet(at, &Packet { layer: *layer, seq: *seq, timestamp: *timestamp, payload })
+        let Verdict::Forward(r) =
+            dt.on_packet(at, &Packet { layer: *layer, seq: *seq, timestamp: *timestamp, payload })
         else {
             panic!("a keyframe of the wanted layer is forwarded")
         };
@@ -461,7 +470,9 @@ mod tests {
         for _ in 0..3 {
             let (at, packets) = publisher.frame([false, true, false]);
             for (layer, seq, timestamp, payload) in &packets {
-                if let Verdict::Forward(r) = dt.on_packet(at, &Packet { layer: *layer, seq: *seq, timestamp: *timestamp, payload }) {
+                if let Verdict::Forward(r) =
+                    dt.on_packet(at, &Packet { layer: *layer, seq: *seq, timestamp: *timestamp, payload })
+                {
                     keys.push((*layer, r.payload_key()));
                 }
             }
@@ -475,7 +486,9 @@ mod tests {
         let mut dt = DownTrack::new(Codec::Other, 48_000, Some(0));
         let audio = [1u8, 2, 3];
         let mut out = Vec::new();
-        for (seq, payload) in [(10u16, &audio[..]), (11, &audio), (13, &audio), (14, &[][..]), (15, &audio), (12, &audio)] {
+        for (seq, payload) in
+            [(10u16, &audio[..]), (11, &audio), (13, &audio), (14, &[][..]), (15, &audio), (12, &audio)]
+        {
             let p = Packet { layer: 0, seq, timestamp: u32::from(seq) * 960, payload };
             if let Verdict::Forward(r) = dt.on_packet(start, &p) {
                 out.push(r.seq);

@@ -33,10 +33,13 @@ pub fn for_dimensions(layers: &[LayerSize], width: u32, height: u32) -> usize {
     let wanted = (wanted as f32 * LAYER_SELECTION_TOLERANCE) as u32;
     for (i, layer) in layers.iter().enumerate() {
         let size = if portrait { layer.width } else { layer.height };
-        if i == top || (size >= wanted && layers.get(i + 1).is_some_and(|next| {
-            let next = if portrait { next.width } else { next.height };
-            next != size
-        })) {
+        if i == top
+            || (size >= wanted
+                && layers.get(i + 1).is_some_and(|next| {
+                    let next = if portrait { next.width } else { next.height };
+                    next != size
+                }))
+        {
             return i;
         }
     }

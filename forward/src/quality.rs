@@ -185,7 +185,8 @@ impl SequenceLoss {
         // The next window starts after this one's highest, so a gap at the
         // boundary counts in it.
         self.window_first = self.highest.map(|h| h + 1);
-        let loss = if expected == 0 { 0.0 } else { expected.saturating_sub(u64::from(received)) as f64 / expected as f64 };
+        let loss =
+            if expected == 0 { 0.0 } else { expected.saturating_sub(u64::from(received)) as f64 / expected as f64 };
         (received, loss)
     }
 }

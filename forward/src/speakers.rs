@@ -229,14 +229,19 @@ mod tests {
     fn only_changes_are_announced_loudest_first_and_stops_too() {
         let mut s = Speakers::default();
         let first = s.changes(vec![("PA_b".into(), 0.1), ("PA_a".into(), 0.5)]);
-        assert_eq!(first.iter().map(|c| (c.sid.as_str(), c.level, c.active)).collect::<Vec<_>>(),
-            [("PA_a", 0.5, true), ("PA_b", 0.125, true)]);
+        assert_eq!(
+            first.iter().map(|c| (c.sid.as_str(), c.level, c.active)).collect::<Vec<_>>(),
+            [("PA_a", 0.5, true), ("PA_b", 0.125, true)]
+        );
         assert!(s.changes(vec![("PA_a".into(), 0.49), ("PA_b".into(), 0.11)]).is_empty(), "same eighths: no news");
         let next = s.changes(vec![("PA_a".into(), 0.9)]);
-        assert_eq!(next, [
-            SpeakerChange { sid: "PA_a".into(), level: 1.0, active: true },
-            SpeakerChange { sid: "PA_b".into(), level: 0.0, active: false },
-        ]);
+        assert_eq!(
+            next,
+            [
+                SpeakerChange { sid: "PA_a".into(), level: 1.0, active: true },
+                SpeakerChange { sid: "PA_b".into(), level: 0.0, active: false },
+            ]
+        );
         assert_eq!(s.changes(vec![]).len(), 1, "a stops");
         assert!(s.changes(vec![]).is_empty());
     }

@@ -217,7 +217,11 @@ impl PublishedTrack {
     ) -> Self {
         let capability = remote.codec().capability;
         let now = Instant::now();
-        let dynacast = capability.mime_type.to_ascii_lowercase().starts_with("video/").then(|| Mutex::new((Dynacast::new(now), now)));
+        let dynacast = capability
+            .mime_type
+            .to_ascii_lowercase()
+            .starts_with("video/")
+            .then(|| Mutex::new((Dynacast::new(now), now)));
         let clock_rate = capability.clock_rate;
         let codec = match capability.mime_type.to_ascii_lowercase().as_str() {
             "video/vp8" => Codec::Vp8,
@@ -330,7 +334,11 @@ impl PublishedTrack {
         let local = Arc::new(TrackLocalStaticRTP::new(self.capability.clone(), id, self.stream.clone()));
         let sink = Arc::new(Sink {
             local,
-            state: Mutex::new(SinkState { core: DownTrack::new(self.codec, self.clock_rate, None), preference, disabled }),
+            state: Mutex::new(SinkState {
+                core: DownTrack::new(self.codec, self.clock_rate, None),
+                preference,
+                disabled,
+            }),
             quality: Mutex::new(SinkQuality {
                 sent: 0,
                 loss_sum: 0.0,
@@ -571,7 +579,8 @@ pub fn spawn_forwarder(
                 forwarded_bytes.inc_by(bytes as u64);
                 if let Some(milestone) = first_rtp.take() {
                     // The milestone span closes here, marking it in the join's trace.
-                    milestone.in_scope(|| tracing::info!(track = %track.sid, ssrc = remote.ssrc(), "first RTP forwarded"));
+                    milestone
+                        .in_scope(|| tracing::info!(track = %track.sid, ssrc = remote.ssrc(), "first RTP forwarded"));
                 }
             }
         }

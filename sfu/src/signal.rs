@@ -479,7 +479,9 @@ async fn handle(
 /// change the client made while the signal was down is not lost. The SDPs and
 /// data channel states in it are not used: the PCs and channels lived on.
 async fn sync_state(room: &Arc<Room>, me: &Arc<Participant>, sync: proto::SyncState) -> Result<(), ParticipantError> {
-    if let Some(subscription) = sync.subscription.filter(|s| !s.track_sids.is_empty() || !s.participant_tracks.is_empty()) {
+    if let Some(subscription) =
+        sync.subscription.filter(|s| !s.track_sids.is_empty() || !s.participant_tracks.is_empty())
+    {
         room.update_subscription(me, &subscription).await?;
     }
     if !sync.track_sids_disabled.is_empty() {

@@ -288,7 +288,8 @@ mod tests {
     /// sent the event: the attempt fails in the TLS handshake.
     #[tokio::test]
     async fn an_https_receiver_with_an_untrusted_certificate_gets_nothing() {
-        let rcgen::CertifiedKey { cert, key_pair } = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        let rcgen::CertifiedKey { cert, key_pair } =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let key = rustls::pki_types::PrivateKeyDer::try_from(key_pair.serialize_der()).unwrap();
         let config = rustls::ServerConfig::builder_with_provider(provider)

@@ -121,7 +121,9 @@ impl WebhookSection {
             });
         }
         for url in &self.urls {
-            let ok = url.parse::<hyper::Uri>().is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+            let ok = url
+                .parse::<hyper::Uri>()
+                .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
             if !ok {
                 return Err(ConfigError::Invalid {
                     key: "webhook.urls",

@@ -80,7 +80,9 @@ impl TurnMetrics {
         }
         for (i, code) in crate::gate::ALLOCATE_ERROR_CODES.into_iter().enumerate() {
             let label = CodeLabel { relay: relay.to_owned(), code };
-            self.allocate_errors.get_or_create(&label).inc_by(now.allocate_errors[i].saturating_sub(before.allocate_errors[i]));
+            self.allocate_errors
+                .get_or_create(&label)
+                .inc_by(now.allocate_errors[i].saturating_sub(before.allocate_errors[i]));
         }
         let sources = i64::try_from(now.sources).unwrap_or(i64::MAX);
         self.gate_sources.get_or_create(&RelayLabel { relay: relay.to_owned() }).set(sources);
