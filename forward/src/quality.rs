@@ -25,8 +25,9 @@ pub const MIN_SCORE: f64 = 30.0;
 const INCREASE_FACTOR: f64 = 0.4;
 const DECREASE_FACTOR: f64 = 0.8;
 
-/// LiveKit's `ConnectionQuality`, in its proto numbering.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// LiveKit's `ConnectionQuality`, in its proto numbering (so not ordered by
+/// how good it is: see [`worst`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quality {
     /// POOR (0).
     Poor = 0,
@@ -49,6 +50,18 @@ impl Quality {
             Quality::Poor
         } else {
             Quality::Lost
+        }
+    }
+
+    /// A MOS-like figure for `ConnectionQualityInfo.score` (LiveKit's runs
+    /// from 1.0 to 4.5): the middle of the bucket, so a client that reads the
+    /// score agrees with the quality.
+    pub fn mos(self) -> f32 {
+        match self {
+            Quality::Excellent => 4.5,
+            Quality::Good => 3.5,
+            Quality::Poor => 2.5,
+            Quality::Lost => 1.0,
         }
     }
 

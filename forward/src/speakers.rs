@@ -152,6 +152,11 @@ pub struct Speakers {
 }
 
 impl Speakers {
+    /// Whether the last call announced nobody speaking.
+    pub fn is_silent(&self) -> bool {
+        self.last.is_empty()
+    }
+
     /// From this interval's speakers `now` (sid and level), what changed
     /// since the last call: loudest first, then those who stopped.
     pub fn changes(&mut self, mut now: Vec<(String, f64)>) -> Vec<SpeakerChange> {

@@ -101,10 +101,17 @@ pub fn rejoin_frames() -> Vec<u8> {
         })),
     }
     .encode_to_vec();
-    // A LeaveRequest is a few bytes: the 7-bit length always holds it.
-    let len = u8::try_from(leave.len()).ok().filter(|n| *n < 126).unwrap_or(0);
-    let mut frames = vec![0x82, len];
-    frames.extend_from_slice(if len == 0 { &[] } else { &leave });
+    let mut frames = vec![0x82];
+    // RFC 6455 §5.2: 7 bits of length, or 126 and 16 bits. A LeaveRequest is a
+    // few bytes, far under the 16-bit form's 64 KiB.
+    match u8::try_from(leave.len()) {
+        Ok(n) if n < 126 => frames.push(n),
+        _ => {
+            frames.push(126);
+            frames.extend_from_slice(&u16::try_from(leave.len()).unwrap_or(u16::MAX).to_be_bytes());
+        }
+    }
+    frames.extend_from_slice(&leave);
     frames.extend_from_slice(&[0x88, 2, 0x03, 0xe8]);
     frames
 }

@@ -112,23 +112,15 @@ struct SinkQuality {
 
 struct SinkState {
     core: DownTrack,
-    preference: Preference,
-    disabled: bool,
+    /// The layer the subscriber's settings ask for when every layer arrives
+    /// (`PublishedTrack::wanted_layer`); `None` while it disabled the track.
+    wanted: Option<u8>,
 }
 
 impl Sink {
     /// The local track to add to the subscriber PC.
     pub fn local_track(&self) -> Arc<dyn TrackLocal + Send + Sync> {
         Arc::clone(&self.local) as Arc<dyn TrackLocal + Send + Sync>
-    }
-
-    /// Applies the subscriber's `UpdateTrackSettings`: the layer it wants, and
-    /// whether it disabled the track (nothing is sent then; enabled again, the
-    /// down-track resumes at a keyframe).
-    pub fn set_settings(&self, preference: Preference, disabled: bool) {
-        let mut s = lock(&self.state);
-        s.preference = preference;
-        s.disabled = disabled;
     }
 
     /// The layer being sent now.
@@ -174,7 +166,9 @@ pub struct PublishedTrack {
     /// The announced layers' sizes, lowest first, with their layer index.
     layer_sizes: Vec<(u8, LayerSize)>,
     layers: Mutex<[LayerIn; MAX_LAYERS]>,
-    sinks: Mutex<Vec<Arc<Sink>>>,
+    /// The down-tracks' sinks; replaced, never edited, so the packet path
+    /// takes the list with one reference count.
+    sinks: Mutex<Arc<Vec<Arc<Sink>>>>,
     /// Layer readers still running; the last one to end ends the track.
     readers: AtomicUsize,
     /// Whether a subscriber has bound a down-track of it yet (LiveKit's
@@ -217,13 +211,10 @@ impl PublishedTrack {
     ) -> Self {
         let capability = remote.codec().capability;
         let now = Instant::now();
-        let dynacast = capability
-            .mime_type
-            .to_ascii_lowercase()
-            .starts_with("video/")
-            .then(|| Mutex::new((Dynacast::new(now), now)));
+        let mime = capability.mime_type.to_ascii_lowercase();
+        let dynacast = mime.starts_with("video/").then(|| Mutex::new((Dynacast::new(now), now)));
         let clock_rate = capability.clock_rate;
-        let codec = match capability.mime_type.to_ascii_lowercase().as_str() {
+        let codec = match mime.as_str() {
             "video/vp8" => Codec::Vp8,
             "video/h264" => Codec::H264,
             _ => Codec::Other,
@@ -255,7 +246,7 @@ impl PublishedTrack {
             stream,
             layer_sizes,
             layers: Mutex::new([LayerIn::default(); MAX_LAYERS]),
-            sinks: Mutex::new(Vec::new()),
+            sinks: Mutex::new(Arc::new(Vec::new())),
             readers: AtomicUsize::new(0),
             ever_subscribed: AtomicBool::new(false),
             clock_rate,
@@ -336,8 +327,7 @@ impl PublishedTrack {
             local,
             state: Mutex::new(SinkState {
                 core: DownTrack::new(self.codec, self.clock_rate, None),
-                preference,
-                disabled,
+                wanted: (!disabled).then(|| self.wanted_layer(preference)),
             }),
             quality: Mutex::new(SinkQuality {
                 sent: 0,
@@ -348,14 +338,31 @@ impl PublishedTrack {
                 scorer: Scorer::new(quality::loss_weight(self.codec == Codec::Other)),
             }),
         });
-        lock(&self.sinks).push(Arc::clone(&sink));
+        {
+            let mut sinks = lock(&self.sinks);
+            let mut next = Vec::clone(&sinks);
+            next.push(Arc::clone(&sink));
+            *sinks = Arc::new(next);
+        }
         self.poll_dynacast(Instant::now());
         Some(sink)
     }
 
     /// Stops forwarding to `sink`.
     pub fn remove_sink(&self, sink: &Arc<Sink>) {
-        lock(&self.sinks).retain(|s| !Arc::ptr_eq(s, sink));
+        {
+            let mut sinks = lock(&self.sinks);
+            let next: Vec<Arc<Sink>> = sinks.iter().filter(|s| !Arc::ptr_eq(s, sink)).cloned().collect();
+            *sinks = Arc::new(next);
+        }
+        self.poll_dynacast(Instant::now());
+    }
+
+    /// Applies a subscriber's `UpdateTrackSettings` to its `sink`: the layer
+    /// `preference` asks for, and whether it `disabled` the track (nothing is
+    /// sent then; enabled again, the down-track resumes at a keyframe).
+    pub fn set_sink_settings(&self, sink: &Sink, preference: Preference, disabled: bool) {
+        lock(&sink.state).wanted = (!disabled).then(|| self.wanted_layer(preference));
         self.poll_dynacast(Instant::now());
     }
 
@@ -368,13 +375,8 @@ impl PublishedTrack {
     #[allow(deprecated)]
     pub fn poll_dynacast(&self, now: Instant) {
         let Some(dynacast) = &self.dynacast else { return };
-        let wanted = lock(&self.sinks)
-            .iter()
-            .filter_map(|sink| {
-                let s = lock(&sink.state);
-                (!s.disabled).then(|| self.wanted_layer(s.preference))
-            })
-            .max();
+        let sinks = Arc::clone(&lock(&self.sinks));
+        let wanted = sinks.iter().filter_map(|sink| lock(&sink.state).wanted).max();
         let update = {
             let mut d = lock(dynacast);
             d.1 = now;
@@ -469,22 +471,20 @@ impl PublishedTrack {
                 self.poll_dynacast(now);
             }
         }
-        let sinks = lock(&self.sinks).clone();
+        let sinks = Arc::clone(&lock(&self.sinks));
         let mut written = 0usize;
         let h = &packet.header;
         // Rewritten VP8 payloads of this packet, one per distinct rewrite: sinks
         // that switched alike share one copy (and so do the NACK buffers that
         // keep it); sinks that never switched send the payload as it came.
         let mut rewritten: Vec<((u16, u8, u8), bytes::Bytes)> = Vec::new();
-        for sink in sinks {
+        for sink in sinks.iter() {
             let (verdict, awaiting) = {
                 let mut s = lock(&sink.state);
-                let target = if s.disabled {
-                    None
-                } else {
-                    let wanted = usize::from(self.wanted_layer(s.preference));
-                    layers::available(wanted, &arriving).and_then(|l| u8::try_from(l).ok())
-                };
+                let target = s
+                    .wanted
+                    .and_then(|w| layers::available(usize::from(w), &arriving))
+                    .and_then(|l| u8::try_from(l).ok());
                 if s.core.target() != target {
                     s.core.set_target(target);
                 }

@@ -734,8 +734,7 @@ impl Participant {
             let choices = lock(&self.choices);
             (choices.preference(&dt.track.sid), choices.is_disabled(&dt.track.sid))
         };
-        dt.sink.set_settings(preference, disabled);
-        dt.track.poll_dynacast(std::time::Instant::now());
+        dt.track.set_sink_settings(&dt.sink, preference, disabled);
     }
 
     /// Whether this participant, as a subscriber, wants `track` (its

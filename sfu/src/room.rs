@@ -83,13 +83,7 @@ impl Room {
             now.get(sid).map(|q| proto::ConnectionQualityInfo {
                 participant_sid: sid.to_string(),
                 quality: *q as i32,
-                // LiveKit's score is a MOS-like 1..5; ours, from the 0..100 bucket edges.
-                score: match q {
-                    meridian_forward::quality::Quality::Excellent => 4.5,
-                    meridian_forward::quality::Quality::Good => 3.5,
-                    meridian_forward::quality::Quality::Poor => 2.5,
-                    meridian_forward::quality::Quality::Lost => 1.0,
-                },
+                score: q.mos(),
             })
         };
         for p in participants {
@@ -120,6 +114,11 @@ impl Room {
                 Some((p.sid.to_string(), level))
             })
             .collect();
+        // Nobody speaks and nobody was told of a speaker: nothing can change,
+        // so the 400 ms tick costs no per-participant work in a quiet room.
+        if speaking.is_empty() && lock(&self.speakers).values().all(|s| s.is_silent()) {
+            return;
+        }
         let mut told = Vec::with_capacity(participants.len());
         for p in &participants {
             let subscribed = p.subscribed_publishers().await;

@@ -284,6 +284,22 @@ mod tests {
         assert_eq!(backoff(0).as_secs(), 1);
     }
 
+    fn authority() -> TokenAuthority {
+        TokenAuthority::new("key", "secret-for-the-webhook-test-0123456789")
+    }
+
+    /// A delivery of an empty event to `url`.
+    fn delivery(url: String) -> WebhookRecord {
+        WebhookRecord {
+            id: "EV_test".into(),
+            url,
+            room: meridian_ids::RoomName::new("r"),
+            body: "{}".into(),
+            created_at: SystemTime::now(),
+            attempts: 0,
+        }
+    }
+
     /// An `https://` receiver whose certificate no trusted CA signed is never
     /// sent the event: the attempt fails in the TLS handshake.
     #[tokio::test]
@@ -305,32 +321,14 @@ mod tests {
             let (tcp, _) = listener.accept().await.unwrap();
             acceptor.accept(tcp).await.is_ok()
         });
-        let authority = TokenAuthority::new("key", "secret-for-the-webhook-test-0123456789");
-        let delivery = WebhookRecord {
-            id: "EV_test".into(),
-            url: format!("https://127.0.0.1:{port}/hook"),
-            room: meridian_ids::RoomName::new("r"),
-            body: "{}".into(),
-            created_at: SystemTime::now(),
-            attempts: 0,
-        };
-        let sent = post(&authority, &delivery).await;
+        let sent = post(&authority(), &delivery(format!("https://127.0.0.1:{port}/hook"))).await;
         assert!(sent.as_ref().is_err_and(|e| e.starts_with("TLS")), "refused in the handshake: {sent:?}");
         assert!(!server.await.unwrap(), "the receiver saw no completed handshake");
     }
 
     #[tokio::test]
     async fn other_schemes_are_refused_with_the_reason() {
-        let authority = TokenAuthority::new("key", "secret-for-the-webhook-test-0123456789");
-        let delivery = WebhookRecord {
-            id: "EV_test".into(),
-            url: "ftp://127.0.0.1/hook".into(),
-            room: meridian_ids::RoomName::new("r"),
-            body: "{}".into(),
-            created_at: SystemTime::now(),
-            attempts: 0,
-        };
-        let sent = post(&authority, &delivery).await;
+        let sent = post(&authority(), &delivery("ftp://127.0.0.1/hook".into())).await;
         assert!(sent.as_ref().is_err_and(|e| e.contains("only http:// and https://")), "{sent:?}");
     }
 }
