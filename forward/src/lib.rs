@@ -7,6 +7,8 @@
 //!   NACK translation;
 //! - [`layers`]: which layer a subscriber's tile or quality asks for (LiveKit's
 //!   rules and tolerance), and what to fall back to when it is not arriving;
+//! - [`allocation`]: one subscriber's estimated bandwidth shared among its
+//!   down-tracks (audio, then screen shares, then cameras; LiveKit's rules);
 //! - [`keyframes`]: keyframe requests (PLI) to a publisher, throttled per layer;
 //! - [`dynacast`]: which layers to tell a publisher to send (LiveKit's
 //!   `SubscribedQualityUpdate`: upgrades at once, downgrades after 5 s);
@@ -15,6 +17,7 @@
 //!   algorithm and defaults) and the changes a room announces;
 //! - [`vp8`], [`h264`]: the payload parsing that needs (bounds-checked).
 
+pub mod allocation;
 pub mod downtrack;
 pub mod dynacast;
 pub mod h264;
