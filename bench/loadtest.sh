@@ -19,12 +19,17 @@
 # loopback interfaces, so it uses the veth addresses, which the kernel delivers
 # locally just like loopback.
 #
+# TARGETS may add `str0m`: issue 13's engine spike (spike/, a minimal str0m
+# forwarder on one UDP port, WHIP/WHEP signalling), pinned to core 0 like the
+# others; it has one publisher per room, so it runs the livestream steps only.
+#
 # Defaults: SUBSCRIBERS="1 10 40", AUDIO_SUBSCRIBERS="0 30", MEETING="2 8",
 # DURATION=10, RUNS=3, TARGETS="meridian janus", CODEC=vp8 (or h264), KBPS=1500.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${LOADTEST_IN_NETNS:-}" ]; then
   cargo build --release -p meridian -p meridian-bench --bin meridian --bin meridian-loadtest
+  case " ${TARGETS:-} " in *" str0m "*) cargo build --release -p meridian-str0m-spike ;; esac
   command -v janus >/dev/null || { apt-get update -qq && apt-get install -y -qq janus >/dev/null; }
   exec env LOADTEST_IN_NETNS=1 unshare -n bash "$0" "$@"
 fi
@@ -61,16 +66,30 @@ MERIDIAN=$!
 bash bench/janus-config.sh "$OUT/janus" 8188 10.99.0.1
 taskset -c 0 janus --configs-folder "$OUT/janus" --config "$OUT/janus/janus.jcfg" >"$OUT/janus.log" 2>&1 &
 JANUS=$!
-trap 'kill $MERIDIAN $JANUS 2>/dev/null || true' EXIT
+SPIKE=
+case " $TARGETS " in
+  *" str0m "*)
+    RUST_LOG=warn taskset -c 0 target/release/meridian-str0m-spike --http 127.0.0.1:7900 --udp 127.0.0.1:7901 \
+      >"$OUT/str0m.log" 2>&1 &
+    SPIKE=$!
+    ;;
+esac
+trap 'kill $MERIDIAN $JANUS $SPIKE 2>/dev/null || true' EXIT
 for _ in $(seq 1 50); do grep -q "Meridian dev is up" "$OUT/meridian.log" && break; sleep 0.2; done
 for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/8188) 2>/dev/null && break; sleep 0.2; done
+if [ -n "$SPIKE" ]; then
+  for _ in $(seq 1 50); do grep -q "spike up" "$OUT/str0m.log" && break; sleep 0.2; done
+fi
 
 load() { # name publishers subscribers media-flags...
   local name=$1 pubs=$2 subs=$3; shift 3
   for run in $(seq 1 "$RUNS"); do
     for target in $TARGETS; do
       local args
-      if [ "$target" = janus ]; then
+      if [ "$target" = str0m ]; then
+        [ "$pubs" = 1 ] || continue
+        args=(--target whip --url http://127.0.0.1:7900 --sfu-pid "$SPIKE")
+      elif [ "$target" = janus ]; then
         args=(--target janus --url ws://127.0.0.1:8188 --sfu-pid "$JANUS")
       else
         args=(--url ws://127.0.0.1:7995 --api-key loadkey --api-secret loadtest-secret-of-some-length --sfu-pid "$MERIDIAN")

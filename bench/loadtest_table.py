@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Medians of bench/loadtest.sh's runs, per step and SFU, as Markdown tables with
-Meridian/Janus ratios. Usage: bench/loadtest_table.py DIR (files TARGET.SCENARIO.PUBS.SUBS.RUN.json)."""
+Meridian/Janus ratios, and str0m-spike/Meridian ratios where the spike ran. Usage: bench/loadtest_table.py DIR (files TARGET.SCENARIO.PUBS.SUBS.RUN.json)."""
 import glob
 import json
 import os
@@ -31,16 +31,13 @@ def median(reports, key):
     return statistics.median(values) if values else None
 
 
-for scenario in ("livestream", "audio-room", "meeting"):
-    steps = sorted(k for k in runs if k[0] == scenario)
-    if not steps:
-        continue
-    print(f"\n{scenario} (medians; Meridian / Janus / ratio)\n")
+def table(scenario, steps, left, right, title):
+    print(f"\n{scenario} (medians; {title} / ratio)\n")
     print("| publishers | subscribers | runs | " + " | ".join(c for c, _, _ in FIELDS) + " |")
     print("|---" * (3 + len(FIELDS)) + "|")
     for step in steps:
         by = runs[step]
-        m, j = by.get("meridian", []), by.get("janus", [])
+        m, j = by.get(left, []), by.get(right, [])
         cells = []
         for _, key, fmt in FIELDS:
             a, b = median(m, key), median(j, key)
@@ -49,3 +46,13 @@ for scenario in ("livestream", "audio-room", "meeting"):
             ratio = f"{a / b:.2f}" if a is not None and b else "-"
             cells.append(f"{fa} / {fb} / {ratio}")
         print(f"| {step[1]} | {step[2]} | {len(m)}+{len(j)} | " + " | ".join(cells) + " |")
+
+
+for scenario in ("livestream", "audio-room", "meeting"):
+    steps = sorted(k for k in runs if k[0] == scenario)
+    if not steps:
+        continue
+    table(scenario, steps, "meridian", "janus", "Meridian / Janus")
+    spiked = [k for k in steps if "str0m" in runs[k]]
+    if spiked:
+        table(scenario, spiked, "str0m", "meridian", "str0m spike / Meridian")

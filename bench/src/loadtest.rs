@@ -1,5 +1,6 @@
 //! The load tester: participants that join rooms through a LiveKit-protocol URL
-//! (Meridian's gateway, or a node) or Janus's VideoRoom, publish real encoded
+//! (Meridian's gateway, or a node), Janus's VideoRoom or WHIP/WHEP (the str0m
+//! engine spike), publish real encoded
 //! media from files, and measure what they receive, after LiveKit's
 //! `lk load-test`. [`run`] takes a [`Config`] and returns a [`Report`].
 //!
@@ -11,14 +12,14 @@
 //! forwarding delay (see [`measure`]).
 //!
 //! Layout: one module per target on top of shared modules, which never call
-//! back up; only [`run`] knows both targets, and neither target uses the other.
+//! back up; only [`run`] knows the targets, and no target uses another.
 //!
 //! ```text
-//! loadtest (run)  -> livekit, janus, measure, clips, config
-//! livekit, janus  -> send, measure, clips, config, sync
+//! loadtest (run)  -> livekit, janus, whip, measure, clips, config
+//! livekit, janus, whip -> send, measure, sdp, clips, config, sync
 //! send            -> measure, clips, sync
 //! measure         -> sync
-//! clips, config, sync: nothing of this crate
+//! clips, config, sdp, sync: nothing of this crate
 //! ```
 //!
 //! - [`config`]: what to run ([`Config`], [`Target`]).
@@ -27,6 +28,8 @@
 //! - [`measure`]: send logs, per-track receive statistics, the [`Report`].
 //! - [`livekit`]: LiveKit's signal protocol (`/rtc`), dual peer connection.
 //! - [`janus`]: Janus's VideoRoom over its WebSocket API.
+//! - [`whip`]: WHIP/WHEP-like HTTP offers (the str0m engine spike, issue 13).
+//! - [`sdp`]: non-trickle SDP (gathered candidates), for janus and whip.
 //! - [`sync`]: the poison-tolerant lock they share.
 
 use std::sync::Arc;
@@ -39,8 +42,10 @@ pub mod config;
 pub mod janus;
 pub mod livekit;
 pub mod measure;
+pub mod sdp;
 pub mod send;
 pub mod sync;
+pub mod whip;
 
 use clips::Clips;
 pub use config::{Config, Target};
@@ -54,7 +59,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     let clips = Arc::new(Clips::read(cfg.video.as_deref(), cfg.audio.as_deref())?);
     // Janus never gathers on loopback interfaces (bench/loadtest.sh gives it a veth
     // address in the run's own namespace), so its peers gather where it does.
-    let loopback = cfg.target == Target::LiveKit
+    let loopback = cfg.target != Target::Janus
         && (cfg.url.contains("://127.") || cfg.url.contains("://localhost") || cfg.url.contains("://[::1]"));
     let engine = Arc::new(Engine::client(&IceConfig {
         include_loopback: loopback,
@@ -72,6 +77,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
             .collect(),
         Target::Janus => {
             janus::join_rooms(&cfg, &clips, &engine, &shared, &stop_rx).await?.into_iter().map(Peer::Janus).collect()
+        }
+        Target::Whip => {
+            whip::join_rooms(&cfg, &clips, &engine, &shared, &stop_rx).await?.into_iter().map(Peer::Whip).collect()
         }
     };
     // Let negotiation settle and keyframes arrive before measuring.
@@ -93,6 +101,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
         match p {
             Peer::LiveKit(p) => p.close().await,
             Peer::Janus(p) => p.close().await,
+            Peer::Whip(p) => p.close().await,
         }
     }
     Ok(report)
@@ -110,4 +119,5 @@ fn tracks_expected(cfg: &Config, clips: &Clips) -> usize {
 enum Peer {
     LiveKit(livekit::Participant),
     Janus(janus::Participant),
+    Whip(whip::Participant),
 }

@@ -13,11 +13,13 @@ use meridian_bench::loadtest::{run, Config, Target};
 #[derive(Parser)]
 #[command(about = "Load a LiveKit-protocol SFU with real media and measure what arrives")]
 struct Args {
-    /// `ws://HOST:PORT` of the gateway (or a node), or of Janus's WebSocket transport.
+    /// `ws://HOST:PORT` of the gateway (or a node), or of Janus's WebSocket
+    /// transport; `http://HOST:PORT` for `whip`.
     #[arg(long)]
     url: String,
-    /// The protocol of `--url`: `livekit` (Meridian, LiveKit) or `janus` (Janus 1.x VideoRoom).
-    #[arg(long, default_value = "livekit", value_parser = ["livekit", "janus"])]
+    /// The protocol of `--url`: `livekit` (Meridian, LiveKit), `janus` (Janus 1.x
+    /// VideoRoom) or `whip` (the str0m engine spike: WHIP/WHEP offers).
+    #[arg(long, default_value = "livekit", value_parser = ["livekit", "janus", "whip"])]
     target: String,
     /// API key to mint LiveKit join tokens with (not used with Janus).
     #[arg(long, env = "MERIDIAN_API_KEY", default_value = "")]
@@ -88,7 +90,11 @@ async fn main() -> anyhow::Result<()> {
         a.audio = Some(made("audio.ogg")?);
     }
     let report = run(Config {
-        target: if a.target == "janus" { Target::Janus } else { Target::LiveKit },
+        target: match a.target.as_str() {
+            "janus" => Target::Janus,
+            "whip" => Target::Whip,
+            _ => Target::LiveKit,
+        },
         url: a.url,
         api_key: a.api_key,
         api_secret: a.api_secret,

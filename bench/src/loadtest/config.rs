@@ -15,6 +15,9 @@ pub enum Target {
     LiveKit,
     /// Janus's VideoRoom plugin over its WebSocket API (`janus-protocol`); see the `janus` module.
     Janus,
+    /// One HTTP POST per peer connection (`/whip/{room}`, `/whep/{room}`): the
+    /// str0m engine spike of issue 13; see the `whip` module.
+    Whip,
 }
 
 /// What to run.
@@ -22,7 +25,8 @@ pub enum Target {
 pub struct Config {
     /// The protocol of `url`.
     pub target: Target,
-    /// `ws://HOST:PORT` of the gateway (or a node), or of Janus's WebSocket transport.
+    /// `ws://HOST:PORT` of the gateway (or a node), or of Janus's WebSocket
+    /// transport; `http://HOST:PORT` of a WHIP/WHEP target.
     pub url: String,
     /// API key and secret to mint join tokens with.
     pub api_key: String,

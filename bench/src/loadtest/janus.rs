@@ -42,6 +42,7 @@ use webrtc::track::track_remote::TrackRemote;
 use super::clips::Clips;
 use super::config::Config;
 use super::measure::{read_track, Shared};
+use super::sdp::gathered;
 use super::send::{send_media, Published};
 use super::sync::lock;
 
@@ -274,17 +275,6 @@ impl Participant {
 
 fn source_key(feed: u64, kind: &str) -> String {
     format!("janus:{feed}:{kind}")
-}
-
-/// Sets `description` as local and returns it once ICE gathering is complete, so
-/// that it carries every candidate (no trickle).
-async fn gathered(pc: &RTCPeerConnection, description: RTCSessionDescription) -> anyhow::Result<RTCSessionDescription> {
-    let mut done = pc.gathering_complete_promise().await;
-    pc.set_local_description(description).await?;
-    tokio::time::timeout(Duration::from_secs(10), done.recv())
-        .await
-        .context("ICE gathering did not complete in 10 s")?;
-    pc.local_description().await.context("no local description")
 }
 
 /// Creates each room (ids random, so runs never meet), joins its publishers (who
