@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod participant;
 pub mod registry;
 pub mod room;
+pub mod rtc;
 pub mod sdp;
 pub mod signal;
 pub mod subscription;

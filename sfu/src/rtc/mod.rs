@@ -1,0 +1,626 @@
+//! The str0m engine's IO (issue 13, docs/decisions.md §24): every peer
+//! connection of the node on **one UDP port**, driven by one task.
+//!
+//! A [`Driver`] owns the socket and every peer's `str0m::Rtc` (sans-IO: it
+//! takes datagrams and time, and gives datagrams, events and its next
+//! deadline). Datagrams are routed to their peer by [`demux`] (STUN by
+//! ufrag, the rest by source address). The rest of the node holds a [`Peer`]:
+//! it runs closures on its `Rtc` inside the driver ([`Peer::with`], for SDP,
+//! candidates and writing RTP) and reads its events ([`Peer::next_event`]).
+//!
+//! Peers are ICE-lite with one host candidate: the socket's address, or the
+//! address given to [`Driver::bind`] to advertise (a cloud's elastic IP in
+//! front of a 1:1 NAT, LiveKit's `rtc.node_ip`); datagrams are handed to str0m
+//! as if sent to that address, so its candidate pairs match.
+//!
+//! Bounds: a peer's events wait in a queue of [`EVENT_QUEUE`]; when its reader
+//! falls that far behind, further events are dropped (and counted in the log
+//! at debug), never the driver blocked. Datagrams the socket cannot take at
+//! once are dropped, as a full network would.
+//!
+//! Cost: each turn of the loop looks at every peer's deadline (linear in
+//! peers); a heap of deadlines replaces that before a node carries hundreds.
+//!
+//! This is the base of the port; the node's participants still run on
+//! webrtc-rs ([`crate::engine`]) until they move here.
+
+pub mod demux;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use demux::Demux;
+
+/// Events a peer's reader may fall behind by before more are dropped.
+pub const EVENT_QUEUE: usize = 1024;
+/// The longest the driver sleeps with no deadline from any peer.
+const IDLE: Duration = Duration::from_millis(100);
+/// Times one drain serves deadlines that are already due before yielding.
+const MAX_DUE_TURNS: u32 = 16;
+/// Largest datagram read (above any path MTU).
+const DATAGRAM: usize = 2048;
+
+/// A peer's number inside its driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerId(u64);
+
+/// The driver has ended (the node is shutting down) or no longer holds the peer.
+#[derive(Debug, thiserror::Error)]
+#[error("the peer connection is closed")]
+pub struct Closed;
+
+type Call = Box<dyn FnOnce(&mut Rtc) + Send>;
+
+enum Command {
+    Add { rtc: Box<Rtc>, events: mpsc::Sender<Event>, reply: oneshot::Sender<Result<PeerId, String>> },
+    Call { peer: PeerId, call: Call },
+    Remove(PeerId),
+}
+
+/// The node's UDP port for media, and the task that drives its peers.
+#[derive(Clone)]
+pub struct Driver {
+    commands: mpsc::Sender<Command>,
+    local: SocketAddr,
+    advertised: SocketAddr,
+}
+
+impl Driver {
+    /// Binds `addr` (port 0: any) and starts the driver task. Peers'
+    /// candidates carry `advertise` if given (its port is the socket's),
+    /// else the socket's address.
+    ///
+    /// Errors: the socket cannot be bound.
+    pub async fn bind(addr: SocketAddr, advertise: Option<std::net::IpAddr>) -> std::io::Result<Self> {
+        // str0m's DTLS and SRTP take the process's provider (aws-lc); idempotent.
+        str0m::crypto::from_feature_flags().install_process_default();
+        let socket = UdpSocket::bind(addr).await?;
+        let local = socket.local_addr()?;
+        let advertised = advertise.map_or(local, |ip| SocketAddr::new(ip, local.port()));
+        let (commands, rx) = mpsc::channel(256);
+        tokio::spawn(run(socket, advertised, rx));
+        Ok(Self { commands, local, advertised })
+    }
+
+    /// The socket's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The address peers' candidates carry.
+    pub fn advertised_addr(&self) -> SocketAddr {
+        self.advertised
+    }
+
+    /// Hands `rtc` to the driver, with the driver's host candidate added.
+    ///
+    /// Errors: the driver has ended, or str0m refused the candidate.
+    pub async fn add(&self, rtc: Rtc) -> Result<Peer, AddError> {
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Add { rtc: Box::new(rtc), events: events_tx, reply })
+            .await
+            .map_err(|_| AddError::Closed)?;
+        let id = answer.await.map_err(|_| AddError::Closed)?.map_err(AddError::Candidate)?;
+        Ok(Peer { id, commands: self.commands.clone(), events })
+    }
+}
+
+/// Why [`Driver::add`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    /// The driver has ended.
+    #[error("the media driver has ended")]
+    Closed,
+    /// str0m refused the host candidate (an address it cannot use).
+    #[error("host candidate refused: {0}")]
+    Candidate(String),
+}
+
+/// One peer connection in a [`Driver`]. Dropping it closes the connection.
+pub struct Peer {
+    id: PeerId,
+    commands: mpsc::Sender<Command>,
+    events: mpsc::Receiver<Event>,
+}
+
+impl Peer {
+    /// Runs `f` on the peer's `Rtc` inside the driver and returns its result;
+    /// what `f` makes the peer send goes out before the driver does anything else.
+    ///
+    /// Errors: the peer is gone (closed, failed or the driver ended).
+    pub async fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut Rtc) -> T + Send + 'static) -> Result<T, Closed> {
+        let (reply, answer) = oneshot::channel();
+        let call: Call = Box::new(move |rtc| {
+            let _ = reply.send(f(rtc));
+        });
+        self.commands.send(Command::Call { peer: self.id, call }).await.map_err(|_| Closed)?;
+        answer.await.map_err(|_| Closed)
+    }
+
+    /// The peer's next event; `None` once it is gone.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // A full queue means the driver is busy; it drops the peer when its
+        // event queue closes (below) anyway.
+        let _ = self.commands.try_send(Command::Remove(self.id));
+    }
+}
+
+struct Entry {
+    rtc: Box<Rtc>,
+    /// The local ICE ufrag STUN requests are routed by (an ICE restart makes a new one).
+    ufrag: String,
+    events: mpsc::Sender<Event>,
+    deadline: Instant,
+    dropped_events: u64,
+}
+
+/// The driver task: until every [`Driver`] and [`Peer`] is dropped.
+async fn run(socket: UdpSocket, advertised: SocketAddr, mut commands: mpsc::Receiver<Command>) {
+    let mut peers: HashMap<PeerId, Entry> = HashMap::new();
+    let mut demux: Demux<PeerId> = Demux::default();
+    let mut next_id = 0u64;
+    let mut buf = vec![0u8; DATAGRAM];
+    loop {
+        let now = Instant::now();
+        let deadline = peers.values().map(|e| e.deadline).min().unwrap_or(now + IDLE);
+        tokio::select! {
+            command = commands.recv() => {
+                let Some(command) = command else { return };
+                match command {
+                    Command::Add { mut rtc, events, reply } => {
+                        next_id += 1;
+                        let id = PeerId(next_id);
+                        let candidate = Candidate::host(advertised, "udp").map_err(|e| e.to_string());
+                        let added = candidate.and_then(|c| {
+                            rtc.add_local_candidate(c).map(|_| ()).ok_or_else(|| "not added".to_owned())
+                        });
+                        if let Err(e) = added {
+                            let _ = reply.send(Err(e));
+                            continue;
+                        }
+                        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+                        demux.insert(&ufrag, id);
+                        peers.insert(id, Entry { rtc, ufrag, events, deadline: now, dropped_events: 0 });
+                        let _ = reply.send(Ok(id));
+                    }
+                    Command::Call { peer, call } => {
+                        if let Some(e) = peers.get_mut(&peer) {
+                            call(&mut e.rtc);
+                            e.deadline = Instant::now();
+                            // An ICE restart (SDP or direct) brings new credentials;
+                            // checks with the old ufrag may still arrive, so it stays.
+                            let ufrag = e.rtc.direct_api().local_ice_credentials().ufrag;
+                            if ufrag != e.ufrag {
+                                demux.insert(&ufrag, peer);
+                                e.ufrag = ufrag;
+                            }
+                        }
+                    }
+                    Command::Remove(peer) => {
+                        peers.remove(&peer);
+                        demux.remove(peer);
+                    }
+                }
+            }
+            received = socket.recv_from(&mut buf) => {
+                let Ok((n, source)) = received else { continue };
+                let Some(datagram) = buf.get(..n) else { continue };
+                let Some(id) = demux.route(source, datagram) else { continue };
+                let Some(e) = peers.get_mut(&id) else { continue };
+                let Ok(receive) = Receive::new(Protocol::Udp, source, advertised, datagram) else { continue };
+                let input = Input::Receive(Instant::now(), receive);
+                if !e.rtc.accepts(&input) {
+                    continue;
+                }
+                if demux::binding_ufrag(datagram).is_some() {
+                    demux.learn(source, id);
+                }
+                if let Err(err) = e.rtc.handle_input(input) {
+                    tracing::debug!(peer = id.0, error = %err, "peer refused a datagram");
+                }
+                e.deadline = Instant::now();
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                let now = Instant::now();
+                for e in peers.values_mut().filter(|e| e.deadline <= now) {
+                    if let Err(err) = e.rtc.handle_input(Input::Timeout(now)) {
+                        tracing::debug!(error = %err, "peer failed on a timeout");
+                        e.rtc.disconnect();
+                    }
+                    e.deadline = now;
+                }
+            }
+        }
+        // Drain every peer that has something due: datagrams out, events up.
+        let now = Instant::now();
+        let mut gone = Vec::new();
+        for (id, e) in peers.iter_mut().filter(|(_, e)| e.deadline <= now) {
+            e.deadline = drain(e, &socket, now);
+            if !e.rtc.is_alive() || e.events.is_closed() {
+                gone.push(*id);
+            }
+        }
+        for id in gone {
+            peers.remove(&id);
+            demux.remove(id);
+        }
+    }
+}
+
+/// Sends what the peer has to send and queues its events; returns when it
+/// next wants time.
+fn drain(e: &mut Entry, socket: &UdpSocket, now: Instant) -> Instant {
+    // A deadline already due (str0m queues what is written until its pacer
+    // runs) is served at once, not on the next turn of the loop; bounded, in
+    // case a peer keeps asking.
+    let mut due_turns = 0u32;
+    loop {
+        match e.rtc.poll_output() {
+            Ok(Output::Timeout(t)) if t <= now && due_turns < MAX_DUE_TURNS => {
+                due_turns += 1;
+                if let Err(err) = e.rtc.handle_input(Input::Timeout(now)) {
+                    tracing::debug!(error = %err, "peer failed on a timeout");
+                    e.rtc.disconnect();
+                }
+            }
+            Ok(Output::Timeout(t)) => return t.max(now),
+            Ok(Output::Transmit(t)) => {
+                // Full socket buffer: dropped, as the network would.
+                let _ = socket.try_send_to(&t.contents, t.destination);
+            }
+            Ok(Output::Event(event)) => {
+                if e.events.try_send(event).is_err() {
+                    e.dropped_events = e.dropped_events.saturating_add(1);
+                    tracing::debug!(dropped = e.dropped_events, "peer's reader is behind: event dropped");
+                }
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "peer failed");
+                e.rtc.disconnect();
+                return now + IDLE;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use str0m::change::{SdpAnswer, SdpOffer};
+    use str0m::media::Mid;
+    use str0m::rtp::{RtpWrite, SeqNo};
+    use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+    use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
+    use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
+    use webrtc::track::track_local::TrackLocalWriter;
+
+    use super::*;
+    use crate::engine::{Engine, IceConfig};
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// Two webrtc-rs clients (the load tester's engine, a peer we did not
+    /// write) connect through one driver port, with junk sent at that port
+    /// first; each one's RTP reaches its peer's events, and RTP the driver
+    /// writes reaches the client.
+    #[tokio::test]
+    async fn peers_share_one_port_and_rtp_flows_both_ways() {
+        let driver = Driver::bind("127.0.0.1:0".parse().unwrap(), None).await.unwrap();
+        let port = driver.local_addr().port();
+        // Junk at the port: garbage, a truncated STUN header, a Binding
+        // request for a ufrag nobody has. The driver drops them all.
+        let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let stun_for_nobody = [0, 1, 0, 12, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0, 6, 0, 8];
+        for d in [&[0xffu8; 3][..], &[0, 1, 0, 0, 0x21], &stun_for_nobody[..], &[0x80; 1500][..]] {
+            junk.send_to(d, driver.local_addr()).unwrap();
+        }
+        let ice = IceConfig { include_loopback: true, loopback_only: true, port_range: None, node_ip: None };
+        let engine = Engine::client(&ice).unwrap();
+        let mut clients = Vec::new();
+        for n in 0u8..2 {
+            clients.push(connect(&driver, &engine, port, n).await);
+        }
+        for (pc, track, mut peer, mid) in clients {
+            // Client to driver.
+            let got = tokio::select! {
+                got = tokio::time::timeout(WAIT, async {
+                    loop {
+                        match peer.next_event().await {
+                            Some(Event::RtpPacket(p)) => return p.payload.to_vec(),
+                            Some(_) => {}
+                            None => panic!("peer gone"),
+                        }
+                    }
+                }) => got,
+                _ = async {
+                    for seq in 0..200u16 {
+                        let packet = webrtc::rtp::packet::Packet {
+                            header: webrtc::rtp::header::Header {
+                                version: 2,
+                                payload_type: 96,
+                                sequence_number: seq,
+                                timestamp: u32::from(seq) * 3000,
+                                ssrc: 0,
+                                ..Default::default()
+                            },
+                            payload: bytes::Bytes::from_static(&[0x10, 1, 2, 3]),
+                        };
+                        if track.write_rtp(&packet).await.is_err() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                } => panic!("nothing arrived while the client sent"),
+            };
+            assert_eq!(got.expect("RTP from the client within 10 s"), vec![0x10, 1, 2, 3]);
+            // Driver to client.
+            let (tx, mut rx) = mpsc::channel(1);
+            pc.on_track(Box::new(move |remote, _, _| {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    if let Ok((p, _)) = remote.read_rtp().await {
+                        let _ = tx.send(p.payload.to_vec()).await;
+                    }
+                });
+                Box::pin(async {})
+            }));
+            let sender = async {
+                for seq in 0..200u64 {
+                    let wrote = peer
+                        .with(move |rtc| {
+                            let pt = rtc.media(mid).and_then(|m| m.remote_pts().first().copied());
+                            let Some(pt) = pt else { return false };
+                            let mut api = rtc.direct_api();
+                            let Some(tx) = api.stream_tx_by_mid(mid, None) else { return false };
+                            tx.write_rtp(RtpWrite::new(pt, SeqNo::from(seq), 0, Instant::now(), vec![0x10, 9, 9]));
+                            true
+                        })
+                        .await
+                        .unwrap();
+                    assert!(wrote, "a send stream on the answer's media section");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            let received = tokio::select! {
+                r = tokio::time::timeout(WAIT, rx.recv()) => r,
+                _ = sender => panic!("nothing arrived while the driver sent"),
+            };
+            assert_eq!(received.expect("RTP from the driver within 10 s"), Some(vec![0x10, 9, 9]));
+            pc.close().await.unwrap();
+        }
+    }
+
+    /// The driver's peer offers as a subscriber PC does (LiveKit's: the SFU
+    /// offers its down-tracks and data channels): a send-only video with the
+    /// msid livekit-client maps by (`PA_…|TR_…`) and `_reliable`; a webrtc-rs
+    /// client answers, sees the track under that stream id and the channel's
+    /// message; then a renegotiation adds audio, and an ICE restart (new
+    /// ufrag, so the driver must route by it) keeps the data channel working.
+    #[tokio::test]
+    async fn offers_renegotiates_and_restarts_ice_as_a_subscriber_pc() {
+        use str0m::media::{Direction, MediaKind};
+        let driver = Driver::bind("127.0.0.1:0".parse().unwrap(), None).await.unwrap();
+        let ice = IceConfig { include_loopback: true, loopback_only: true, port_range: None, node_ip: None };
+        let engine = Engine::client(&ice).unwrap();
+        let pc = engine.peer_connection().await.unwrap();
+        let (tracks_tx, mut tracks) = mpsc::channel::<(String, Vec<u8>)>(8);
+        pc.on_track(Box::new(move |remote, _, _| {
+            let tx = tracks_tx.clone();
+            tokio::spawn(async move {
+                if let Ok((p, _)) = remote.read_rtp().await {
+                    let _ = tx.send((remote.stream_id(), p.payload.to_vec())).await;
+                }
+            });
+            Box::pin(async {})
+        }));
+        let (messages_tx, mut messages) = mpsc::channel::<(String, Vec<u8>)>(8);
+        pc.on_data_channel(Box::new(move |dc| {
+            let tx = messages_tx.clone();
+            let label = dc.label().to_owned();
+            dc.on_message(Box::new(move |m| {
+                let (tx, label) = (tx.clone(), label.clone());
+                Box::pin(async move {
+                    let _ = tx.send((label, m.data.to_vec())).await;
+                })
+            }));
+            Box::pin(async {})
+        }));
+        let rtc = Rtc::builder().set_rtp_mode(true).set_ice_lite(true).build(Instant::now());
+        let mut peer = driver.add(rtc).await.unwrap();
+
+        // Offer 1: video and `_reliable`.
+        let (offer, video, reliable) = peer
+            .with(|rtc| {
+                let mut api = rtc.sdp_api();
+                let mid = api.add_media(
+                    MediaKind::Video,
+                    Direction::SendOnly,
+                    Some("PA_alice|TR_video".into()),
+                    Some("TR_video".into()),
+                    None,
+                );
+                let cid = api.add_channel("_reliable".into());
+                let (offer, pending) = api.apply().expect("changes to offer");
+                (offer.to_sdp_string(), mid, (cid, pending))
+            })
+            .await
+            .unwrap();
+        let (channel, pending) = reliable;
+        let answer = answer_to(&pc, offer).await;
+        peer.with(move |rtc| {
+            rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap()
+        })
+        .await
+        .unwrap();
+        wait_for(&mut peer, |e| matches!(e, Event::ChannelOpen(..))).await;
+        peer.with(move |rtc| rtc.channel(channel).map(|mut c| c.write(true, b"hello").is_ok())).await.unwrap();
+        let got = tokio::time::timeout(WAIT, messages.recv()).await.expect("a message within 10 s");
+        assert_eq!(got, Some(("_reliable".to_owned(), b"hello".to_vec())));
+        let first = until_track(&peer, &mut tracks, video).await;
+        assert_eq!(first.0, "PA_alice|TR_video", "the track arrives under the msid stream id");
+
+        // Offer 2: audio added.
+        let (offer, audio, pending) = peer
+            .with(|rtc| {
+                let mut api = rtc.sdp_api();
+                let mid = api.add_media(
+                    MediaKind::Audio,
+                    Direction::SendOnly,
+                    Some("PA_alice|TR_audio".into()),
+                    Some("TR_audio".into()),
+                    None,
+                );
+                let (offer, pending) = api.apply().expect("changes to offer");
+                (offer.to_sdp_string(), mid, pending)
+            })
+            .await
+            .unwrap();
+        let answer = answer_to(&pc, offer).await;
+        peer.with(move |rtc| {
+            rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap()
+        })
+        .await
+        .unwrap();
+        let second = until_track(&peer, &mut tracks, audio).await;
+        assert_eq!(second.0, "PA_alice|TR_audio");
+
+        // Offer 3: an ICE restart; media goes on under the new ufrag.
+        let (offer, old, pending) = peer
+            .with(|rtc| {
+                let old = rtc.direct_api().local_ice_credentials().ufrag;
+                let mut api = rtc.sdp_api();
+                api.ice_restart(true);
+                let (offer, pending) = api.apply().expect("changes to offer");
+                (offer.to_sdp_string(), old, pending)
+            })
+            .await
+            .unwrap();
+        assert!(!offer.contains(&format!("a=ice-ufrag:{old}")), "a new ufrag in the restart offer");
+        let answer = answer_to(&pc, offer).await;
+        peer.with(move |rtc| {
+            rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap()
+        })
+        .await
+        .unwrap();
+        // ICE-lite goes from checking to completed once the restarted checks succeed.
+        wait_for(&mut peer, |e| matches!(e, Event::IceConnectionStateChange(str0m::IceConnectionState::Checking)))
+            .await;
+        wait_for(&mut peer, |e| {
+            use str0m::IceConnectionState::{Completed, Connected};
+            matches!(e, Event::IceConnectionStateChange(Completed | Connected))
+        })
+        .await;
+        peer.with(move |rtc| rtc.channel(channel).map(|mut c| c.write(true, b"again").is_ok())).await.unwrap();
+        let got = tokio::time::timeout(WAIT, messages.recv()).await.expect("a message after the restart");
+        assert_eq!(got, Some(("_reliable".to_owned(), b"again".to_vec())));
+        pc.close().await.unwrap();
+    }
+
+    /// The client's answer to `offer`, with its candidates.
+    async fn answer_to(pc: &webrtc::peer_connection::RTCPeerConnection, offer: String) -> String {
+        pc.set_remote_description(RTCSessionDescription::offer(offer).unwrap()).await.unwrap();
+        let answer = pc.create_answer(None).await.unwrap();
+        let mut gathered = pc.gathering_complete_promise().await;
+        pc.set_local_description(answer).await.unwrap();
+        let _ = gathered.recv().await;
+        pc.local_description().await.unwrap().sdp
+    }
+
+    /// Waits up to [`WAIT`] for an event of `peer` that `wanted` picks.
+    async fn wait_for(peer: &mut Peer, wanted: impl Fn(&Event) -> bool) {
+        let found = tokio::time::timeout(WAIT, async {
+            while let Some(e) = peer.next_event().await {
+                if wanted(&e) {
+                    return;
+                }
+            }
+            panic!("peer gone");
+        })
+        .await;
+        assert!(found.is_ok(), "event within 10 s");
+    }
+
+    /// Writes RTP on `mid` every 20 ms until the client's `on_track` reports
+    /// one; returns its stream id and payload.
+    async fn until_track(peer: &Peer, tracks: &mut mpsc::Receiver<(String, Vec<u8>)>, mid: Mid) -> (String, Vec<u8>) {
+        let sender = async {
+            for seq in 0..500u64 {
+                peer.with(move |rtc| {
+                    let Some(pt) = rtc.media(mid).and_then(|m| m.remote_pts().first().copied()) else { return };
+                    let mut api = rtc.direct_api();
+                    if let Some(tx) = api.stream_tx_by_mid(mid, None) {
+                        tx.write_rtp(RtpWrite::new(pt, SeqNo::from(seq), 0, Instant::now(), vec![0x10, 7]));
+                    }
+                })
+                .await
+                .unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::select! {
+            got = tokio::time::timeout(WAIT, tracks.recv()) => got.expect("a track within 10 s").expect("tracks open"),
+            _ = sender => panic!("no track while the driver sent"),
+        }
+    }
+
+    /// A webrtc-rs client offering one send-receive VP8 section, answered by a
+    /// new peer of `driver`; returns once the peer says it is connected.
+    async fn connect(
+        driver: &Driver,
+        engine: &Engine,
+        port: u16,
+        n: u8,
+    ) -> (Arc<webrtc::peer_connection::RTCPeerConnection>, Arc<TrackLocalStaticRTP>, Peer, Mid) {
+        let pc = engine.peer_connection().await.unwrap();
+        let vp8 = RTCRtpCodecCapability { mime_type: "video/VP8".into(), clock_rate: 90_000, ..Default::default() };
+        let track = Arc::new(TrackLocalStaticRTP::new(vp8, format!("video{n}"), format!("client{n}")));
+        pc.add_track(Arc::clone(&track) as _).await.unwrap();
+        let offer = pc.create_offer(None).await.unwrap();
+        let mut gathered = pc.gathering_complete_promise().await;
+        pc.set_local_description(offer).await.unwrap();
+        let _ = gathered.recv().await;
+        let offer = pc.local_description().await.unwrap().sdp;
+        let offer_mid = offer.lines().find_map(|l| l.strip_prefix("a=mid:")).map(str::to_owned);
+        let rtc = Rtc::builder().set_rtp_mode(true).set_ice_lite(true).build(Instant::now());
+        let mut peer = driver.add(rtc).await.unwrap();
+        let answer = peer
+            .with(move |rtc| {
+                let offer = SdpOffer::from_sdp_string(&offer).map_err(|e| e.to_string())?;
+                rtc.sdp_api().accept_offer(offer).map(|a| a.to_sdp_string()).map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(answer.contains(&format!(" {port} typ host")), "the driver's one port in {answer}");
+        pc.set_remote_description(RTCSessionDescription::answer(answer).unwrap()).await.unwrap();
+        // The offer's one media section.
+        let mid = offer_mid.map(|m| Mid::from(m.as_str()));
+        let connected = tokio::time::timeout(WAIT, async {
+            loop {
+                match peer.next_event().await {
+                    Some(Event::Connected) => return,
+                    Some(_) => {}
+                    None => panic!("peer {n} gone before connecting"),
+                }
+            }
+        })
+        .await;
+        assert!(connected.is_ok(), "peer {n} connected within 10 s");
+        (pc, track, peer, mid.expect("a media section in the offer"))
+    }
+}
