@@ -230,8 +230,18 @@ fn media_loop(socket: &UdpSocket, joined: &mpsc::Receiver<Joined>) {
 /// Sends what `rtc` has to send and passes its events to `on_event`; returns
 /// when it next wants time.
 fn drain(rtc: &mut Rtc, socket: &UdpSocket, mut on_event: impl FnMut(Event)) -> Instant {
+    // What is written waits in str0m's queue until its pacer runs: a deadline
+    // already due is served here, not on the next turn of the loop (which
+    // doubled the forwarding delay in the first sitting).
+    let mut due_turns = 0u32;
     loop {
         match rtc.poll_output() {
+            Ok(Output::Timeout(t)) if t <= Instant::now() && due_turns < 16 => {
+                due_turns += 1;
+                if rtc.handle_input(Input::Timeout(Instant::now())).is_err() {
+                    rtc.disconnect();
+                }
+            }
             Ok(Output::Timeout(t)) => return t,
             Ok(Output::Transmit(t)) => {
                 let _ = socket.send_to(&t.contents, t.destination);
