@@ -114,12 +114,12 @@ impl<K: Copy + Eq + Hash> Demux<K> {
         }
     }
 
-    /// Peers routed to.
+    /// Ufrags routed (a peer has two for a while after an ICE restart).
     pub fn len(&self) -> usize {
         self.by_ufrag.len()
     }
 
-    /// Whether no peer is routed to.
+    /// Whether no ufrag is routed.
     pub fn is_empty(&self) -> bool {
         self.by_ufrag.is_empty()
     }
