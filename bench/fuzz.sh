@@ -10,6 +10,8 @@
 #   FUZZ_TARGETS="turn_gate sdp"    which targets (default: all of fuzz/fuzz_targets)
 #   FUZZ_RESUME=1                   keep growing fuzz/scratch/<target> from last run
 #   FUZZ_ARGS="-jobs=2"             extra libFuzzer flags, for every target
+#   FUZZ_PROFILE=smoke              cargo profile (default release; smoke builds
+#                                   faster and runs slower, for CI's few seconds)
 #   CARGO_TARGET_DIR                default fuzz/target (never the workspace's)
 #
 # Needs: the stable Rust toolchain, a C++ compiler (libfuzzer-sys builds libFuzzer
@@ -26,6 +28,7 @@ all=$(cd "$fuzz/fuzz_targets" && ls -1 ./*.rs | sed 's|^\./||; s|\.rs$||' | tr '
 targets=${FUZZ_TARGETS:-$all}
 host=$(rustc -vV | sed -n 's/^host: //p')
 target_dir=${CARGO_TARGET_DIR:-$fuzz/target}
+profile=${FUZZ_PROFILE:-release}
 
 # What cargo-fuzz passes with `--sanitizer none` (sancov with inline 8-bit
 # counters, PC table and comparison tracing; `--cfg fuzzing` for the harness
@@ -58,7 +61,7 @@ for t in $targets; do
         continue
     fi
     echo "== building $t" >&2
-    if cargo build --release --manifest-path "$fuzz/Cargo.toml" --target "$host" \
+    if cargo build --profile "$profile" --manifest-path "$fuzz/Cargo.toml" --target "$host" \
         --target-dir "$target_dir" --bin "$t" >&2; then
         built+=("$t")
     else
@@ -69,7 +72,7 @@ done
 
 printf '%-14s %14s %8s  %s\n' target executions seconds crashes
 for t in "${built[@]}"; do
-    bin="$target_dir/$host/release/$t"
+    bin="$target_dir/$host/$profile/$t"
     scratch="$fuzz/scratch/$t"
     artifacts="$fuzz/artifacts/$t"
     log="$fuzz/scratch/$t.log"

@@ -35,8 +35,13 @@ use crate::room::Room;
 use crate::sdp;
 use crate::subscription::{Choices, PermissionError, Permissions};
 
-/// Longest an answer to a publisher offer waits for webrtc-rs to start its receivers.
-pub const RECEIVER_START_WAIT: Duration = Duration::from_millis(500);
+/// Longest an answer to a publisher offer waits for webrtc-rs to start its
+/// receivers. They start within milliseconds on an idle machine. On a CI host
+/// three times slower than ours a republished camera once never reached its
+/// subscriber, which is what a 500 ms wait running out would do (the answer goes
+/// out, the first packets beat the receivers, `on_track` never fires); the log
+/// that would have said so was cut. A wait that runs out costs that answer all of it.
+pub const RECEIVER_START_WAIT: Duration = Duration::from_secs(2);
 /// How long after an answer a published section may stay without a track before
 /// [`Participant::watch_media_arrival`] warns (the simulcast fallback takes 2 s).
 pub const MEDIA_ARRIVAL_WAIT: Duration = Duration::from_secs(5);

@@ -3,7 +3,7 @@
 // once over direct ICE, once with iceTransportPolicy 'relay' through the TURN relay.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startMeridian, launchBrowser, apiToken, sdkToken, join, waitForMedia } from './harness.js';
+import { startMeridian, launchBrowser, apiToken, sdkToken, join, waitForMedia, serverLog } from './harness.js';
 
 let server, browser;
 before(async () => {
@@ -27,7 +27,7 @@ async function twoParticipants(room, connectOptions, roomOptions) {
     return { a, b, atA, atB };
   } catch (e) {
     e.message += '\n--- alice console:\n' + a.consoleLines.slice(-30).join('\n') + '\n--- bob console:\n' + b.consoleLines.slice(-30).join('\n')
-      + '\n--- server:\n' + server.logs.join('').split('\n').slice(-60).join('\n');
+      + '\n' + serverLog(server, 60);
     throw e;
   }
 }
@@ -60,7 +60,7 @@ test('a camera republished mid-call reaches the other side every time', async ()
     try {
       await waitForMedia(a.page, 'bob', { videoTrackSid: trackSid, timeoutMs: 15_000 });
     } catch (e) {
-      e.message = `round ${round}, ${trackSid}: ${e.message}\n--- server:\n` + server.logs.join('').split('\n').slice(-40).join('\n');
+      e.message = `round ${round}, ${trackSid}: ${e.message}\n` + serverLog(server, 40);
       throw e;
     }
   }

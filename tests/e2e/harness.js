@@ -89,6 +89,15 @@ export async function join(browser, server, token, connectOptions = {}, roomOpti
   return { page, context, consoleLines };
 }
 
+// A server's log for a failure message: its warnings and errors first (the part a
+// truncated CI excerpt keeps), then its last `tail` lines.
+export function serverLog(server, tail = 40) {
+  const lines = server.logs.join('').split('\n');
+  const warnings = lines.filter(l => / (WARN|ERROR) /.test(l)).slice(-20);
+  return `--- server warnings (${warnings.length} shown):\n${warnings.join('\n')}\n--- server, last ${tail} lines:\n`
+    + lines.slice(-tail).join('\n');
+}
+
 export const sleep = ms => new Promise(r => setTimeout(r, ms));
 
 /** Polls `page`'s stats until it decodes video (growing) and receives audio from

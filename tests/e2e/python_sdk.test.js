@@ -17,7 +17,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
-import { startMeridian, API_KEY, API_SECRET } from './harness.js';
+import { startMeridian, API_KEY, API_SECRET, serverLog } from './harness.js';
 
 const PYTHON = process.env.PYTHON || 'python3';
 const BIND = '192.0.2.10';
@@ -90,7 +90,7 @@ test('LiveKit\'s Python SDK publishes video through the gateway to another Pytho
     '--room', 'e2e-python-sdk', '--width', String(WIDTH), '--height', String(HEIGHT), '--fps', String(FPS),
     '--min-frames', String(MIN_FRAMES), '--timeout', '60']);
   const context = () => `\nreport: ${JSON.stringify(report) ?? out}\n--- SDK (artifacts/python-sdk.log):\n`
-    + err.split('\n').slice(-40).join('\n') + '\n--- server:\n' + server.logs.join('').split('\n').slice(-60).join('\n');
+    + err.split('\n').slice(-40).join('\n') + '\n' + serverLog(server, 60);
   assert.ok(report, `sdk_call.py printed no report (exit ${code})${context()}`);
   t.diagnostic(`frames ${report.frames} at ${report.width}x${report.height} (sizes ${JSON.stringify(report.sizes)}), `
     + `audio frames ${report.audio_frames}, first frame ${report.first_frame_s} s after publishing, `
@@ -112,7 +112,7 @@ test('LiveKit\'s Python SDK sets its own metadata, name and attributes as its gr
   const { report, code, out, err } = await sdkRun('sdk_state.py', ['--url', server.wsUrl, '--api-key', API_KEY,
     '--api-secret', API_SECRET, '--room', 'e2e-python-state', '--timeout', '60']);
   const context = () => `\nreport: ${JSON.stringify(report) ?? out}\n--- SDK (artifacts/python-sdk_state.log):\n`
-    + err.split('\n').slice(-40).join('\n') + '\n--- server:\n' + server.logs.join('').split('\n').slice(-60).join('\n');
+    + err.split('\n').slice(-40).join('\n') + '\n' + serverLog(server, 60);
   assert.ok(report, `sdk_state.py printed no report (exit ${code})${context()}`);
   t.diagnostic(`checks ${JSON.stringify(report.checks)}; refused update answered in ${report.seen.bob_update_refused_in_s} s; `
     + `camera: ${report.seen.camera}; ${report.elapsed_s} s in all`);
@@ -131,7 +131,7 @@ test('LiveKit\'s Python SDK subscribes only to what it chooses, and what it drop
   const { report, code, out, err } = await sdkRun('sdk_subscribe.py', ['--url', server.wsUrl, '--metrics-url', `${server.url}/metrics`,
     '--api-key', API_KEY, '--api-secret', API_SECRET, '--room', 'e2e-python-subscribe', '--timeout', '90']);
   const context = () => `\nreport: ${JSON.stringify(report) ?? out}\n--- SDK (artifacts/python-sdk_subscribe.log):\n`
-    + err.split('\n').slice(-40).join('\n') + '\n--- server:\n' + server.logs.join('').split('\n').slice(-60).join('\n');
+    + err.split('\n').slice(-40).join('\n') + '\n' + serverLog(server, 60);
   assert.ok(report, `sdk_subscribe.py printed no report (exit ${code})${context()}`);
   t.diagnostic(`checks ${JSON.stringify(report.checks)}; seen ${JSON.stringify(report.seen)}; ${report.elapsed_s} s in all`);
   assert.equal(report.error, undefined, `the scenario failed: ${report.error}${context()}`);
@@ -149,7 +149,7 @@ test('LiveKit\'s Python SDK resumes a dropped signal connection and the other si
   const { report, code, out, err } = await sdkRun('sdk_resume.py', ['--url', server.wsUrl, '--api-key', API_KEY,
     '--api-secret', API_SECRET, '--room', 'e2e-python-resume', '--timeout', '60']);
   const context = () => `\nreport: ${JSON.stringify(report) ?? out}\n--- SDK (artifacts/python-sdk_resume.log):\n`
-    + err.split('\n').slice(-40).join('\n') + '\n--- server:\n' + server.logs.join('').split('\n').slice(-60).join('\n');
+    + err.split('\n').slice(-40).join('\n') + '\n' + serverLog(server, 60);
   assert.ok(report, `sdk_resume.py printed no report (exit ${code})${context()}`);
   t.diagnostic(`checks ${JSON.stringify(report.checks)}; seen ${JSON.stringify(report.seen)}`);
   assert.equal(report.error, undefined, `the scenario failed: ${report.error}${context()}`);

@@ -5,7 +5,7 @@
 // data sent before and after arrives once each (last_message_seq).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startMeridian, launchBrowser, sdkToken, join, waitForMedia } from './harness.js';
+import { startMeridian, launchBrowser, sdkToken, join, waitForMedia, serverLog } from './harness.js';
 
 const ROOM = 'e2e-resume';
 let server, browser;
@@ -32,7 +32,7 @@ test('a dropped signal connection resumes: same participant, nobody notices, med
   const a = await join(browser, server, await sdkToken(ROOM, 'alice'));
   const b = await join(browser, server, await sdkToken(ROOM, 'bob'));
   const context = () => '\n--- alice console:\n' + a.consoleLines.slice(-30).join('\n') + '\n--- server:\n'
-    + server.logs.join('').split('\n').slice(-40).join('\n');
+    + serverLog(server, 40);
   try {
     await waitForMedia(b.page, 'alice');
     await waitForMedia(a.page, 'bob');

@@ -9,7 +9,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { RoomServiceClient, AccessToken, DataPacket_Kind, TrackSource } from 'livekit-server-sdk';
-import { startMeridian, launchBrowser, sdkToken, join, waitForMedia, API_KEY, API_SECRET } from './harness.js';
+import { startMeridian, launchBrowser, sdkToken, join, waitForMedia, API_KEY, API_SECRET, serverLog } from './harness.js';
 
 const PYTHON = process.env.PYTHON || 'python3';
 const ROOM = 'e2e-room-service';
@@ -46,7 +46,7 @@ test('RoomService lists, updates, mutes, revokes, removes and deletes as LiveKit
   const a = await join(browser, server, await sdkToken(ROOM, 'alice'));
   const b = await join(browser, server, await sdkToken(ROOM, 'bob'));
   const context = () => '\n--- alice console:\n' + a.consoleLines.slice(-20).join('\n') + '\n--- bob console:\n'
-    + b.consoleLines.slice(-20).join('\n') + '\n--- server:\n' + server.logs.join('').split('\n').slice(-40).join('\n');
+    + b.consoleLines.slice(-20).join('\n') + '\n' + serverLog(server, 40);
   try {
     await waitForMedia(b.page, 'alice');
 

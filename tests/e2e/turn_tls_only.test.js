@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { startMeridian, launchBrowser, sdkToken, join, waitForMedia } from './harness.js';
+import { startMeridian, launchBrowser, sdkToken, join, waitForMedia, serverLog } from './harness.js';
 
 const TURN_PORT = 3490;
 const TURNS_PORT = 5390;
@@ -54,7 +54,7 @@ test('with UDP and TCP blocked, media flows through the relay over TLS', async (
     }
   } catch (e) {
     e.message += '\n--- alice console:\n' + a.consoleLines.slice(-30).join('\n')
-      + '\n--- server:\n' + server.logs.join('').split('\n').slice(-60).join('\n');
+      + '\n' + serverLog(server, 60);
     throw e;
   } finally {
     await a.context.close();

@@ -14,7 +14,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join as joinPath } from 'node:path';
 import { WebhookReceiver } from 'livekit-server-sdk';
-import { startMeridian, launchBrowser, sdkToken, join, waitForMedia, sleep, API_KEY, API_SECRET } from './harness.js';
+import { startMeridian, launchBrowser, sdkToken, join, waitForMedia, sleep, API_KEY, API_SECRET, serverLog } from './harness.js';
 
 const HOOK_PORT = 7959;
 const FAIL_FIRST = 3;
@@ -91,7 +91,7 @@ test('webhooks arrive signed, once, in order per room, through failed attempts',
   while (!accepted.some(e => e.event === 'room_finished') && Date.now() < deadline) await sleep(200);
   const context = `\naccepted: ${JSON.stringify(accepted.map(e => [e.event, e.participant?.identity, e.track?.type]))}`
     + `\nattempts: ${JSON.stringify(attempts.slice(0, 10))}\nrefused: ${refusedBodies.join('\n')}`
-    + '\n--- server:\n' + server.logs.join('').split('\n').slice(-40).join('\n');
+    + '\n' + serverLog(server, 40);
   t.diagnostic(`${accepted.length} events accepted after ${attempts.length} attempts (${FAIL_FIRST} refused on purpose)`);
 
   assert.deepEqual(refusedBodies, [], `every delivery verifies with WebhookReceiver${context}`);
