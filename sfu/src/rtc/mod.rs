@@ -18,12 +18,14 @@
 //! at debug), never the driver blocked. Datagrams the socket cannot take at
 //! once are dropped, as a full network would.
 //!
-//! Cost: each turn of the loop looks at every peer's deadline (linear in
-//! peers); a heap of deadlines replaces that before a node carries hundreds.
+//! Cost: a turn of the loop serves the peer a datagram or command went to and
+//! the peers whose deadlines are due, found in a heap ([`deadlines`]), so it
+//! does not grow with the peers that have nothing to do.
 //!
 //! This is the base of the port; the node's participants still run on
 //! webrtc-rs ([`crate::engine`]) until they move here.
 
+pub mod deadlines;
 pub mod demux;
 
 use std::collections::HashMap;
@@ -35,10 +37,14 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use deadlines::Deadlines;
 use demux::Demux;
 
 /// Events a peer's reader may fall behind by before more are dropped.
 pub const EVENT_QUEUE: usize = 1024;
+/// Commands (calls, writes, peers added) that may wait for the driver; a
+/// [`Peer::post`] past them is refused.
+pub const COMMAND_QUEUE: usize = 8192;
 /// The longest the driver sleeps with no deadline from any peer.
 const IDLE: Duration = Duration::from_millis(100);
 /// Times one drain serves deadlines that are already due before yielding.
@@ -47,7 +53,7 @@ const MAX_DUE_TURNS: u32 = 16;
 const DATAGRAM: usize = 2048;
 
 /// A peer's number inside its driver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(u64);
 
 /// The driver has ended (the node is shutting down) or no longer holds the peer.
@@ -83,7 +89,7 @@ impl Driver {
         let socket = UdpSocket::bind(addr).await?;
         let local = socket.local_addr()?;
         let advertised = advertise.map_or(local, |ip| SocketAddr::new(ip, local.port()));
-        let (commands, rx) = mpsc::channel(256);
+        let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         tokio::spawn(run(socket, advertised, rx));
         Ok(Self { commands, local, advertised })
     }
@@ -124,6 +130,17 @@ pub enum AddError {
     Candidate(String),
 }
 
+/// Why [`Peer::post`] dropped a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PostError {
+    /// The driver's command queue is full.
+    #[error("the media driver is behind")]
+    Full,
+    /// The driver has ended.
+    #[error("the media driver has ended")]
+    Closed,
+}
+
 /// One peer connection in a [`Driver`]. Dropping it closes the connection.
 pub struct Peer {
     id: PeerId,
@@ -145,6 +162,20 @@ impl Peer {
         answer.await.map_err(|_| Closed)
     }
 
+    /// Runs `f` on the peer's `Rtc` inside the driver, without waiting for it:
+    /// the packet path (writing a forwarded RTP packet), where a reply per
+    /// packet would cost a wakeup. Calls run in the order they were posted.
+    ///
+    /// Errors: [`PostError::Full`] when [`COMMAND_QUEUE`] commands are waiting
+    /// (the call is dropped, as a full network drops a packet);
+    /// [`PostError::Closed`] when the driver has ended.
+    pub fn post(&self, f: impl FnOnce(&mut Rtc) + Send + 'static) -> Result<(), PostError> {
+        self.commands.try_send(Command::Call { peer: self.id, call: Box::new(f) }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => PostError::Full,
+            mpsc::error::TrySendError::Closed(_) => PostError::Closed,
+        })
+    }
+
     /// The peer's next event; `None` once it is gone.
     pub async fn next_event(&mut self) -> Option<Event> {
         self.events.recv().await
@@ -164,7 +195,6 @@ struct Entry {
     /// The local ICE ufrag STUN requests are routed by (an ICE restart makes a new one).
     ufrag: String,
     events: mpsc::Sender<Event>,
-    deadline: Instant,
     dropped_events: u64,
 }
 
@@ -172,11 +202,13 @@ struct Entry {
 async fn run(socket: UdpSocket, advertised: SocketAddr, mut commands: mpsc::Receiver<Command>) {
     let mut peers: HashMap<PeerId, Entry> = HashMap::new();
     let mut demux: Demux<PeerId> = Demux::default();
+    let mut deadlines: Deadlines<PeerId> = Deadlines::default();
     let mut next_id = 0u64;
     let mut buf = vec![0u8; DATAGRAM];
     loop {
-        let now = Instant::now();
-        let deadline = peers.values().map(|e| e.deadline).min().unwrap_or(now + IDLE);
+        let deadline = deadlines.earliest().unwrap_or_else(|| Instant::now() + IDLE);
+        // The peer a command or datagram went to: it has output now.
+        let mut touched = None;
         tokio::select! {
             command = commands.recv() => {
                 let Some(command) = command else { return };
@@ -194,13 +226,14 @@ async fn run(socket: UdpSocket, advertised: SocketAddr, mut commands: mpsc::Rece
                         }
                         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
                         demux.insert(&ufrag, id);
-                        peers.insert(id, Entry { rtc, ufrag, events, deadline: now, dropped_events: 0 });
+                        peers.insert(id, Entry { rtc, ufrag, events, dropped_events: 0 });
+                        touched = Some(id);
                         let _ = reply.send(Ok(id));
                     }
                     Command::Call { peer, call } => {
                         if let Some(e) = peers.get_mut(&peer) {
                             call(&mut e.rtc);
-                            e.deadline = Instant::now();
+                            touched = Some(peer);
                             // An ICE restart (SDP or direct) brings new credentials;
                             // checks with the old ufrag may still arrive, so it stays.
                             let ufrag = e.rtc.direct_api().local_ice_credentials().ufrag;
@@ -213,6 +246,7 @@ async fn run(socket: UdpSocket, advertised: SocketAddr, mut commands: mpsc::Rece
                     Command::Remove(peer) => {
                         peers.remove(&peer);
                         demux.remove(peer);
+                        deadlines.remove(peer);
                     }
                 }
             }
@@ -232,31 +266,25 @@ async fn run(socket: UdpSocket, advertised: SocketAddr, mut commands: mpsc::Rece
                 if let Err(err) = e.rtc.handle_input(input) {
                     tracing::debug!(peer = id.0, error = %err, "peer refused a datagram");
                 }
-                e.deadline = Instant::now();
+                touched = Some(id);
             }
-            _ = tokio::time::sleep_until(deadline.into()) => {
-                let now = Instant::now();
-                for e in peers.values_mut().filter(|e| e.deadline <= now) {
-                    if let Err(err) = e.rtc.handle_input(Input::Timeout(now)) {
-                        tracing::debug!(error = %err, "peer failed on a timeout");
-                        e.rtc.disconnect();
-                    }
-                    e.deadline = now;
-                }
-            }
+            _ = tokio::time::sleep_until(deadline.into()) => {}
         }
-        // Drain every peer that has something due: datagrams out, events up.
+        // Drain the touched peer and every peer whose deadline is due: datagrams
+        // out, events up, its next deadline back in the heap (drain serves a
+        // deadline already due, str0m's timeouts included).
         let now = Instant::now();
-        let mut gone = Vec::new();
-        for (id, e) in peers.iter_mut().filter(|(_, e)| e.deadline <= now) {
-            e.deadline = drain(e, &socket, now);
+        let due = touched.into_iter().chain(std::iter::from_fn(|| deadlines.pop_due(now))).collect::<Vec<_>>();
+        for id in due {
+            let Some(e) = peers.get_mut(&id) else { continue };
+            let next = drain(e, &socket, now);
             if !e.rtc.is_alive() || e.events.is_closed() {
-                gone.push(*id);
+                peers.remove(&id);
+                demux.remove(id);
+                deadlines.remove(id);
+            } else {
+                deadlines.set(id, next);
             }
-        }
-        for id in gone {
-            peers.remove(&id);
-            demux.remove(id);
         }
     }
 }
@@ -555,19 +583,18 @@ mod tests {
         assert!(found.is_ok(), "event within 10 s");
     }
 
-    /// Writes RTP on `mid` every 20 ms until the client's `on_track` reports
-    /// one; returns its stream id and payload.
+    /// Writes RTP on `mid` every 20 ms (posted, as the packet path does) until
+    /// the client's `on_track` reports one; returns its stream id and payload.
     async fn until_track(peer: &Peer, tracks: &mut mpsc::Receiver<(String, Vec<u8>)>, mid: Mid) -> (String, Vec<u8>) {
         let sender = async {
             for seq in 0..500u64 {
-                peer.with(move |rtc| {
+                peer.post(move |rtc| {
                     let Some(pt) = rtc.media(mid).and_then(|m| m.remote_pts().first().copied()) else { return };
                     let mut api = rtc.direct_api();
                     if let Some(tx) = api.stream_tx_by_mid(mid, None) {
                         tx.write_rtp(RtpWrite::new(pt, SeqNo::from(seq), 0, Instant::now(), vec![0x10, 7]));
                     }
                 })
-                .await
                 .unwrap();
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
