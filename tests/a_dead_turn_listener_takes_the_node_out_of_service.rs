@@ -113,6 +113,8 @@ async fn a_node_whose_relay_stops_answering_leaves_the_registry_until_it_answers
                 loopback_only: true,
                 port_range: None,
                 node_ip: None,
+                udp_port: None,
+                udp_ip: None,
             },
             max_connections: 16,
             position: None,

@@ -66,6 +66,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
         loopback_only: loopback,
         port_range: None,
         node_ip: None,
+        udp_port: None,
+        udp_ip: None,
     })?);
     let shared = Arc::new(Shared::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

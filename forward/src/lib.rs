@@ -15,6 +15,7 @@
 //! - [`quality`]: connection quality scores and buckets (LiveKit's);
 //! - [`speakers`]: active speakers from RFC 6464 audio levels (LiveKit's
 //!   algorithm and defaults) and the changes a room announces;
+//! - [`seq`]: extended sequence numbers (rollovers counted, as SRTP needs);
 //! - [`vp8`], [`h264`]: the payload parsing that needs (bounds-checked).
 
 pub mod allocation;
@@ -24,5 +25,6 @@ pub mod h264;
 pub mod keyframes;
 pub mod layers;
 pub mod quality;
+pub mod seq;
 pub mod speakers;
 pub mod vp8;

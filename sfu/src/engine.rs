@@ -1,12 +1,13 @@
-//! The WebRTC engine: one `webrtc` API object shared by every peer connection of
-//! the node, with the codecs, header extensions and interceptors the SFU needs.
+//! The WebRTC engines of a node: the `webrtc` API object its publisher PCs
+//! share (and every PC of the load tester), and the str0m driver its
+//! subscriber PCs run on, on the node's one media UDP port ([`crate::rtc`],
+//! [`crate::subscriber`]; the publisher PCs move there next, docs/decisions.md §24).
 //!
-//! Codecs: Opus, VP8, VP9, H.264 (the crate's defaults). Header extensions for
-//! simulcast (`sdes:mid`, `rtp-stream-id`, `repaired-rtp-stream-id`) so rid-based
-//! layers from `livekit-client` are demultiplexed, on the PCs that receive media
-//! only (see [`Engine::subscriber_peer_connection`]), and RFC 6464 audio levels
-//! on those for audio. Interceptors: NACK, RTCP
-//! reports and TWCC feedback (the crate's defaults).
+//! webrtc-rs: Opus, VP8, VP9, H.264 (the crate's defaults); header extensions
+//! for simulcast (`sdes:mid`, `rtp-stream-id`, `repaired-rtp-stream-id`) so
+//! rid-based layers from `livekit-client` are demultiplexed, and RFC 6464
+//! audio levels for audio; interceptors: NACK, RTCP reports and TWCC feedback
+//! (the crate's defaults).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,6 +54,15 @@ pub struct IceConfig {
     /// (LiveKit's `rtc.node_ip`); `None` advertises the host's addresses
     /// (default).
     pub node_ip: Option<std::net::IpAddr>,
+    /// The one UDP port of the str0m driver, which every subscriber PC of the
+    /// node shares (LiveKit's `rtc.udp_port`); `None` takes an ephemeral port
+    /// (default; the candidates say which).
+    pub udp_port: Option<u16>,
+    /// The address that port binds, and its candidates carry unless `node_ip`
+    /// is set (the node's signal address, when it is a specific one); `None`
+    /// binds loopback when `loopback_only`, else every address, advertising the
+    /// one this host reaches the internet from (default).
+    pub udp_ip: Option<std::net::IpAddr>,
 }
 
 /// Errors setting up the engine or a peer connection. All are ours or the host's.
@@ -61,21 +71,82 @@ pub enum EngineError {
     /// The `webrtc` crate refused the configuration or failed.
     #[error("webrtc: {0}")]
     WebRtc(#[from] webrtc::Error),
+    /// The media UDP port could not be bound or driven.
+    #[error("media UDP port: {0}")]
+    Udp(#[from] std::io::Error),
+    /// The str0m driver refused a peer.
+    #[error("{0}")]
+    Driver(#[from] crate::rtc::AddError),
 }
 
-/// The node's WebRTC API.
+/// The node's WebRTC engines.
 pub struct Engine {
     /// For PCs that receive media: simulcast header extensions registered.
     api: API,
-    /// For PCs that only send down-tracks: no `sdes:mid` extension.
-    sending_api: API,
+    /// The node's str0m driver: its socket bound at startup, its task started
+    /// on first use (inside the runtime). `None` for the load tester's engine.
+    rtc: Option<RtcPort>,
+}
+
+struct RtcPort {
+    socket: std::sync::Mutex<Option<std::net::UdpSocket>>,
+    advertise: Option<std::net::IpAddr>,
+    driver: std::sync::OnceLock<crate::rtc::Driver>,
 }
 
 impl Engine {
     /// Builds the node's engine. Its peer connections use SRTP with
     /// AES_CM_128_HMAC_SHA1_80 only (see [`Engine::client`] for the difference).
+    /// It binds the node's media UDP port ([`IceConfig::udp_port`]) on
+    /// [`IceConfig::udp_ip`], else loopback when `loopback_only`, else every
+    /// address; its candidates carry `node_ip`, else the address bound, else
+    /// (bound to every address) the one this host reaches the internet from.
+    ///
+    /// Errors: the `webrtc` crate's configuration, or the port cannot be bound.
     pub fn new(ice: &IceConfig) -> Result<Self, EngineError> {
-        Self::build(ice, true)
+        let mut engine = Self::build(ice, true)?;
+        let ip: std::net::IpAddr = match ice.udp_ip {
+            Some(ip) => ip,
+            None if ice.loopback_only => std::net::Ipv4Addr::LOCALHOST.into(),
+            None => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        };
+        let socket = std::net::UdpSocket::bind((ip, ice.udp_port.unwrap_or(0)))?;
+        let advertise = ice.node_ip.or_else(|| ip.is_unspecified().then(outbound_ip));
+        engine.rtc = Some(RtcPort {
+            socket: std::sync::Mutex::new(Some(socket)),
+            advertise,
+            driver: std::sync::OnceLock::new(),
+        });
+        Ok(engine)
+    }
+
+    /// The node's str0m driver, started on first call (inside a tokio runtime).
+    ///
+    /// Errors: the load tester's engine has none, or the socket could not be
+    /// registered with the runtime.
+    pub fn driver(&self) -> Result<&crate::rtc::Driver, EngineError> {
+        let Some(port) = &self.rtc else {
+            return Err(std::io::Error::other("this engine has no media UDP port").into());
+        };
+        if let Some(d) = port.driver.get() {
+            return Ok(d);
+        }
+        let mut socket = port.socket.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = port.driver.get() {
+            return Ok(d);
+        }
+        let Some(s) = socket.take() else { return Err(std::io::Error::other("media UDP port lost").into()) };
+        let driver = crate::rtc::Driver::start(s, port.advertise)?;
+        Ok(port.driver.get_or_init(|| driver))
+    }
+
+    /// The address of the node's media UDP port, as bound (`None` for the load tester's).
+    pub fn udp_addr(&self) -> Option<std::net::SocketAddr> {
+        let port = self.rtc.as_ref()?;
+        if let Some(d) = port.driver.get() {
+            return Some(d.local_addr());
+        }
+        port.socket.lock().unwrap_or_else(|e| e.into_inner()).as_ref()?.local_addr().ok()
     }
 
     /// Builds an engine for peers that play a client's part against an SFU (the
@@ -87,26 +158,24 @@ impl Engine {
     }
 
     fn build(ice: &IceConfig, sfu_srtp: bool) -> Result<Self, EngineError> {
-        Ok(Self { api: Self::api(ice, sfu_srtp, true)?, sending_api: Self::api(ice, sfu_srtp, false)? })
+        Ok(Self { api: Self::api(ice, sfu_srtp)?, rtc: None })
     }
 
-    fn api(ice: &IceConfig, sfu_srtp: bool, simulcast_extensions: bool) -> Result<API, EngineError> {
+    fn api(ice: &IceConfig, sfu_srtp: bool) -> Result<API, EngineError> {
         let mut media = MediaEngine::default();
         media.register_default_codecs()?;
-        for uri in SIMULCAST_EXTENSIONS.iter().filter(|_| simulcast_extensions) {
+        for uri in SIMULCAST_EXTENSIONS {
             media.register_header_extension(
                 RTCRtpHeaderExtensionCapability { uri: (*uri).to_owned() },
                 RTPCodecType::Video,
                 None,
             )?;
         }
-        if simulcast_extensions {
-            media.register_header_extension(
-                RTCRtpHeaderExtensionCapability { uri: AUDIO_LEVEL_EXTENSION.to_owned() },
-                RTPCodecType::Audio,
-                None,
-            )?;
-        }
+        media.register_header_extension(
+            RTCRtpHeaderExtensionCapability { uri: AUDIO_LEVEL_EXTENSION.to_owned() },
+            RTPCodecType::Audio,
+            None,
+        )?;
         let registry = register_default_interceptors(Registry::new(), &mut media)?;
         let mut settings = SettingEngine::default();
         settings.set_network_types(vec![NetworkType::Udp4]);
@@ -146,17 +215,19 @@ impl Engine {
     pub async fn peer_connection(&self) -> Result<Arc<RTCPeerConnection>, EngineError> {
         Ok(Arc::new(self.api.new_peer_connection(RTCConfiguration::default()).await?))
     }
+}
 
-    /// A new peer connection for a participant's subscriber PC, which sends
-    /// down-tracks and receives no media. It negotiates no `sdes:mid` extension:
-    /// webrtc-rs 0.17's `TrackLocalStaticRTP` writes the extensions of each of its
-    /// bindings into one shared packet, so the second subscriber of a track got the
-    /// first one's `sdes:mid` under an id that means something else on its own PC
-    /// (seen as transport-cc with one byte: its receiver failed and `on_track`
-    /// never fired). Down-tracks are declared by SSRC, so receivers need no MID
-    /// to demultiplex them (RFC 9143 §9.2).
-    pub async fn subscriber_peer_connection(&self) -> Result<Arc<RTCPeerConnection>, EngineError> {
-        Ok(Arc::new(self.sending_api.new_peer_connection(RTCConfiguration::default()).await?))
+/// The address this host would reach the internet from (a UDP `connect` picks
+/// the route and sends nothing; 192.0.2.1 is TEST-NET-1, RFC 5737), advertised
+/// by the media port when no `node_ip` is set; loopback without a route.
+fn outbound_ip() -> std::net::IpAddr {
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| {
+        s.connect("192.0.2.1:9")?;
+        s.local_addr()
+    });
+    match probe {
+        Ok(a) if !a.ip().is_unspecified() => a.ip(),
+        _ => std::net::Ipv4Addr::LOCALHOST.into(),
     }
 }
 
@@ -226,7 +297,14 @@ mod tests {
     #[tokio::test]
     async fn host_candidates_take_their_ports_from_the_configured_range() {
         let range = (47_100, 47_119);
-        let ice = IceConfig { include_loopback: true, loopback_only: true, port_range: Some(range), node_ip: None };
+        let ice = IceConfig {
+            include_loopback: true,
+            loopback_only: true,
+            port_range: Some(range),
+            node_ip: None,
+            udp_port: None,
+            udp_ip: None,
+        };
         let candidates = gathered(&ice).await;
         let ports: Vec<u16> = candidates.iter().filter_map(|c| c.get(5)?.parse().ok()).collect();
         assert!(!ports.is_empty(), "some host candidate: {candidates:?}");
@@ -237,7 +315,14 @@ mod tests {
     #[tokio::test]
     async fn host_candidates_carry_the_node_ip_when_one_is_set() {
         let public = std::net::IpAddr::from([203, 0, 113, 7]);
-        let ice = IceConfig { include_loopback: true, loopback_only: true, port_range: None, node_ip: Some(public) };
+        let ice = IceConfig {
+            include_loopback: true,
+            loopback_only: true,
+            port_range: None,
+            node_ip: Some(public),
+            udp_port: None,
+            udp_ip: None,
+        };
         let candidates = gathered(&ice).await;
         let addresses: Vec<&str> = candidates.iter().filter_map(|c| c.get(4).map(String::as_str)).collect();
         assert!(!addresses.is_empty(), "some host candidate: {candidates:?}");

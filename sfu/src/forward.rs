@@ -6,10 +6,10 @@
 //! and, packet by packet, asks every [`Sink`] (a down-track's forwarding half)
 //! what to send: the core's `DownTrack` joins a layer at a keyframe and
 //! rewrites sequence numbers, timestamps and VP8 picture ids so the
-//! subscriber's stream stays continuous. Each sink writes to its own
-//! `TrackLocalStaticRTP`, bound to one subscriber PC, which sets that
-//! binding's SSRC and payload type. Header extensions are not forwarded: their
-//! ids were negotiated on the publisher PC.
+//! subscriber's stream stays continuous. Each sink writes to its own media
+//! section of the subscriber's str0m PC ([`crate::subscriber`]), which gives
+//! it its SSRC, the payload type the subscriber accepted and the header
+//! extensions negotiated there, and answers NACKs from its send buffer.
 //!
 //! Which layer: the subscriber's `UpdateTrackSettings` (tile size with
 //! LiveKit's 0.9 tolerance, or quality; the top layer until it says), or, when
@@ -30,16 +30,16 @@
 //! make a PLI (RFC 4585 §6.3.1) to the publisher for that layer, at most once
 //! per layer per [`meridian_forward::keyframes::INTERVAL`].
 //!
-//! Reception reports: the subscriber's RTCP receiver (and sender) reports about a
-//! down-track go into the node's `meridian_sfu_subscriber_*` histograms
-//! ([`reception`] does the arithmetic).
+//! Reception reports: str0m's egress stats of a down-track (from the
+//! subscriber's receiver reports) go into its connection quality and the
+//! node's `meridian_sfu_subscriber_*` histograms ([`on_egress_stats`]).
 
 pub mod reception;
 
 use prometheus_client::metrics::counter::Counter;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use livekit_protocol::TrackInfo;
 use meridian_forward::downtrack::{Codec, DownTrack, Packet, Verdict};
@@ -49,21 +49,15 @@ use meridian_forward::layers::{self, LayerSize};
 use meridian_forward::quality::{self, Quality, Scorer, SequenceLoss, Window};
 use meridian_forward::speakers::{AudioLevel, AudioLevelConfig};
 use meridian_ids::{ParticipantSid, TrackSid};
+use str0m::media::{MediaKind, Mid, Pt};
+use str0m::rtp::{RtpWrite, SeqNo};
 use webrtc::peer_connection::RTCPeerConnection;
-use webrtc::rtcp::packet::Packet as RtcpPacket;
-use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use webrtc::rtcp::receiver_report::ReceiverReport;
-use webrtc::rtcp::reception_report::ReceptionReport;
-use webrtc::rtcp::sender_report::SenderReport;
-use webrtc::rtp::header::Header;
 use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
-use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
-use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
-use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
 use webrtc::track::track_remote::TrackRemote;
 
 use crate::metrics::SubscriberReports;
+use crate::rtc::PeerHandle;
 use crate::subscription::Preference;
 use reception::Reception;
 
@@ -95,9 +89,23 @@ struct LayerIn {
 
 /// A down-track's forwarding half: what one subscriber gets of the track.
 pub struct Sink {
-    local: Arc<TrackLocalStaticRTP>,
+    /// The `a=msid` track id of its media section (`TR_…`, `TR_…~n`).
+    track_id: String,
+    /// Where it writes, once the subscriber's answer has bound its media section.
+    output: Mutex<Option<SinkOutput>>,
     state: Mutex<SinkState>,
     quality: Mutex<SinkQuality>,
+}
+
+/// A bound down-track's media section on the subscriber PC.
+struct SinkOutput {
+    peer: PeerHandle,
+    mid: Mid,
+    pt: Pt,
+    /// Whether the subscriber may NACK it (video; str0m keeps those packets to resend).
+    nackable: bool,
+    /// The last extended sequence number written (SRTP counts rollovers).
+    last_seq: Option<u64>,
 }
 
 /// What the current connection quality window saw of a down-track.
@@ -118,9 +126,48 @@ struct SinkState {
 }
 
 impl Sink {
-    /// The local track to add to the subscriber PC.
-    pub fn local_track(&self) -> Arc<dyn TrackLocal + Send + Sync> {
-        Arc::clone(&self.local) as Arc<dyn TrackLocal + Send + Sync>
+    /// The `a=msid` track id its media section carries.
+    pub fn track_id(&self) -> &str {
+        &self.track_id
+    }
+
+    /// Starts writing to media section `mid` of the subscriber PC `peer`, with
+    /// payload type `pt` (what the subscriber's answer accepted for the codec).
+    pub fn bind(&self, peer: PeerHandle, mid: Mid, pt: Pt, kind: MediaKind) {
+        let nackable = kind == MediaKind::Video;
+        *lock(&self.output) = Some(SinkOutput { peer, mid, pt, nackable, last_seq: None });
+    }
+
+    /// The media section it writes to, once bound.
+    pub fn mid(&self) -> Option<Mid> {
+        lock(&self.output).as_ref().map(|o| o.mid)
+    }
+
+    /// Writes one rewritten packet; returns the payload bytes handed to the
+    /// driver (0 before the down-track is bound, or when the driver is behind
+    /// and dropped it).
+    fn write(&self, seq: u16, timestamp: u32, marker: bool, payload: &[u8], now: Instant) -> usize {
+        let mut output = lock(&self.output);
+        let Some(o) = output.as_mut() else { return 0 };
+        let ext = meridian_forward::seq::extend(o.last_seq, seq);
+        o.last_seq = Some(o.last_seq.map_or(ext, |l| l.max(ext)));
+        let (mid, pt, nackable) = (o.mid, o.pt, o.nackable);
+        let payload: Arc<[u8]> = Arc::from(payload);
+        let n = payload.len();
+        let posted = o.peer.post(move |rtc| {
+            if let Some(tx) = rtc.direct_api().stream_tx_by_mid(mid, None) {
+                tx.write_rtp(
+                    RtpWrite::new(pt, SeqNo::from(ext), timestamp, now, payload).marker(marker).nackable(nackable),
+                );
+            }
+        });
+        match posted {
+            Ok(()) => n,
+            Err(e) => {
+                tracing::debug!(error = %e, "RTP not written to a down-track");
+                0
+            }
+        }
     }
 
     /// The layer being sent now.
@@ -260,6 +307,25 @@ impl PublishedTrack {
         }
     }
 
+    /// The `a=msid` stream id of its down-tracks: `PA_…|TR_…`.
+    pub fn stream_id(&self) -> &str {
+        &self.stream
+    }
+
+    /// The negotiated codec's MIME type (`video/VP8`, `audio/opus`, …).
+    pub fn mime_type(&self) -> &str {
+        &self.capability.mime_type
+    }
+
+    /// Audio or video, by its codec.
+    pub fn media_kind(&self) -> MediaKind {
+        if self.capability.mime_type.to_ascii_lowercase().starts_with("audio/") {
+            MediaKind::Audio
+        } else {
+            MediaKind::Video
+        }
+    }
+
     /// The LiveKit `TrackInfo` of this track.
     pub fn info(&self) -> TrackInfo {
         lock(&self.info).clone()
@@ -321,10 +387,10 @@ impl PublishedTrack {
         if generation > MAX_RESUBSCRIPTIONS {
             return None;
         }
-        let id = if generation == 0 { self.sid.to_string() } else { format!("{}~{generation}", self.sid) };
-        let local = Arc::new(TrackLocalStaticRTP::new(self.capability.clone(), id, self.stream.clone()));
+        let track_id = if generation == 0 { self.sid.to_string() } else { format!("{}~{generation}", self.sid) };
         let sink = Arc::new(Sink {
-            local,
+            track_id,
+            output: Mutex::new(None),
             state: Mutex::new(SinkState {
                 core: DownTrack::new(self.codec, self.clock_rate, None),
                 wanted: (!disabled).then(|| self.wanted_layer(preference)),
@@ -505,27 +571,11 @@ impl PublishedTrack {
                         }
                     },
                 };
-                let out = webrtc::rtp::packet::Packet {
-                    header: Header {
-                        version: h.version,
-                        padding: false,
-                        marker: h.marker,
-                        payload_type: h.payload_type,
-                        sequence_number: rewrite.seq,
-                        timestamp: rewrite.timestamp,
-                        ssrc: h.ssrc,
-                        csrc: h.csrc.clone(),
-                        ..Header::default()
-                    },
-                    payload,
-                };
-                match sink.local.write_rtp(&out).await {
-                    Ok(n) => {
-                        written = written.saturating_add(n);
-                        let mut q = lock(&sink.quality);
-                        q.sent = q.sent.saturating_add(1);
-                    }
-                    Err(e) => tracing::debug!(track = %self.sid, error = %e, "RTP not written to a down-track"),
+                let n = sink.write(rewrite.seq, rewrite.timestamp, h.marker, &payload, now);
+                if n > 0 {
+                    written = written.saturating_add(n);
+                    let mut q = lock(&sink.quality);
+                    q.sent = q.sent.saturating_add(1);
                 }
             }
             if let Some(layer) = awaiting {
@@ -597,47 +647,19 @@ pub fn spawn_drain(remote: Arc<TrackRemote>) {
     tokio::spawn(async move { while remote.read_rtp().await.is_ok() {} });
 }
 
-/// Watches a down-track's RTCP from the subscriber: keyframe requests (PLI, FIR)
-/// go to the publisher, for the layer the down-track's `sink` sends, and report
-/// blocks about this down-track go to the node's subscriber histograms.
-pub fn spawn_down_track_rtcp(sender: Arc<RTCRtpSender>, track: Weak<PublishedTrack>, sink: Weak<Sink>) {
-    tokio::spawn(async move {
-        // The SSRCs this sender writes. The SRTCP session hands every sender of
-        // the PC the whole compound packet, with blocks about the other
-        // down-tracks too.
-        let ssrcs: Vec<u32> = sender.get_parameters().await.encodings.iter().map(|e| e.ssrc).collect();
-        while let Ok((packets, _)) = sender.read_rtcp().await {
-            let (Some(track), Some(sink)) = (track.upgrade(), sink.upgrade()) else { break };
-            let now = reception::compact_ntp(SystemTime::now());
-            for block in report_blocks(&packets).filter(|b| ssrcs.contains(&b.ssrc)) {
-                let reception = Reception::of(block, track.clock_rate, now);
-                sink.observe(&reception);
-                track.observe(reception);
-            }
-            let wants_keyframe = packets.iter().any(|p| {
-                let any = p.as_any();
-                any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
-            });
-            if wants_keyframe {
-                if let Some(layer) = sink.current_layer() {
-                    track.request_keyframe(layer, Instant::now()).await;
-                }
-            }
-        }
-    });
+/// What str0m's egress stats say of a down-track (from the subscriber's
+/// receiver reports): into its connection quality window and the node's
+/// subscriber histograms.
+pub fn on_egress_stats(track: &PublishedTrack, sink: &Sink, stats: &str0m::stats::MediaEgressStats) {
+    let Some(reception) = Reception::of_egress(stats, track.clock_rate) else { return };
+    sink.observe(&reception);
+    track.observe(reception);
 }
 
-/// The reception report blocks of receiver and sender reports in `packets`.
-fn report_blocks<'a>(
-    packets: &'a [Box<dyn RtcpPacket + Send + Sync>],
-) -> impl Iterator<Item = &'a ReceptionReport> + 'a {
-    packets.iter().flat_map(|p| {
-        let any = p.as_any();
-        let blocks = match (any.downcast_ref::<ReceiverReport>(), any.downcast_ref::<SenderReport>()) {
-            (Some(rr), _) => rr.reports.as_slice(),
-            (None, Some(sr)) => sr.reports.as_slice(),
-            (None, None) => &[],
-        };
-        blocks.iter()
-    })
+/// The subscriber asked for a keyframe (PLI or FIR) on `sink`'s down-track:
+/// the publisher is asked for one of the layer it sends (throttled).
+pub async fn on_keyframe_request(track: &PublishedTrack, sink: &Sink) {
+    if let Some(layer) = sink.current_layer() {
+        track.request_keyframe(layer, Instant::now()).await;
+    }
 }

@@ -28,6 +28,7 @@ pub mod room;
 pub mod rtc;
 pub mod sdp;
 pub mod signal;
+pub mod subscriber;
 pub mod subscription;
 pub mod turn_probe;
 pub mod webhook;
@@ -279,7 +280,14 @@ pub(crate) fn test_node_with(turn: Option<TurnAdvert>, metrics: &metrics::SfuMet
             region: "test".into(),
             node_id: "test-1".into(),
             turn,
-            ice: engine::IceConfig { include_loopback: true, loopback_only: true, port_range: None, node_ip: None },
+            ice: engine::IceConfig {
+                include_loopback: true,
+                loopback_only: true,
+                port_range: None,
+                node_ip: None,
+                udp_port: None,
+                udp_ip: None,
+            },
             max_connections: 16,
             position: None,
             advertise_signal: "127.0.0.1:9".into(),

@@ -1,11 +1,12 @@
 //! One participant: its two peer connections (LiveKit's dual-PC model), the tracks
 //! it publishes, its down-tracks, and the subscriber PC's offer/answer state.
 //!
-//! Publisher PC: the client offers, we answer (echoing `SessionDescription.id`,
-//! which livekit-client waits for). Subscriber PC: we offer whenever down-tracks
-//! change; one offer is outstanding at a time, and changes made meanwhile are
-//! offered once its answer arrives. ICE candidates that arrive before the remote
-//! description are buffered, then applied.
+//! Publisher PC (webrtc-rs): the client offers, we answer (echoing
+//! `SessionDescription.id`, which livekit-client waits for); ICE candidates that
+//! arrive before the remote description are buffered, then applied.
+//! Subscriber PC (str0m, on the node's one UDP port: [`crate::subscriber`]): we
+//! offer whenever down-tracks change; one offer is outstanding at a time, and
+//! changes made meanwhile are offered once its answer arrives.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -18,21 +19,18 @@ use livekit_protocol::signal_response::Message as Out;
 use meridian_auth::{Grants, VerifiedGrant};
 use meridian_ids::{ParticipantIdentity, ParticipantSid, TrackSid};
 use tokio::sync::{mpsc, Notify};
-use webrtc::data_channel::data_channel_init::RTCDataChannelInit;
 use webrtc::data_channel::data_channel_message::DataChannelMessage;
 use webrtc::data_channel::RTCDataChannel;
 use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit};
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
-use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
-use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
-use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
 use webrtc::track::track_remote::TrackRemote;
 
 use crate::forward::{self, PublishedTrack};
 use crate::room::Room;
 use crate::sdp;
+use crate::subscriber::{NewMedia, OfferRequest, SubscriberPc};
 use crate::subscription::{Choices, PermissionError, Permissions};
 
 /// Longest an answer to a publisher offer waits for webrtc-rs to start its
@@ -80,8 +78,8 @@ pub const MAX_CANDIDATE_BYTES: usize = 4096;
 pub const MAX_BUFFERED_CANDIDATES: usize = 256;
 /// Tracks announced by `AddTrackRequest` whose media has not arrived yet.
 pub const MAX_PENDING_TRACKS: usize = 64;
-/// Transceivers on one subscriber PC: one per subscription made, including
-/// those since unsubscribed (see [`Participant::subscribe`]).
+/// Down-tracks one subscriber PC may be offered over its life, those since
+/// unsubscribed included (each costs a media section, see [`Participant::subscribe`]).
 pub const MAX_SUBSCRIBER_TRANSCEIVERS: usize = 512;
 /// Bytes of an `AddTrackRequest`'s cid, name and stream together.
 pub const MAX_TRACK_TEXT_BYTES: usize = 4096;
@@ -106,6 +104,9 @@ pub enum ParticipantError {
     /// The WebRTC engine failed on an otherwise valid request. Ours.
     #[error("webrtc: {0}")]
     WebRtc(#[from] webrtc::Error),
+    /// The subscriber PC is gone (closed, failed, or the node's driver ended).
+    #[error(transparent)]
+    Closed(#[from] crate::rtc::Closed),
 }
 
 /// A track announced by `AddTrackRequest` whose media has not arrived yet.
@@ -134,15 +135,14 @@ fn attributes_bytes(attributes: &HashMap<String, String>) -> usize {
     attributes.iter().fold(0usize, |sum, (k, v)| sum.saturating_add(k.len()).saturating_add(v.len()))
 }
 
-/// One down-track: a sender on the subscriber PC carrying a published track.
+/// One down-track: a media section of the subscriber PC carrying a published track.
 struct DownTrack {
-    sender: Arc<RTCRtpSender>,
     track: Arc<PublishedTrack>,
     /// What the forwarder sends this subscriber of the track (`PublishedTrack::new_sink`).
     sink: Arc<forward::Sink>,
     /// The subscriber offer that first carried it, once one has.
     offered_in: Option<u32>,
-    /// Whether an answer to such an offer has been applied.
+    /// Whether an answer to such an offer has been applied (its sink writes then).
     bound: bool,
 }
 
@@ -180,9 +180,13 @@ pub struct Participant {
     /// the client re-sends only what came after.
     last_reliable_seq: AtomicU32,
     publisher: Arc<RTCPeerConnection>,
-    subscriber: Arc<RTCPeerConnection>,
+    /// Keyed by the msid track id of each down-track's section.
+    subscriber: SubscriberPc<String>,
+    /// Media sections of removed down-tracks, stopped in the next offer.
+    to_stop: Mutex<Vec<str0m::media::Mid>>,
+    /// Down-tracks bound so far; with those waiting, what [`MAX_SUBSCRIBER_TRANSCEIVERS`] counts.
+    offered: std::sync::atomic::AtomicUsize,
     publisher_candidates: CandidateBuffer,
-    subscriber_candidates: CandidateBuffer,
     negotiation: tokio::sync::Mutex<Negotiation>,
     /// AddTrackRequests answered but whose media has not arrived.
     pending_tracks: Mutex<Vec<PendingTrack>>,
@@ -198,9 +202,6 @@ pub struct Participant {
     permissions: Mutex<Permissions>,
     /// The `sfu.join` span; milestones (`sfu.ice_connected`, `sfu.first_rtp_forwarded`) are its children.
     trace: tracing::Span,
-    /// Data channels this node opens on the subscriber PC, by kind, that carry
-    /// others' data packets to this participant.
-    sub_data: [Arc<RTCDataChannel>; 2],
 }
 
 /// LiveKit's data channel kinds: `_reliable` (ordered, retransmitted) and `_lossy`
@@ -252,14 +253,7 @@ impl Participant {
         trace: tracing::Span,
     ) -> Result<Arc<Self>, crate::engine::EngineError> {
         let publisher = room.engine().peer_connection().await?;
-        let subscriber = room.engine().subscriber_peer_connection().await?;
-        let reliable = subscriber.create_data_channel(DataKind::Reliable.label(), None).await?;
-        let lossy = subscriber
-            .create_data_channel(
-                DataKind::Lossy.label(),
-                Some(RTCDataChannelInit { ordered: Some(false), max_retransmits: Some(0), ..Default::default() }),
-            )
-            .await?;
+        let (subscriber, subscriber_events) = SubscriberPc::new(room.engine().driver()?).await?;
         let me = Arc::new(Self {
             sid: ParticipantSid::random(),
             identity: grant.identity().clone(),
@@ -279,8 +273,9 @@ impl Participant {
             last_reliable_seq: AtomicU32::new(0),
             publisher,
             subscriber,
+            to_stop: Mutex::new(Vec::new()),
+            offered: std::sync::atomic::AtomicUsize::new(0),
             publisher_candidates: Mutex::new(Some(Vec::new())),
-            subscriber_candidates: Mutex::new(Some(Vec::new())),
             negotiation: tokio::sync::Mutex::new(Negotiation::default()),
             pending_tracks: Mutex::new(Vec::new()),
             published: Arc::new(Mutex::new(Vec::new())),
@@ -288,14 +283,73 @@ impl Participant {
             choices: Mutex::new(Choices::new(auto_subscribe)),
             permissions: Mutex::new(Permissions::everyone()),
             trace,
-            sub_data: [reliable, lossy],
         });
         me.wire_callbacks(Arc::downgrade(room));
+        tokio::spawn(Self::read_subscriber_events(Arc::downgrade(&me), Arc::downgrade(room), subscriber_events));
         Ok(me)
     }
 
+    /// Reads the subscriber PC's events until it is gone: its connection (the
+    /// `sfu.ice_connected` milestone and, first of the PCs, `participant_joined`),
+    /// the subscriber's keyframe requests and receiver reports per down-track.
+    async fn read_subscriber_events(me: Weak<Self>, room: Weak<Room>, mut peer: crate::rtc::Peer) {
+        use str0m::Event;
+        while let Some(event) = peer.next_event().await {
+            let Some(me) = me.upgrade() else { return };
+            match event {
+                Event::Connected => {
+                    tracing::info!(participant = %me.sid, target = ?Target::Subscriber, state = "connected", "peer connection state");
+                    if let Some(room) = room.upgrade() {
+                        me.on_connected(&room, Target::Subscriber);
+                    }
+                }
+                Event::IceConnectionStateChange(state) => {
+                    tracing::info!(participant = %me.sid, target = ?Target::Subscriber, ?state, "ICE connection state");
+                }
+                Event::KeyframeRequest(req) => {
+                    if let Some((track, sink)) = me.down_track_at(req.mid).await {
+                        forward::on_keyframe_request(&track, &sink).await;
+                    }
+                }
+                Event::MediaEgressStats(stats) => {
+                    if let Some((track, sink)) = me.down_track_at(stats.mid).await {
+                        forward::on_egress_stats(&track, &sink, &stats);
+                    }
+                }
+                Event::EgressBitrateEstimate(estimate) => {
+                    tracing::debug!(participant = %me.sid, ?estimate, "subscriber bandwidth estimate");
+                }
+                Event::ChannelOpen(_, label) => {
+                    tracing::debug!(participant = %me.sid, %label, "subscriber data channel open");
+                }
+                _ => {}
+            }
+        }
+        tracing::debug!("subscriber PC gone");
+    }
+
+    /// The track and sink of the down-track bound to media section `mid`.
+    async fn down_track_at(&self, mid: str0m::media::Mid) -> Option<(Arc<PublishedTrack>, Arc<forward::Sink>)> {
+        let down_tracks = self.down_tracks.lock().await;
+        down_tracks
+            .values()
+            .find(|dt| dt.sink.mid() == Some(mid))
+            .map(|dt| (Arc::clone(&dt.track), Arc::clone(&dt.sink)))
+    }
+
+    /// One of the PCs connected: a milestone in the join's trace and, the
+    /// first time, the `participant_joined` webhook.
+    fn on_connected(&self, room: &Room, target: Target) {
+        // A milestone: an empty span, a child of the join in the trace.
+        drop(tracing::info_span!(parent: &self.trace, "sfu.ice_connected", participant = %self.sid, ?target));
+        if !self.connected.swap(true, Ordering::Relaxed) {
+            room.webhook("participant_joined", Some(self.info(proto::participant_info::State::Active)), None);
+        }
+    }
+
     fn wire_callbacks(self: &Arc<Self>, room: Weak<Room>) {
-        for (pc, target) in [(&self.publisher, Target::Publisher), (&self.subscriber, Target::Subscriber)] {
+        {
+            let (pc, target) = (&self.publisher, Target::Publisher);
             let me = Arc::downgrade(self);
             pc.on_ice_candidate(Box::new(move |c: Option<RTCIceCandidate>| {
                 let me = me.clone();
@@ -313,21 +367,12 @@ impl Participant {
                 })
             }));
             let sid = self.sid.clone();
-            let trace = self.trace.clone();
             let (me, room) = (Arc::downgrade(self), room.clone());
             pc.on_peer_connection_state_change(Box::new(move |state| {
                 tracing::info!(participant = %sid, ?target, %state, "peer connection state");
                 if state == webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState::Connected {
-                    // A milestone: an empty span, a child of the join in the trace.
-                    drop(tracing::info_span!(parent: &trace, "sfu.ice_connected", participant = %sid, ?target));
                     if let (Some(me), Some(room)) = (me.upgrade(), room.upgrade()) {
-                        if !me.connected.swap(true, Ordering::Relaxed) {
-                            room.webhook(
-                                "participant_joined",
-                                Some(me.info(proto::participant_info::State::Active)),
-                                None,
-                            );
-                        }
+                        me.on_connected(&room, target);
                     }
                 }
                 Box::pin(async {})
@@ -394,9 +439,7 @@ impl Participant {
     /// Sends an encoded data packet to this participant on `kind`'s channel. A
     /// channel not open yet drops it (lossy) or fails quietly (reliable, logged).
     pub(crate) async fn send_data(&self, kind: DataKind, bytes: &bytes::Bytes) {
-        if let Err(e) = self.sub_data[kind as usize].send(bytes).await {
-            tracing::debug!(participant = %self.sid, ?kind, error = %e, "data packet not delivered");
-        }
+        self.subscriber.send_data(kind, bytes.clone());
     }
 
     /// Highest reliable `DataPacket.sequence` relayed from this participant (0
@@ -520,9 +563,7 @@ impl Participant {
     pub async fn restart_subscriber_ice(&self) -> Result<(), ParticipantError> {
         let mut neg = self.negotiation.lock().await;
         neg.pending = false;
-        let options =
-            webrtc::peer_connection::offer_answer_options::RTCOfferOptions { ice_restart: true, ..Default::default() };
-        self.offer_with(&mut neg, Some(options)).await
+        self.offer_with(&mut neg, true).await
     }
 
     /// Ends the participant's signal session.
@@ -701,35 +742,48 @@ impl Participant {
             tracing::debug!(participant = %self.sid, id = answer.id, "stale subscriber answer ignored");
             return Ok(Vec::new());
         }
-        let desc =
-            RTCSessionDescription::answer(answer.sdp).map_err(|e| ParticipantError::BadRequest(e.to_string()))?;
-        self.subscriber
-            .set_remote_description(desc)
-            .await
-            .map_err(|e| ParticipantError::BadRequest(format!("subscriber answer: {e}")))?;
+        let added = self.subscriber.accept_answer(&answer.sdp).await.map_err(|e| match e {
+            crate::subscriber::AnswerError::Closed(c) => ParticipantError::Closed(c),
+            other => ParticipantError::BadRequest(other.to_string()),
+        })?;
         neg.awaiting_answer = false;
-        self.flush_candidates(Target::Subscriber).await;
-        let bound = self.bind_down_tracks(neg.offer_id).await;
-        if std::mem::take(&mut neg.pending) {
+        let bound = self.bind_down_tracks(added).await?;
+        if std::mem::take(&mut neg.pending) || !lock(&self.to_stop).is_empty() {
             self.offer(&mut neg).await?;
         }
         Ok(bound)
     }
 
-    /// After the answer to offer `answered`: marks the down-tracks it carried as
-    /// bound (returning their tracks), and applies settings made before their
-    /// senders started, which the answer has started.
-    async fn bind_down_tracks(&self, answered: u32) -> Vec<Arc<PublishedTrack>> {
+    /// After an answer: binds each down-track its offer `added` (msid track id,
+    /// media section) to its section, with the payload type the subscriber
+    /// accepted, and returns their tracks; a section whose down-track was
+    /// removed meanwhile is stopped in the next offer. Settings made before a
+    /// sink was bound apply now.
+    async fn bind_down_tracks(
+        &self,
+        added: Vec<(String, str0m::media::Mid)>,
+    ) -> Result<Vec<Arc<PublishedTrack>>, ParticipantError> {
         let mut down_tracks = self.down_tracks.lock().await;
         let mut bound = Vec::new();
+        for (track_id, mid) in added {
+            let Some(dt) = down_tracks.values_mut().find(|dt| !dt.bound && dt.sink.track_id() == track_id) else {
+                lock(&self.to_stop).push(mid);
+                continue;
+            };
+            let Some(pt) = self.subscriber.payload_type(mid, dt.track.mime_type()).await? else {
+                tracing::warn!(participant = %self.sid, track = %dt.track.sid, mime = dt.track.mime_type(),
+                    "the subscriber's answer accepts no payload type for the track's codec");
+                continue;
+            };
+            dt.sink.bind(self.subscriber.handle(), mid, pt, dt.track.media_kind());
+            dt.bound = true;
+            self.offered.fetch_add(1, Ordering::Relaxed);
+            bound.push(Arc::clone(&dt.track));
+        }
         for dt in down_tracks.values_mut() {
-            if !dt.bound && dt.offered_in.is_some_and(|offer| offer <= answered) {
-                dt.bound = true;
-                bound.push(Arc::clone(&dt.track));
-            }
             self.apply_settings(dt).await;
         }
-        bound
+        Ok(bound)
     }
 
     /// Gives `dt`'s sink this subscriber's settings for its track: the layer
@@ -840,11 +894,11 @@ impl Participant {
         }
         let init: RTCIceCandidateInit = serde_json::from_str(&trickle.candidate_init)
             .map_err(|e| ParticipantError::BadRequest(format!("candidateInit: {e}")))?;
-        let (pc, buffer) = if trickle.target == proto::SignalTarget::Subscriber as i32 {
-            (&self.subscriber, &self.subscriber_candidates)
-        } else {
-            (&self.publisher, &self.publisher_candidates)
-        };
+        if trickle.target == proto::SignalTarget::Subscriber as i32 {
+            self.subscriber.add_remote_candidate(&init.candidate);
+            return Ok(());
+        }
+        let (pc, buffer) = (&self.publisher, &self.publisher_candidates);
         if let Some(buffered) = lock(buffer).as_mut() {
             if buffered.len() >= MAX_BUFFERED_CANDIDATES {
                 return Err(ParticipantError::BadRequest(format!(
@@ -863,7 +917,8 @@ impl Participant {
     async fn flush_candidates(&self, target: Target) {
         let (pc, buffer) = match target {
             Target::Publisher => (&self.publisher, &self.publisher_candidates),
-            Target::Subscriber => (&self.subscriber, &self.subscriber_candidates),
+            // The str0m PC takes candidates whenever they come.
+            Target::Subscriber => return,
         };
         let buffered = lock(buffer).take().unwrap_or_default();
         for init in buffered {
@@ -1011,13 +1066,11 @@ impl Participant {
             if self.is_closed.load(Ordering::Relaxed) || down_tracks.contains_key(&track.sid) {
                 return Ok(());
             }
-            // A new transceiver each time, never webrtc-rs's reuse in `add_track`:
-            // that reuses the transceiver a removed down-track of the same track
-            // left, whose sender `remove_track` stopped, and fails ("new track
-            // must have the same envelope"), so a track could not be subscribed
-            // to again. Transceivers left by removed down-tracks stay (inactive
-            // in the SDP), hence the cap.
-            if self.subscriber.get_transceivers().await.len() >= MAX_SUBSCRIBER_TRANSCEIVERS {
+            // Each down-track gets a media section of its own (a removed one's
+            // is stopped, and str0m may recycle it), hence the cap on them all.
+            let made =
+                self.offered.load(Ordering::Relaxed).saturating_add(down_tracks.values().filter(|d| !d.bound).count());
+            if made >= MAX_SUBSCRIBER_TRANSCEIVERS {
                 return Err(ParticipantError::BadRequest(format!(
                     "more than {MAX_SUBSCRIBER_TRANSCEIVERS} subscriptions made on this connection"
                 )));
@@ -1033,18 +1086,7 @@ impl Participant {
                     forward::MAX_RESUBSCRIPTIONS
                 )));
             };
-            let init =
-                RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendrecv, send_encodings: vec![] };
-            let added = self.subscriber.add_transceiver_from_track(sink.local_track(), Some(init)).await;
-            let sender = match added {
-                Ok(transceiver) => transceiver.sender().await,
-                Err(e) => {
-                    track.remove_sink(&sink);
-                    return Err(e.into());
-                }
-            };
-            forward::spawn_down_track_rtcp(Arc::clone(&sender), Arc::downgrade(track), Arc::downgrade(&sink));
-            let dt = DownTrack { sender, track: Arc::clone(track), sink, offered_in: None, bound: false };
+            let dt = DownTrack { track: Arc::clone(track), sink, offered_in: None, bound: false };
             down_tracks.insert(track.sid.clone(), dt);
         }
         // The sink asks the publisher for a keyframe as it starts.
@@ -1075,7 +1117,10 @@ impl Participant {
             if self.is_closed.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            self.subscriber.remove_track(&dt.sender).await?;
+            // A section not answered yet is stopped once its answer binds it.
+            if let Some(mid) = dt.sink.mid() {
+                lock(&self.to_stop).push(mid);
+            }
         }
         self.negotiate().await
     }
@@ -1090,33 +1135,36 @@ impl Participant {
     }
 
     async fn offer(&self, neg: &mut Negotiation) -> Result<(), ParticipantError> {
-        self.offer_with(neg, None).await
+        self.offer_with(neg, false).await
     }
 
-    async fn offer_with(
-        &self,
-        neg: &mut Negotiation,
-        options: Option<webrtc::peer_connection::offer_answer_options::RTCOfferOptions>,
-    ) -> Result<(), ParticipantError> {
-        // Down-tracks added before the offer is made are in it; one added while
-        // it is made may be too, but is counted in the next, so a TrackSubscribed
-        // is late rather than early.
-        let carried: Vec<TrackSid> = self
+    /// Offers every down-track no answer has bound yet (str0m forgets the
+    /// sections of an offer superseded unanswered, so they go again), stops
+    /// the sections of removed ones, and restarts ICE if asked.
+    async fn offer_with(&self, neg: &mut Negotiation, ice_restart: bool) -> Result<(), ParticipantError> {
+        let add: Vec<NewMedia<String>> = self
             .down_tracks
             .lock()
             .await
-            .iter()
-            .filter(|(_, dt)| dt.offered_in.is_none())
-            .map(|(s, _)| s.clone())
+            .values()
+            .filter(|dt| !dt.bound)
+            .map(|dt| NewMedia {
+                key: dt.sink.track_id().to_owned(),
+                kind: dt.track.media_kind(),
+                stream_id: dt.track.stream_id().to_owned(),
+                track_id: dt.sink.track_id().to_owned(),
+            })
             .collect();
-        let offer = self.subscriber.create_offer(options).await?;
-        self.subscriber.set_local_description(offer.clone()).await?;
+        let stop = std::mem::take(&mut *lock(&self.to_stop));
+        let Some(offer) = self.subscriber.offer(OfferRequest { add, stop, ice_restart }).await? else {
+            return Ok(());
+        };
         tracing::trace!(participant = %self.sid, sdp = %offer.sdp, "subscriber offer");
         neg.offer_id += 1;
         {
             let mut down_tracks = self.down_tracks.lock().await;
-            for sid in carried {
-                if let Some(dt) = down_tracks.get_mut(&sid) {
+            for (track_id, _) in &offer.added {
+                if let Some(dt) = down_tracks.values_mut().find(|dt| dt.sink.track_id() == track_id) {
                     dt.offered_in = Some(neg.offer_id);
                 }
             }
@@ -1136,11 +1184,10 @@ impl Participant {
         if self.is_closed.swap(true, Ordering::Relaxed) {
             return;
         }
-        for pc in [&self.publisher, &self.subscriber] {
-            if let Err(e) = pc.close().await {
-                tracing::debug!(participant = %self.sid, error = %e, "PC close");
-            }
+        if let Err(e) = self.publisher.close().await {
+            tracing::debug!(participant = %self.sid, error = %e, "PC close");
         }
+        self.subscriber.close();
     }
 }
 

@@ -333,7 +333,7 @@ fn forward(peers: &mut [Peer], from: usize, packet: &RtpPacket, socket: &UdpSock
                 out.pt = payload_type(rtc, out.mid, kind);
             }
             let Some(pt) = out.pt else { continue };
-            let ext = extend(out.ext_seq, rewrite.seq);
+            let ext = meridian_forward::seq::extend(out.ext_seq, rewrite.seq);
             out.ext_seq = Some(ext);
             let payload: std::sync::Arc<[u8]> = match rewrite.payload_key() {
                 None => std::sync::Arc::clone(&packet.payload),
@@ -363,13 +363,4 @@ fn payload_type(rtc: &Rtc, mid: Mid, kind: MediaKind) -> Option<Pt> {
     let media = rtc.media(mid)?;
     let params = rtc.codec_config().params();
     media.remote_pts().iter().copied().find(|pt| params.iter().any(|p| p.pt() == *pt && p.spec().codec == want))
-}
-
-/// `seq` extended past `last`, the previous extended sequence number written
-/// (RFC 3550 A.1: the nearer of the candidates).
-fn extend(last: Option<u64>, seq: u16) -> u64 {
-    let Some(last) = last else { return u64::from(seq) };
-    // The low 16 bits of `last` are a u16 by construction.
-    let delta = i64::from(seq.wrapping_sub((last & 0xffff) as u16) as i16);
-    last.checked_add_signed(delta).unwrap_or(last)
 }

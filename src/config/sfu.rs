@@ -57,6 +57,11 @@ pub struct SfuSection {
     /// Last UDP port of that range, inclusive (LiveKit's `rtc.port_range_end`).
     #[arg(long = "sfu-ice-port-range-end", env = "MERIDIAN_SFU_ICE_PORT_RANGE_END")]
     pub ice_port_range_end: Option<u16>,
+    /// The one UDP port every subscriber PC of the node shares (LiveKit's
+    /// `rtc.udp_port`; default none: an ephemeral port, which the candidates
+    /// name). A firewall opens this port and the ICE range.
+    #[arg(long = "sfu-udp-port", env = "MERIDIAN_SFU_UDP_PORT")]
+    pub udp_port: Option<u16>,
     /// The node's public IP behind a 1:1 NAT (a cloud's elastic IP), put in its
     /// ICE host candidates in place of the host's own (LiveKit's `rtc.node_ip`;
     /// default none: the host's addresses).
@@ -89,6 +94,7 @@ impl SfuSection {
                 include_loopback,
                 ice_port_range_start,
                 ice_port_range_end,
+                udp_port,
                 node_ip,
                 drain_grace,
                 metrics_listen
@@ -126,6 +132,8 @@ pub struct SfuRole {
     pub include_loopback: bool,
     /// The UDP ports ICE binds to, first and last inclusive (`None`: ephemeral).
     pub ice_port_range: Option<(u16, u16)>,
+    /// The subscriber PCs' one UDP port (`None`: ephemeral).
+    pub udp_port: Option<u16>,
     /// The public IP put in ICE host candidates, behind a 1:1 NAT.
     pub node_ip: Option<std::net::IpAddr>,
     /// Drain grace period.
@@ -213,6 +221,7 @@ impl SfuSection {
             turn,
             include_loopback: self.include_loopback.unwrap_or(false),
             ice_port_range,
+            udp_port: self.udp_port.filter(|p| *p != 0),
             node_ip: self.node_ip,
             drain_grace: self.drain_grace.map(Duration::from_secs).unwrap_or(DEFAULT_DRAIN_GRACE),
             metrics_listen: self.metrics_listen,

@@ -71,6 +71,8 @@ pub async fn start_sfu(
                 loopback_only: addr.ip().is_loopback(),
                 port_range: role.ice_port_range,
                 node_ip: role.node_ip,
+                udp_port: role.udp_port,
+                udp_ip: Some(addr.ip()).filter(|ip| !ip.is_unspecified()),
             },
             max_connections: meridian_sfu::DEFAULT_MAX_CONNECTIONS,
             position: role.position,

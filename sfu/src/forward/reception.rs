@@ -41,6 +41,22 @@ impl Reception {
     }
 }
 
+impl Reception {
+    /// The numbers of str0m's egress stats of a down-track whose codec runs at
+    /// `clock_rate` Hz: loss and round trip as str0m took them from the
+    /// subscriber's last receiver reports, jitter as the report said it. `None`
+    /// when no report came since the last stats (nothing to observe).
+    pub fn of_egress(stats: &str0m::stats::MediaEgressStats, clock_rate: u32) -> Option<Self> {
+        let loss = stats.loss.filter(|l| l.is_finite())?;
+        Some(Self {
+            // str0m averages the reports' fractions; clamp what a peer may send.
+            loss_ratio: f64::from(loss).clamp(0.0, 1.0),
+            jitter: stats.remote.as_ref().and_then(|r| jitter(r.jitter, clock_rate)),
+            round_trip: stats.rtt.filter(|rtt| *rtt <= MAX_ROUND_TRIP),
+        })
+    }
+}
+
 /// The fraction lost field, an 8-bit fixed point number with the binary point at
 /// its left edge, as a ratio in 0..1 (255 is 255/256).
 pub fn loss_ratio(fraction_lost: u8) -> f64 {

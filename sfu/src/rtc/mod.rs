@@ -84,9 +84,19 @@ impl Driver {
     ///
     /// Errors: the socket cannot be bound.
     pub async fn bind(addr: SocketAddr, advertise: Option<std::net::IpAddr>) -> std::io::Result<Self> {
+        Self::start(std::net::UdpSocket::bind(addr)?, advertise)
+    }
+
+    /// Starts the driver task on `socket`, bound already (the node binds its
+    /// port at startup, before a runtime may be running). Must be called
+    /// inside a tokio runtime. Candidates carry `advertise` as in [`Driver::bind`].
+    ///
+    /// Errors: the socket cannot be made non-blocking or registered with the runtime.
+    pub fn start(socket: std::net::UdpSocket, advertise: Option<std::net::IpAddr>) -> std::io::Result<Self> {
         // str0m's DTLS and SRTP take the process's provider (aws-lc); idempotent.
         str0m::crypto::from_feature_flags().install_process_default();
-        let socket = UdpSocket::bind(addr).await?;
+        socket.set_nonblocking(true)?;
+        let socket = UdpSocket::from_std(socket)?;
         let local = socket.local_addr()?;
         let advertised = advertise.map_or(local, |ip| SocketAddr::new(ip, local.port()));
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
@@ -115,7 +125,7 @@ impl Driver {
             .await
             .map_err(|_| AddError::Closed)?;
         let id = answer.await.map_err(|_| AddError::Closed)?.map_err(AddError::Candidate)?;
-        Ok(Peer { id, commands: self.commands.clone(), events })
+        Ok(Peer { handle: PeerHandle { id, commands: self.commands.clone() }, events })
     }
 }
 
@@ -143,12 +153,53 @@ pub enum PostError {
 
 /// One peer connection in a [`Driver`]. Dropping it closes the connection.
 pub struct Peer {
-    id: PeerId,
-    commands: mpsc::Sender<Command>,
+    handle: PeerHandle,
     events: mpsc::Receiver<Event>,
 }
 
+/// Calls into one peer of a [`Driver`], for whoever holds it besides the
+/// reader of its events (a participant, a down-track's sink). Cloning is
+/// cheap; dropping a handle closes nothing ([`PeerHandle::close`] does, and
+/// so does dropping the [`Peer`]).
+#[derive(Clone)]
+pub struct PeerHandle {
+    id: PeerId,
+    commands: mpsc::Sender<Command>,
+}
+
 impl Peer {
+    /// A handle for calls into this peer from elsewhere.
+    pub fn handle(&self) -> PeerHandle {
+        self.handle.clone()
+    }
+
+    /// Runs `f` on the peer's `Rtc` inside the driver (see [`PeerHandle::with`]).
+    ///
+    /// Errors: the peer is gone.
+    pub async fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut Rtc) -> T + Send + 'static) -> Result<T, Closed> {
+        self.handle.with(f).await
+    }
+
+    /// Posts `f` to the peer's `Rtc` (see [`PeerHandle::post`]).
+    ///
+    /// Errors: as [`PeerHandle::post`].
+    pub fn post(&self, f: impl FnOnce(&mut Rtc) + Send + 'static) -> Result<(), PostError> {
+        self.handle.post(f)
+    }
+
+    /// The peer's next event; `None` once it is gone.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.handle.close();
+    }
+}
+
+impl PeerHandle {
     /// Runs `f` on the peer's `Rtc` inside the driver and returns its result;
     /// what `f` makes the peer send goes out before the driver does anything else.
     ///
@@ -176,16 +227,10 @@ impl Peer {
         })
     }
 
-    /// The peer's next event; `None` once it is gone.
-    pub async fn next_event(&mut self) -> Option<Event> {
-        self.events.recv().await
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
+    /// Closes the peer connection (the driver forgets it). Idempotent.
+    pub fn close(&self) {
         // A full queue means the driver is busy; it drops the peer when its
-        // event queue closes (below) anyway.
+        // event queue closes (see `run`) anyway.
         let _ = self.commands.try_send(Command::Remove(self.id));
     }
 }
@@ -206,7 +251,7 @@ async fn run(socket: UdpSocket, advertised: SocketAddr, mut commands: mpsc::Rece
     let mut next_id = 0u64;
     let mut buf = vec![0u8; DATAGRAM];
     loop {
-        let deadline = deadlines.earliest().unwrap_or_else(|| Instant::now() + IDLE);
+        let deadline = deadlines.earliest().unwrap_or_else(|| now() + IDLE);
         // The peer a command or datagram went to: it has output now.
         let mut touched = None;
         tokio::select! {
@@ -256,7 +301,7 @@ async fn run(socket: UdpSocket, advertised: SocketAddr, mut commands: mpsc::Rece
                 let Some(id) = demux.route(source, datagram) else { continue };
                 let Some(e) = peers.get_mut(&id) else { continue };
                 let Ok(receive) = Receive::new(Protocol::Udp, source, advertised, datagram) else { continue };
-                let input = Input::Receive(Instant::now(), receive);
+                let input = Input::Receive(now(), receive);
                 if !e.rtc.accepts(&input) {
                     continue;
                 }
@@ -273,7 +318,7 @@ async fn run(socket: UdpSocket, advertised: SocketAddr, mut commands: mpsc::Rece
         // Drain the touched peer and every peer whose deadline is due: datagrams
         // out, events up, its next deadline back in the heap (drain serves a
         // deadline already due, str0m's timeouts included).
-        let now = Instant::now();
+        let now = now();
         let due = touched.into_iter().chain(std::iter::from_fn(|| deadlines.pop_due(now))).collect::<Vec<_>>();
         for id in due {
             let Some(e) = peers.get_mut(&id) else { continue };
@@ -287,6 +332,12 @@ async fn run(socket: UdpSocket, advertised: SocketAddr, mut commands: mpsc::Rece
             }
         }
     }
+}
+
+/// The time str0m is given: the runtime's clock, so that under a paused clock
+/// (virtual-time tests) the driver's sleeps and str0m's deadlines agree.
+pub(crate) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// Sends what the peer has to send and queues its events; returns when it
@@ -326,7 +377,7 @@ fn drain(e: &mut Entry, socket: &UdpSocket, now: Instant) -> Instant {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use str0m::change::{SdpAnswer, SdpOffer};
@@ -357,7 +408,14 @@ mod tests {
         for d in [&[0xffu8; 3][..], &[0, 1, 0, 0, 0x21], &stun_for_nobody[..], &[0x80; 1500][..]] {
             junk.send_to(d, driver.local_addr()).unwrap();
         }
-        let ice = IceConfig { include_loopback: true, loopback_only: true, port_range: None, node_ip: None };
+        let ice = IceConfig {
+            include_loopback: true,
+            loopback_only: true,
+            port_range: None,
+            node_ip: None,
+            udp_port: None,
+            udp_ip: None,
+        };
         let engine = Engine::client(&ice).unwrap();
         let mut clients = Vec::new();
         for n in 0u8..2 {
@@ -443,7 +501,14 @@ mod tests {
     async fn offers_renegotiates_and_restarts_ice_as_a_subscriber_pc() {
         use str0m::media::{Direction, MediaKind};
         let driver = Driver::bind("127.0.0.1:0".parse().unwrap(), None).await.unwrap();
-        let ice = IceConfig { include_loopback: true, loopback_only: true, port_range: None, node_ip: None };
+        let ice = IceConfig {
+            include_loopback: true,
+            loopback_only: true,
+            port_range: None,
+            node_ip: None,
+            udp_port: None,
+            udp_ip: None,
+        };
         let engine = Engine::client(&ice).unwrap();
         let pc = engine.peer_connection().await.unwrap();
         let (tracks_tx, mut tracks) = mpsc::channel::<(String, Vec<u8>)>(8);
@@ -560,7 +625,7 @@ mod tests {
     }
 
     /// The client's answer to `offer`, with its candidates.
-    async fn answer_to(pc: &webrtc::peer_connection::RTCPeerConnection, offer: String) -> String {
+    pub(crate) async fn answer_to(pc: &webrtc::peer_connection::RTCPeerConnection, offer: String) -> String {
         pc.set_remote_description(RTCSessionDescription::offer(offer).unwrap()).await.unwrap();
         let answer = pc.create_answer(None).await.unwrap();
         let mut gathered = pc.gathering_complete_promise().await;
