@@ -33,9 +33,13 @@ locals {
       role    = "sfu", protocols = ["tcp"], from_port = "sfu_metrics", to_port = "sfu_metrics",
       sources = ["monitoring"], what = "/metrics and /healthz of an SFU node"
     }
+    sfu_udp = {
+      role    = "sfu", protocols = ["udp"], from_port = "sfu_udp", to_port = "sfu_udp",
+      sources = ["internet"], what = "ICE/RTP media of an SFU node's subscriber PCs, one port for all"
+    }
     ice_udp = {
       role    = "sfu", protocols = ["udp"], from_port = "ice_udp_start", to_port = "ice_udp_end",
-      sources = ["internet"], what = "ICE/RTP media of an SFU node"
+      sources = ["internet"], what = "ICE/RTP media of an SFU node's publisher PCs"
     }
     turn = {
       role    = "turn", protocols = ["udp", "tcp"], from_port = "turn", to_port = "turn",
@@ -120,6 +124,7 @@ locals {
       metrics_listen       = "${local.hostport["region:${id}"]}:${var.ports.sfu_metrics}"
       ice_port_range_start = var.ports.ice_udp_start
       ice_port_range_end   = var.ports.ice_udp_end
+      udp_port             = var.ports.sfu_udp
     } }
     turn = { for id, r in local.regions : id => {
       listen            = "${local.hostport["region:${id}"]}:${var.ports.turn}"

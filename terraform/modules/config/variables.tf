@@ -93,8 +93,10 @@ variable "ports" {
     - turn: TURN over UDP and TCP (3478).
     - turn_tls: TURN over TLS (5349).
     - turn_metrics: a relay's /metrics and /healthz (9102).
-    - ice_udp_start, ice_udp_end: the SFU's ICE UDP port range, inclusive
-      (LiveKit's rtc.port_range_start/end; 50000-60000).
+    - sfu_udp: an SFU node's one UDP port for every subscriber PC
+      (LiveKit's rtc.udp_port; 7882).
+    - ice_udp_start, ice_udp_end: the UDP port range of the SFU's publisher
+      PCs, inclusive (LiveKit's rtc.port_range_start/end; 50000-60000).
     - postgres: the database (5432).
   EOT
   type = object({
@@ -102,6 +104,7 @@ variable "ports" {
     gateway_listen = optional(number, 7880)
     sfu_signal     = optional(number, 7881)
     sfu_metrics    = optional(number, 9101)
+    sfu_udp        = optional(number, 7882)
     turn           = optional(number, 3478)
     turn_tls       = optional(number, 5349)
     turn_metrics   = optional(number, 9102)
@@ -257,8 +260,8 @@ variable "sfu_settings" {
     error_message = "sfu_settings: capacity >= 1, drain_grace in 0..3600 seconds."
   }
   validation {
-    condition     = var.ports.ice_udp_end - var.ports.ice_udp_start + 1 >= 2 * var.sfu_settings.capacity
-    error_message = "sfu_settings.capacity: a participant holds two ICE ports (publisher and subscriber), so ports.ice_udp_start..ice_udp_end must hold at least twice the capacity."
+    condition     = var.ports.ice_udp_end - var.ports.ice_udp_start + 1 >= var.sfu_settings.capacity
+    error_message = "sfu_settings.capacity: a participant's publisher PC holds an ICE port of its own (its subscriber PC shares ports.sfu_udp), so ports.ice_udp_start..ice_udp_end must hold at least the capacity."
   }
 }
 

@@ -22,6 +22,7 @@ variable "ports" {
     gateway_listen = number
     sfu_signal     = number
     sfu_metrics    = number
+    sfu_udp        = number
     turn           = number
     turn_tls       = number
     turn_metrics   = number

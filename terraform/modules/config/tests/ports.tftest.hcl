@@ -22,7 +22,7 @@ run "defaults_are_the_documented_ports" {
 
   assert {
     condition = output.ports == {
-      gateway_https = 443, gateway_listen = 7880, sfu_signal = 7881, sfu_metrics = 9101,
+      gateway_https = 443, gateway_listen = 7880, sfu_signal = 7881, sfu_metrics = 9101, sfu_udp = 7882,
       turn          = 3478, turn_tls = 5349, turn_metrics = 9102,
       ice_udp_start = 50000, ice_udp_end = 60000, postgres = 5432,
     }
@@ -33,8 +33,8 @@ run "defaults_are_the_documented_ports" {
     error_message = "exposure: every port key is in exactly the rules, and no rule names a key ports lacks."
   }
   assert {
-    condition     = [for k, r in output.exposure : k if contains(r.sources, "internet")] == ["gateway_https", "ice_udp", "turn", "turn_tls"]
-    error_message = "exposure: only HTTPS at the load balancer, ICE media and TURN are public."
+    condition     = [for k, r in output.exposure : k if contains(r.sources, "internet")] == ["gateway_https", "ice_udp", "sfu_udp", "turn", "turn_tls"]
+    error_message = "exposure: only HTTPS at the load balancer, ICE media (the range and the one port) and TURN are public."
   }
   assert {
     condition     = output.exposure.sfu_signal.sources == ["gateways"]
@@ -59,6 +59,10 @@ run "rendered_files_listen_on_the_ports" {
       tonumber(regex("(?m)^ice_port_range_end = (\\d+)$", nonsensitive(output.toml.sfu["ap-south"]))[0]),
     ] == [output.ports.ice_udp_start, output.ports.ice_udp_end]
     error_message = "sfu.ice_port_range_start/end are ports.ice_udp_start/end."
+  }
+  assert {
+    condition     = tonumber(regex("(?m)^udp_port = (\\d+)$", nonsensitive(output.toml.sfu["ap-south"]))[0]) == output.ports.sfu_udp
+    error_message = "sfu.udp_port is ports.sfu_udp (the subscriber PCs' one port)."
   }
   assert {
     condition = nonsensitive(output.settings.sfu["ap-south"].turn_urls) == [
@@ -153,7 +157,7 @@ run "two_roles_on_one_port_are_refused" {
 run "an_ice_range_too_small_for_the_capacity_is_refused" {
   command = plan
   variables {
-    ports        = { ice_udp_start = 50000, ice_udp_end = 50998 }
+    ports        = { ice_udp_start = 50000, ice_udp_end = 50498 }
     sfu_settings = { capacity = 500 }
   }
   expect_failures = [var.sfu_settings]
