@@ -65,6 +65,14 @@ pub struct IceConfig {
     pub udp_ip: Option<std::net::IpAddr>,
 }
 
+impl IceConfig {
+    /// Loopback only, with loopback candidates, ephemeral ports, no NAT
+    /// address: a node or client for tests and the fuzz harness.
+    pub fn loopback() -> Self {
+        Self { include_loopback: true, loopback_only: true, ..Self::default() }
+    }
+}
+
 /// Errors setting up the engine or a peer connection. All are ours or the host's.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

@@ -80,15 +80,7 @@ impl SignalHarness {
             .enable_all()
             .build()
             .expect("fuzz harness: a current-thread runtime");
-        let engine = Engine::new(&IceConfig {
-            include_loopback: true,
-            loopback_only: true,
-            port_range: None,
-            node_ip: None,
-            udp_port: None,
-            udp_ip: None,
-        })
-        .expect("fuzz harness: the WebRTC engine");
+        let engine = Engine::new(&IceConfig::loopback()).expect("fuzz harness: the WebRTC engine");
         let metrics = crate::metrics::SfuMetrics::default().node(&"fuzz-node".into());
         // No URLs: events are not queued.
         let (webhooks, _events) = crate::webhook::Webhooks::new(Vec::new(), &metrics.webhooks);

@@ -314,7 +314,7 @@ mod tests {
         assert_eq!(second.sdp.matches("m=video").count(), 1, "the section once, not once per offer: {}", second.sdp);
         assert!(second.sdp.contains("a=msid:PA_a|TR_a TR_a"), "{}", second.sdp);
 
-        let ice = IceConfig { include_loopback: true, loopback_only: true, ..Default::default() };
+        let ice = IceConfig::loopback();
         let client = Engine::client(&ice).unwrap().peer_connection().await.unwrap();
         let answer = answer_to(&client, second.sdp).await;
         let added = pc.accept_answer(&answer).await.unwrap();

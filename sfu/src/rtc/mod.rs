@@ -408,14 +408,7 @@ pub(crate) mod tests {
         for d in [&[0xffu8; 3][..], &[0, 1, 0, 0, 0x21], &stun_for_nobody[..], &[0x80; 1500][..]] {
             junk.send_to(d, driver.local_addr()).unwrap();
         }
-        let ice = IceConfig {
-            include_loopback: true,
-            loopback_only: true,
-            port_range: None,
-            node_ip: None,
-            udp_port: None,
-            udp_ip: None,
-        };
+        let ice = IceConfig::loopback();
         let engine = Engine::client(&ice).unwrap();
         let mut clients = Vec::new();
         for n in 0u8..2 {
@@ -501,14 +494,7 @@ pub(crate) mod tests {
     async fn offers_renegotiates_and_restarts_ice_as_a_subscriber_pc() {
         use str0m::media::{Direction, MediaKind};
         let driver = Driver::bind("127.0.0.1:0".parse().unwrap(), None).await.unwrap();
-        let ice = IceConfig {
-            include_loopback: true,
-            loopback_only: true,
-            port_range: None,
-            node_ip: None,
-            udp_port: None,
-            udp_ip: None,
-        };
+        let ice = IceConfig::loopback();
         let engine = Engine::client(&ice).unwrap();
         let pc = engine.peer_connection().await.unwrap();
         let (tracks_tx, mut tracks) = mpsc::channel::<(String, Vec<u8>)>(8);
