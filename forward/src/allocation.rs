@@ -68,6 +68,33 @@ impl Allocation {
     pub fn is_deficient(&self, demands: &[Demand]) -> bool {
         demands.iter().zip(&self.layers).any(|(d, got)| wanted_layer(d).is_some() && *got != wanted_layer(d))
     }
+
+    /// The bitrate to keep flowing (media and padding) so the estimate can
+    /// grow into the next step (str0m's `Bwe::set_bitrate` minimum): what was
+    /// granted plus the step the allocation would take next, in its own order:
+    /// the lowest layer of the first paused video (by priority), else the next
+    /// arriving layer of the first video short of what it wants; `None` when
+    /// every track has what it wants.
+    pub fn next_step_bps(&self, demands: &[Demand]) -> Option<u64> {
+        let mut order: Vec<usize> = (0..demands.len().min(self.layers.len())).collect();
+        order.sort_by_key(|i| demands[*i].priority);
+        let short = |i: &usize| {
+            let (d, got) = (&demands[*i], self.layers[*i]);
+            wanted_layer(d).filter(|top| got != Some(*top)).map(|top| (d, got, top))
+        };
+        let unpause = order.iter().filter_map(short).find_map(|(d, got, _)| match got {
+            None => lowest_layer(d).and_then(|l| rate(d, l)),
+            Some(_) => None,
+        });
+        let raise = || {
+            order.iter().filter_map(short).find_map(|(d, got, top)| {
+                let g = got?;
+                let next = ((g + 1)..=top).find(|l| rate(d, *l).is_some())?;
+                Some(rate(d, next)?.saturating_sub(rate(d, g).unwrap_or(0)))
+            })
+        };
+        unpause.or_else(raise).map(|step| self.granted_bps.saturating_add(step))
+    }
 }
 
 /// The bitrate of `layer` of `d`, if it is arriving.
@@ -231,6 +258,23 @@ mod tests {
         assert_eq!(a.layers, vec![Some(1), None]);
         assert_eq!(a.desired_bps, 500_000);
         assert!(!a.is_deficient(&demands));
+    }
+
+    #[test]
+    fn probing_aims_at_the_next_layer_of_the_first_track_short_of_its_want() {
+        let screen = Demand { priority: Priority::Screen, ..camera(&SIMULCAST, 2, None) };
+        let demands = [audio(), camera(&SIMULCAST, 2, None), screen];
+        // 40k audio, screen low 150k; the camera is paused: its low layer is next.
+        let a = allocate(300_000, &demands);
+        assert_eq!(a.layers, vec![Some(0), None, Some(0)]);
+        assert_eq!(a.next_step_bps(&demands), Some(190_000 + 150_000));
+        // Both low: the screen share (served first) is raised next, 150k -> 500k.
+        let a = allocate(400_000, &demands);
+        assert_eq!(a.layers, vec![Some(0), Some(0), Some(0)]);
+        assert_eq!(a.next_step_bps(&demands), Some(340_000 + 350_000));
+        // Everything wanted is granted: nothing to probe for.
+        let a = allocate(10_000_000, &demands);
+        assert_eq!(a.next_step_bps(&demands), None);
     }
 
     #[test]

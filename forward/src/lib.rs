@@ -9,6 +9,8 @@
 //!   rules and tolerance), and what to fall back to when it is not arriving;
 //! - [`allocation`]: one subscriber's estimated bandwidth shared among its
 //!   down-tracks (audio, then screen shares, then cameras; LiveKit's rules);
+//! - [`bitrate`]: the bitrate each simulcast layer arrives at (what allocation
+//!   charges for it);
 //! - [`keyframes`]: keyframe requests (PLI) to a publisher, throttled per layer;
 //! - [`dynacast`]: which layers to tell a publisher to send (LiveKit's
 //!   `SubscribedQualityUpdate`: upgrades at once, downgrades after 5 s);
@@ -19,6 +21,7 @@
 //! - [`vp8`], [`h264`]: the payload parsing that needs (bounds-checked).
 
 pub mod allocation;
+pub mod bitrate;
 pub mod downtrack;
 pub mod dynacast;
 pub mod h264;

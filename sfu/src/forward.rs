@@ -14,8 +14,14 @@
 //! Which layer: the subscriber's `UpdateTrackSettings` (tile size with
 //! LiveKit's 0.9 tolerance, or quality; the top layer until it says), or, when
 //! that layer is not arriving (the publisher paused it), the nearest one that
-//! is ([`meridian_forward::layers`]). `disabled` pauses the sink. There is no
-//! bandwidth estimation yet: a subscriber gets what it asks for.
+//! is ([`meridian_forward::layers`]). `disabled` pauses the sink.
+//!
+//! Congestion control: each subscriber's bandwidth estimate (str0m's TWCC
+//! estimate from its feedback) is shared among its down-tracks by
+//! [`allocate`]: audio first, then screen shares, then cameras, each layer
+//! charged at its measured bitrate ([`meridian_forward::bitrate`]); a sink
+//! sends no higher than its [`Allowance`], and a video that cannot have even
+//! its lowest layer is paused (`StreamStateUpdate` `PAUSED`) until it can.
 //!
 //! Dynacast: the publisher of a video track is told which layers anyone wants
 //! (`SubscribedQualityUpdate`; upgrades at once, downgrades after 5 s, all off
@@ -42,6 +48,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use livekit_protocol::TrackInfo;
+use meridian_forward::allocation::{Demand, Priority};
+use meridian_forward::bitrate::LayerBitrates;
 use meridian_forward::downtrack::{Codec, DownTrack, Packet, Verdict};
 use meridian_forward::dynacast::Dynacast;
 use meridian_forward::keyframes::KeyframeRequests;
@@ -63,8 +71,9 @@ use reception::Reception;
 
 /// Simulcast layers a track may have (LiveKit's `q`, `h`, `f`).
 pub const MAX_LAYERS: usize = 3;
-/// A layer counts as arriving while its last packet is this recent.
-pub const LAYER_ARRIVING_WITHIN: Duration = Duration::from_secs(1);
+/// A layer counts as arriving while its last packet is this recent
+/// ([`meridian_forward::bitrate::WINDOW`], over which its bitrate is measured).
+pub const LAYER_ARRIVING_WITHIN: Duration = meridian_forward::bitrate::WINDOW;
 /// How often the packet path looks at dynacast's timers.
 pub const DYNACAST_POLL: Duration = Duration::from_millis(100);
 /// Times one subscriber may subscribe to one track again after unsubscribing
@@ -80,11 +89,24 @@ pub fn layer_of(rid: &str) -> u8 {
     }
 }
 
-/// One layer as received: its SSRC and when its last packet arrived.
-#[derive(Debug, Clone, Copy, Default)]
-struct LayerIn {
-    ssrc: Option<u32>,
-    last: Option<Instant>,
+/// The layers as received: each one's SSRC, and their bitrates (which also
+/// say whether each is arriving).
+struct LayersIn {
+    ssrc: [Option<u32>; MAX_LAYERS],
+    bitrates: LayerBitrates<MAX_LAYERS>,
+}
+
+/// What congestion control lets a down-track send (LiveKit's stream
+/// allocator's verdict): unlimited until the subscriber's first estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowance {
+    /// No estimate yet: what the subscriber asks for.
+    Unlimited,
+    /// At most this layer.
+    UpTo(u8),
+    /// Nothing: the estimate does not carry even the lowest layer
+    /// (LiveKit's `StreamState` `PAUSED`).
+    Paused,
 }
 
 /// A down-track's forwarding half: what one subscriber gets of the track.
@@ -123,6 +145,21 @@ struct SinkState {
     /// The layer the subscriber's settings ask for when every layer arrives
     /// (`PublishedTrack::wanted_layer`); `None` while it disabled the track.
     wanted: Option<u8>,
+    allowance: Allowance,
+}
+
+impl SinkState {
+    /// The layer to send at, given which layers are `arriving`: the wanted
+    /// one or the nearest arriving ([`layers::available`]), no higher than
+    /// the allowance.
+    fn target(&self, arriving: &[bool]) -> Option<u8> {
+        let wanted = match self.allowance {
+            Allowance::Unlimited => self.wanted?,
+            Allowance::UpTo(l) => self.wanted?.min(l),
+            Allowance::Paused => return None,
+        };
+        layers::available(usize::from(wanted), arriving).and_then(|l| u8::try_from(l).ok())
+    }
 }
 
 impl Sink {
@@ -175,6 +212,16 @@ impl Sink {
         lock(&self.state).core.current()
     }
 
+    /// What congestion control lets it send.
+    pub fn allowance(&self) -> Allowance {
+        lock(&self.state).allowance
+    }
+
+    /// Applies congestion control's verdict; returns the one it replaced.
+    pub fn set_allowance(&self, allowance: Allowance) -> Allowance {
+        std::mem::replace(&mut lock(&self.state).allowance, allowance)
+    }
+
     /// A subscriber's report block about this down-track.
     fn observe(&self, r: &Reception) {
         let mut q = lock(&self.quality);
@@ -212,7 +259,7 @@ pub struct PublishedTrack {
     stream: String,
     /// The announced layers' sizes, lowest first, with their layer index.
     layer_sizes: Vec<(u8, LayerSize)>,
-    layers: Mutex<[LayerIn; MAX_LAYERS]>,
+    layers: Mutex<LayersIn>,
     /// The down-tracks' sinks; replaced, never edited, so the packet path
     /// takes the list with one reference count.
     sinks: Mutex<Arc<Vec<Arc<Sink>>>>,
@@ -292,7 +339,7 @@ impl PublishedTrack {
             codec,
             stream,
             layer_sizes,
-            layers: Mutex::new([LayerIn::default(); MAX_LAYERS]),
+            layers: Mutex::new(LayersIn { ssrc: [None; MAX_LAYERS], bitrates: LayerBitrates::new(now) }),
             sinks: Mutex::new(Arc::new(Vec::new())),
             readers: AtomicUsize::new(0),
             ever_subscribed: AtomicBool::new(false),
@@ -394,6 +441,7 @@ impl PublishedTrack {
             state: Mutex::new(SinkState {
                 core: DownTrack::new(self.codec, self.clock_rate, None),
                 wanted: (!disabled).then(|| self.wanted_layer(preference)),
+                allowance: Allowance::Unlimited,
             }),
             quality: Mutex::new(SinkQuality {
                 sent: 0,
@@ -469,6 +517,32 @@ impl PublishedTrack {
         ));
     }
 
+    /// What `sink`'s down-track asks of its subscriber's bandwidth at `now`
+    /// ([`meridian_forward::allocation`]): the layers' measured bitrates, the
+    /// layer the subscriber's settings lead to among those arriving, and the
+    /// layer congestion control last allowed it.
+    pub fn demand(&self, sink: &Sink, now: Instant) -> Demand {
+        let rates = lock(&self.layers).bitrates.rates(now);
+        let arriving = rates.map(|r| r.is_some());
+        let audio = self.media_kind() == MediaKind::Audio;
+        let screen = lock(&self.info).source == livekit_protocol::TrackSource::ScreenShare as i32;
+        let priority = match (audio, screen) {
+            (true, _) => Priority::Audio,
+            (false, true) => Priority::Screen,
+            (false, false) => Priority::Camera,
+        };
+        let s = lock(&sink.state);
+        let wanted =
+            s.wanted.and_then(|w| layers::available(usize::from(w), &arriving)).and_then(|l| u8::try_from(l).ok());
+        let current = match s.allowance {
+            Allowance::UpTo(l) => Some(l),
+            Allowance::Paused => None,
+            Allowance::Unlimited => s.core.current(),
+        };
+        let layers = if audio { rates[..1].to_vec() } else { rates.to_vec() };
+        Demand { priority, layers, wanted, current }
+    }
+
     /// Records that a subscriber has bound a down-track of this track; true the
     /// first time only.
     pub fn first_subscription(&self) -> bool {
@@ -504,7 +578,7 @@ impl PublishedTrack {
         if !lock(&self.keyframes).request(now, layer) {
             return;
         }
-        let Some(media_ssrc) = lock(&self.layers).get(usize::from(layer)).and_then(|l| l.ssrc) else { return };
+        let Some(media_ssrc) = lock(&self.layers).ssrc.get(usize::from(layer)).copied().flatten() else { return };
         if let Some(pc) = self.publisher_pc.upgrade() {
             let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
             if let Err(e) = pc.write_rtcp(&[Box::new(pli)]).await {
@@ -518,10 +592,9 @@ impl PublishedTrack {
     async fn forward(&self, layer: u8, packet: &webrtc::rtp::packet::Packet, now: Instant) -> usize {
         let arriving: [bool; MAX_LAYERS] = {
             let mut layers = lock(&self.layers);
-            if let Some(l) = layers.get_mut(usize::from(layer)) {
-                l.last = Some(now);
-            }
-            layers.map(|l| l.last.is_some_and(|t| now.saturating_duration_since(t) < LAYER_ARRIVING_WITHIN))
+            let size = webrtc::util::MarshalSize::marshal_size(&packet.header).saturating_add(packet.payload.len());
+            layers.bitrates.observe(now, layer, size);
+            std::array::from_fn(|l| u8::try_from(l).is_ok_and(|l| layers.bitrates.arriving(now, l)))
         };
         if let Some(seq) = lock(&self.upstream).0.get_mut(usize::from(layer)) {
             seq.received(packet.header.sequence_number);
@@ -547,10 +620,7 @@ impl PublishedTrack {
         for sink in sinks.iter() {
             let (verdict, awaiting) = {
                 let mut s = lock(&sink.state);
-                let target = s
-                    .wanted
-                    .and_then(|w| layers::available(usize::from(w), &arriving))
-                    .and_then(|l| u8::try_from(l).ok());
+                let target = s.target(&arriving);
                 if s.core.target() != target {
                     s.core.set_target(target);
                 }
@@ -615,8 +685,8 @@ pub fn spawn_forwarder(
     on_end: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let layer = layer_of(remote.rid());
-    if let Some(l) = lock(&track.layers).get_mut(usize::from(layer)) {
-        l.ssrc = Some(remote.ssrc());
+    if let Some(l) = lock(&track.layers).ssrc.get_mut(usize::from(layer)) {
+        *l = Some(remote.ssrc());
     }
     track.readers.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
@@ -645,6 +715,62 @@ pub fn spawn_forwarder(
 /// buffers do not fill.
 pub fn spawn_drain(remote: Arc<TrackRemote>) {
     tokio::spawn(async move { while remote.read_rtp().await.is_ok() {} });
+}
+
+/// What one congestion control step decided for a subscriber ([`allocate`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allocated {
+    /// Down-tracks paused or resumed by it, for LiveKit's `StreamStateUpdate`.
+    pub stream_states: Vec<livekit_protocol::StreamStateInfo>,
+    /// What to keep flowing so the estimate can grow into the next layer, in
+    /// bits per second (str0m's `Bwe::set_bitrate` minimum; 0 when every
+    /// track has what it wants).
+    pub minimum_bps: u64,
+    /// What the subscriber would take with no limit, in bits per second (the
+    /// rate str0m probes towards).
+    pub desired_bps: u64,
+}
+
+/// Congestion control for one subscriber: shares `estimate_bps` (its
+/// bandwidth estimate, bits per second) among its `down_tracks` at `now`
+/// ([`meridian_forward::allocation::allocate`]) and sets each sink's
+/// [`Allowance`]. A video the estimate cannot carry at its lowest layer is
+/// paused (and reported so); one the subscriber does not want, or with
+/// nothing arriving, is held to its lowest layer, so it starts there when it
+/// comes back. With no estimate to go by (`None`: not yet committed to one),
+/// every sink is unlimited and only the desired bitrate is worked out.
+pub fn allocate(
+    estimate_bps: Option<u64>,
+    down_tracks: &[(Arc<PublishedTrack>, Arc<Sink>)],
+    now: Instant,
+) -> Allocated {
+    let demands: Vec<Demand> = down_tracks.iter().map(|(track, sink)| track.demand(sink, now)).collect();
+    let allocation = meridian_forward::allocation::allocate(estimate_bps.unwrap_or(u64::MAX), &demands);
+    let mut stream_states = Vec::new();
+    for (((track, sink), demand), granted) in down_tracks.iter().zip(&demands).zip(&allocation.layers) {
+        let allowance = match (estimate_bps, granted, demand.wanted) {
+            (None, ..) => Allowance::Unlimited,
+            (Some(_), Some(l), _) => Allowance::UpTo(*l),
+            (Some(_), None, Some(_)) => Allowance::Paused,
+            (Some(_), None, None) => Allowance::UpTo(0),
+        };
+        let before = sink.set_allowance(allowance);
+        let (was, is) = (before == Allowance::Paused, allowance == Allowance::Paused);
+        if was != is {
+            let state = if is { livekit_protocol::StreamState::Paused } else { livekit_protocol::StreamState::Active };
+            tracing::debug!(track = %track.sid, ?state, estimate_bps, "congestion control: stream state");
+            stream_states.push(livekit_protocol::StreamStateInfo {
+                participant_sid: track.publisher_sid.to_string(),
+                track_sid: track.sid.to_string(),
+                state: state as i32,
+            });
+        }
+    }
+    Allocated {
+        stream_states,
+        minimum_bps: allocation.next_step_bps(&demands).unwrap_or(0),
+        desired_bps: allocation.desired_bps,
+    }
 }
 
 /// What str0m's egress stats say of a down-track (from the subscriber's

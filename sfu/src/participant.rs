@@ -11,13 +11,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use livekit_protocol as proto;
 use livekit_protocol::request_response::Reason;
 use livekit_protocol::signal_response::Message as Out;
 use meridian_auth::{Grants, VerifiedGrant};
 use meridian_ids::{ParticipantIdentity, ParticipantSid, TrackSid};
+use str0m::bwe::Bitrate;
 use tokio::sync::{mpsc, Notify};
 use webrtc::data_channel::data_channel_message::DataChannelMessage;
 use webrtc::data_channel::RTCDataChannel;
@@ -144,6 +145,52 @@ struct DownTrack {
     offered_in: Option<u32>,
     /// Whether an answer to such an offer has been applied (its sink writes then).
     bound: bool,
+}
+
+/// How often congestion control runs with the last estimate when no new one
+/// comes (tracks come and go, layers' bitrates change).
+pub const ALLOCATION_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How long a subscriber's first estimates are only watched, its down-tracks
+/// unlimited: LiveKit's stream allocator starts every subscriber at a
+/// capacity of 100 Mbit/s and commits to the estimate after 2 s, so media
+/// starts at once and gives the estimator something to measure. An estimate
+/// below [`crate::subscriber::INITIAL_ESTIMATE_BPS`] (the subscriber's
+/// feedback says the link is short) commits at once.
+pub const ESTIMATE_COMMIT: Duration = Duration::from_secs(2);
+
+/// A subscriber's bandwidth estimate, and the probing targets last given to
+/// str0m for it.
+struct Estimate {
+    /// Bits per second.
+    bps: u64,
+    /// Whether a TWCC estimate has come (REMB counts only until one does).
+    twcc: bool,
+    /// When the first estimate came.
+    first: Instant,
+    /// Whether congestion control goes by it yet ([`ESTIMATE_COMMIT`]).
+    committed: bool,
+    /// `(minimum, desired)` bits per second, as last set.
+    probing: Option<(u64, u64)>,
+}
+
+impl Estimate {
+    fn new(now: Instant) -> Self {
+        Self { bps: 0, twcc: false, first: now, committed: false, probing: None }
+    }
+
+    /// A new estimate of `bps` (`twcc`: str0m's own, else the subscriber's REMB) at `now`.
+    fn update(&mut self, bps: u64, twcc: bool, now: Instant) {
+        self.bps = bps;
+        self.twcc |= twcc;
+        self.committed |= now.saturating_duration_since(self.first) >= ESTIMATE_COMMIT
+            || bps < crate::subscriber::INITIAL_ESTIMATE_BPS;
+    }
+
+    /// The estimate congestion control goes by: `None` before it is committed.
+    fn committed(&self) -> Option<u64> {
+        self.committed.then_some(self.bps)
+    }
 }
 
 #[derive(Default)]
@@ -291,10 +338,30 @@ impl Participant {
 
     /// Reads the subscriber PC's events until it is gone: its connection (the
     /// `sfu.ice_connected` milestone and, first of the PCs, `participant_joined`),
-    /// the subscriber's keyframe requests and receiver reports per down-track.
+    /// the subscriber's keyframe requests and receiver reports per down-track,
+    /// and its bandwidth estimate, which congestion control shares among its
+    /// down-tracks ([`Participant::allocate`]) at each estimate and every
+    /// [`ALLOCATION_INTERVAL`] (tracks come and go, layers' bitrates change).
     async fn read_subscriber_events(me: Weak<Self>, room: Weak<Room>, mut peer: crate::rtc::Peer) {
+        use str0m::bwe::BweKind;
         use str0m::Event;
-        while let Some(event) = peer.next_event().await {
+        let mut estimate: Option<Estimate> = None;
+        let mut tick = tokio::time::interval(ALLOCATION_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let event = tokio::select! {
+                event = peer.next_event() => event,
+                _ = tick.tick() => {
+                    let Some(me) = me.upgrade() else { return };
+                    if let Some(e) = &mut estimate {
+                        let bps = e.bps;
+                        e.update(bps, false, Instant::now());
+                        me.allocate(e).await;
+                    }
+                    continue;
+                }
+            };
+            let Some(event) = event else { break };
             let Some(me) = me.upgrade() else { return };
             match event {
                 Event::Connected => {
@@ -316,8 +383,21 @@ impl Participant {
                         forward::on_egress_stats(&track, &sink, &stats);
                     }
                 }
-                Event::EgressBitrateEstimate(estimate) => {
-                    tracing::debug!(participant = %me.sid, ?estimate, "subscriber bandwidth estimate");
+                Event::EgressBitrateEstimate(kind) => {
+                    // TWCC is str0m's own estimate (usable while it can probe);
+                    // REMB (the subscriber's) counts only while no TWCC one has come.
+                    let (bps, twcc) = match kind {
+                        BweKind::Twcc { estimate, can_probe: true } => (estimate.as_u64(), true),
+                        BweKind::Remb { estimate, .. } => (estimate.as_u64(), false),
+                        _ => continue,
+                    };
+                    if !twcc && estimate.as_ref().is_some_and(|e| e.twcc) {
+                        continue;
+                    }
+                    tracing::trace!(participant = %me.sid, bps, twcc, "subscriber bandwidth estimate");
+                    let e = estimate.get_or_insert_with(|| Estimate::new(Instant::now()));
+                    e.update(bps, twcc, Instant::now());
+                    me.allocate(e).await;
                 }
                 Event::ChannelOpen(_, label) => {
                     tracing::debug!(participant = %me.sid, %label, "subscriber data channel open");
@@ -326,6 +406,32 @@ impl Participant {
             }
         }
         tracing::debug!("subscriber PC gone");
+    }
+
+    /// Congestion control's step for this subscriber ([`forward::allocate`]):
+    /// its bound down-tracks get what `estimate` carries; the ones paused or
+    /// resumed go to the client in a `StreamStateUpdate`, and str0m is told
+    /// what to probe towards when it changed.
+    async fn allocate(&self, estimate: &mut Estimate) {
+        let down_tracks: Vec<(Arc<PublishedTrack>, Arc<forward::Sink>)> = {
+            let down_tracks = self.down_tracks.lock().await;
+            down_tracks.values().filter(|dt| dt.bound).map(|dt| (Arc::clone(&dt.track), Arc::clone(&dt.sink))).collect()
+        };
+        if down_tracks.is_empty() {
+            return;
+        }
+        let allocated = forward::allocate(estimate.committed(), &down_tracks, Instant::now());
+        if !allocated.stream_states.is_empty() {
+            self.send(Out::StreamStateUpdate(proto::StreamStateUpdate { stream_states: allocated.stream_states }));
+        }
+        let probing = (allocated.minimum_bps, allocated.desired_bps);
+        if estimate.probing != Some(probing) {
+            estimate.probing = Some(probing);
+            let (minimum, desired) = (Bitrate::bps(probing.0), Bitrate::bps(probing.1));
+            if let Err(e) = self.subscriber.handle().post(move |rtc| rtc.bwe().set_bitrate(minimum, desired)) {
+                tracing::debug!(participant = %self.sid, error = %e, "probing targets not set");
+            }
+        }
     }
 
     /// The track and sink of the down-track bound to media section `mid`.
@@ -1209,6 +1315,29 @@ mod tests {
             ));
         }
         proto::SessionDescription { r#type: "offer".into(), sdp, id: 1, ..Default::default() }
+    }
+
+    /// A subscriber's estimate is only watched for its first 2 s (media starts
+    /// unlimited, as in LiveKit), unless it falls below where str0m started;
+    /// once committed it stays so.
+    #[test]
+    fn an_estimate_commits_after_two_seconds_or_when_it_falls() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut e = Estimate::new(start);
+        e.update(crate::subscriber::INITIAL_ESTIMATE_BPS, true, at(0));
+        assert_eq!(e.committed(), None);
+        e.update(900_000, true, at(1_500));
+        assert_eq!(e.committed(), None, "rising, within 2 s");
+        e.update(1_200_000, true, at(2_000));
+        assert_eq!(e.committed(), Some(1_200_000));
+        e.update(5_000_000, true, at(2_100));
+        assert_eq!(e.committed(), Some(5_000_000), "stays committed");
+
+        let mut short = Estimate::new(start);
+        short.update(crate::subscriber::INITIAL_ESTIMATE_BPS, true, at(0));
+        short.update(200_000, true, at(400));
+        assert_eq!(short.committed(), Some(200_000), "a falling estimate commits at once");
     }
 
     /// Each media section costs a transceiver; an offer over the cap is refused

@@ -1,7 +1,9 @@
 // Shared harness for the browser tests: start `meridian dev`, launch Debian's
 // Chromium with fake media, mint tokens, and poll WebRTC stats.
-import { spawn } from 'node:child_process';
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { spawn, execFileSync } from 'node:child_process';
+import { createWriteStream, mkdirSync, mkdtempSync, writeFileSync, chmodSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join as joinPath } from 'node:path';
 import { chromium } from 'playwright-core';
 import { AccessToken } from 'livekit-server-sdk';
 
@@ -53,6 +55,65 @@ export async function launchBrowser(extraArgs = [], executablePath = CHROMIUM) {
       ...extraArgs,
     ],
   });
+}
+
+const run = (cmd, ...args) => execFileSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+const quietly = f => { try { f(); } catch { /* not there */ } };
+
+/**
+ * A network namespace `ns` reached from this one over a veth pair: `host` is
+ * this side's address (on `${veth}0`), `peer` the namespace's (on `${veth}1`),
+ * both in a /24. What is left of an earlier run is removed first. Returns the
+ * path of a Chromium wrapper that runs inside the namespace (for
+ * `launchBrowser`), the Chromium flags that let it reach `origin` on `host`
+ * (the harness maps every other name to nowhere; a plain-HTTP origin must count
+ * as secure, or the page gets no camera), and `remove()`.
+ */
+export function browserNamespace({ ns, veth, host, peer, origin }) {
+  quietly(() => run('ip', 'netns', 'del', ns));
+  quietly(() => run('ip', 'link', 'del', `${veth}0`));
+  run('ip', 'netns', 'add', ns);
+  run('ip', 'link', 'add', `${veth}0`, 'type', 'veth', 'peer', 'name', `${veth}1`);
+  run('ip', 'link', 'set', `${veth}1`, 'netns', ns);
+  run('ip', 'addr', 'add', `${host}/24`, 'dev', `${veth}0`);
+  run('ip', 'link', 'set', `${veth}0`, 'up');
+  run('ip', 'netns', 'exec', ns, 'ip', 'addr', 'add', `${peer}/24`, 'dev', `${veth}1`);
+  run('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', `${veth}1`, 'up');
+  run('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up');
+  const dir = mkdtempSync(joinPath(tmpdir(), `${ns}-`));
+  const wrapper = joinPath(dir, 'chromium-in-ns');
+  writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${CHROMIUM} "$@"\n`);
+  chmodSync(wrapper, 0o755);
+  const flags = [`--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE ${host}`,
+    `--unsafely-treat-insecure-origin-as-secure=${origin}`];
+  return {
+    wrapper,
+    flags,
+    remove() {
+      quietly(() => run('ip', 'link', 'del', `${veth}0`));
+      quietly(() => run('ip', 'netns', 'del', ns));
+    },
+  };
+}
+
+/** `identity`'s video as `page` decodes it (the demo page's stats). */
+export const receivedVideo = (page, identity) =>
+  page.evaluate(async who => (await window.meridian.stats()).video.find(v => v.identity === who), identity);
+
+/** Waits until `identity`'s video at `page` is decoded at a width `pred` accepts, and still growing. */
+export async function untilWidth(page, identity, pred, what, timeoutMs = 20_000) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    last = await receivedVideo(page, identity);
+    if (last && pred(last.frameWidth)) {
+      await sleep(1000);
+      const later = await receivedVideo(page, identity);
+      if (pred(later.frameWidth) && later.framesDecoded > last.framesDecoded) return later;
+    }
+    await sleep(300);
+  }
+  throw new Error(`${what}: ${identity}'s video never ${what} within ${timeoutMs} ms; last ${JSON.stringify(last)}`);
 }
 
 /** Mints a token through the gateway's HTTPS API (POST /v1/tokens, Basic auth). */

@@ -7,51 +7,31 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, chmodSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join as joinPath } from 'node:path';
-import { startMeridian, launchBrowser, sdkToken, join, waitForMedia, sleep } from './harness.js';
+import { startMeridian, launchBrowser, browserNamespace, sdkToken, join, waitForMedia, sleep } from './harness.js';
 
 const NS = 'meridian-lossy';
 const HOST = '198.51.100.1', BOB = '198.51.100.2';
 const TABLE = 'meridian_lossy';
 const LOSS_PERCENT = 5;
-let server, main, behind;
+let server, main, behind, namespace;
 
 const run = (cmd, ...args) => execFileSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
 const quietly = f => { try { f(); } catch { /* not there */ } };
 
 before(async () => {
-  quietly(() => run('ip', 'netns', 'del', NS));
-  quietly(() => run('ip', 'link', 'del', 'lossy0'));
   quietly(() => run('nft', 'delete', 'table', 'inet', TABLE));
-  run('ip', 'netns', 'add', NS);
-  run('ip', 'link', 'add', 'lossy0', 'type', 'veth', 'peer', 'name', 'lossy1');
-  run('ip', 'link', 'set', 'lossy1', 'netns', NS);
-  run('ip', 'addr', 'add', `${HOST}/24`, 'dev', 'lossy0');
-  run('ip', 'link', 'set', 'lossy0', 'up');
-  run('ip', 'netns', 'exec', NS, 'ip', 'addr', 'add', `${BOB}/24`, 'dev', 'lossy1');
-  run('ip', 'netns', 'exec', NS, 'ip', 'link', 'set', 'lossy1', 'up');
-  run('ip', 'netns', 'exec', NS, 'ip', 'link', 'set', 'lo', 'up');
+  const origin = `http://${HOST}:7990`;
+  namespace = browserNamespace({ ns: NS, veth: 'lossy', host: HOST, peer: BOB, origin });
   server = await startMeridian({ port: 7990, sfuPort: 7991, turnPort: 3585, turnTlsPort: 5485, bind: HOST });
   // Bob's Chromium starts inside the namespace; Playwright drives it over its stdio pipe.
-  const dir = mkdtempSync(joinPath(tmpdir(), 'meridian-lossy-'));
-  const wrapper = joinPath(dir, 'chromium-in-ns');
-  writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${NS} ${process.env.CHROMIUM || '/usr/bin/chromium'} "$@"\n`);
-  chmodSync(wrapper, 0o755);
-  // The harness maps every name but 127.0.0.1 to nowhere; let the host's address through.
-  // and count its plain-HTTP origin as secure, or the page gets no camera.
-  const resolve = [`--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE ${HOST}`,
-    `--unsafely-treat-insecure-origin-as-secure=${server.url}`];
-  main = await launchBrowser(resolve);
-  behind = await launchBrowser(resolve, wrapper);
+  main = await launchBrowser(namespace.flags);
+  behind = await launchBrowser(namespace.flags, namespace.wrapper);
 });
 after(async () => {
   for (const b of [main, behind]) await b?.close();
   await server?.stop();
   quietly(() => run('nft', 'delete', 'table', 'inet', TABLE));
-  quietly(() => run('ip', 'link', 'del', 'lossy0'));
-  quietly(() => run('ip', 'netns', 'del', NS));
+  namespace?.remove();
 });
 
 /** From now on, 5 % of UDP to and from bob's namespace is dropped; TCP (signalling) is not. */

@@ -2,7 +2,8 @@
 // of LiveKit Agents and of the Unity, C++ and @livekit/rtc-node SDKs) joins
 // `meridian dev` through the gateway: it sends the token as `Authorization: Bearer`,
 // not in the URL. One participant publishes generated 320x240 video and a tone, the
-// other counts the decoded frames (python/sdk_call.py prints a JSON report). Then
+// other counts the decoded frames (python/sdk_call.py prints a JSON report); then
+// the same at 1280x720 with simulcast, which must arrive at the top layer. Then
 // participant state: metadata, name and attributes set by the participant, the
 // grants that allow or refuse them, and a second session of the same identity
 // (python/sdk_state.py). Then subscriptions: auto_subscribe off, subscribing,
@@ -105,6 +106,23 @@ test('LiveKit\'s Python SDK publishes video through the gateway to another Pytho
   const kinds = report.tracks.filter(tr => tr.from === 'py-publisher').map(tr => tr.kind).sort();
   assert.deepEqual(kinds, ['KIND_AUDIO', 'KIND_VIDEO'], `the subscriber is subscribed to both tracks${context()}`);
   assert.ok(report.audio_frames > 0, `audio arrives too${context()}`);
+});
+
+// Issue 13: with webrtc-rs's shared track per published track, this reached the
+// subscriber at 320x180 for the whole call. Each down-track now gets the top
+// layer the publisher sends (the subscriber asks for no other).
+test('LiveKit\'s Python SDK publishing 1280x720 simulcast reaches its subscriber at 1280x720', { skip }, async t => {
+  assert.equal(reason, null, reason);
+  const { report, code, out, err } = await sdkRun('sdk_call.py', ['--url', server.wsUrl, '--api-key', API_KEY, '--api-secret', API_SECRET,
+    '--room', 'e2e-python-sdk-720p', '--width', '1280', '--height', '720', '--fps', '15', '--simulcast',
+    '--min-frames', '150', '--timeout', '60']);
+  const context = () => `\nreport: ${JSON.stringify(report) ?? out}\n--- SDK:\n`
+    + err.split('\n').slice(-40).join('\n') + '\n' + serverLog(server, 60);
+  assert.ok(report, `sdk_call.py printed no report (exit ${code})${context()}`);
+  t.diagnostic(`frames ${report.frames}, sizes ${JSON.stringify(report.sizes)}, first frame ${report.first_frame_s} s after publishing`);
+  assert.equal(report.error, undefined, `the call failed: ${report.error}${context()}`);
+  assert.deepEqual([report.width, report.height], [1280, 720], `the last frames are the top layer's${context()}`);
+  assert.ok((report.sizes['1280x720'] || 0) >= 30, `at least 2 s of the top layer arrive${context()}`);
 });
 
 test('LiveKit\'s Python SDK sets its own metadata, name and attributes as its grants allow', { skip }, async t => {

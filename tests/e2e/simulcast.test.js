@@ -8,7 +8,7 @@
 // 5 s pause delay) and comes back at once when someone asks for it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startMeridian, launchBrowser, sdkToken, join, waitForMedia, sleep } from './harness.js';
+import { startMeridian, launchBrowser, sdkToken, join, waitForMedia, sleep, receivedVideo, untilWidth as untilAliceWidth } from './harness.js';
 
 const ROOM = 'e2e-simulcast';
 let server, browser;
@@ -23,24 +23,8 @@ after(async () => {
 
 const capture = { videoCaptureDefaults: { resolution: { width: 640, height: 360, frameRate: 30 } } };
 
-/** alice's video as `page` decodes it. */
-const received = page => page.evaluate(async () => (await window.meridian.stats()).video.find(v => v.identity === 'alice'));
-
-/** Waits until alice's video at `page` is decoded at a width `pred` accepts, and still growing. */
-async function untilWidth(page, pred, what, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < deadline) {
-    last = await received(page);
-    if (last && pred(last.frameWidth)) {
-      await sleep(1000);
-      const later = await received(page);
-      if (pred(later.frameWidth) && later.framesDecoded > last.framesDecoded) return later;
-    }
-    await sleep(300);
-  }
-  throw new Error(`${what}: alice's video never ${what} within ${timeoutMs} ms; last ${JSON.stringify(last)}`);
-}
+const received = page => receivedVideo(page, 'alice');
+const untilWidth = (page, pred, what, timeoutMs) => untilAliceWidth(page, 'alice', pred, what, timeoutMs);
 
 /** Sends UpdateTrackSettings for alice's camera from `page` through livekit-client's own calls. */
 const setQuality = (page, quality) => page.evaluate(q => {
