@@ -23,6 +23,10 @@
 # forwarder on one UDP port, WHIP/WHEP signalling), pinned to core 0 like the
 # others; it has one publisher per room, so it runs the livestream steps only.
 #
+# TARGETS may add `before` with MERIDIAN_BEFORE set to another release `meridian`
+# binary (an earlier commit's, built by hand): it runs beside the current one, on
+# core 0 too, so a change is measured before and after in one sitting.
+#
 # Defaults: SUBSCRIBERS="1 10 40", AUDIO_SUBSCRIBERS="0 30", MEETING="2 8",
 # DURATION=10, RUNS=3, TARGETS="meridian janus", CODEC=vp8 (or h264), KBPS=1500.
 set -euo pipefail
@@ -66,6 +70,15 @@ MERIDIAN=$!
 bash bench/janus-config.sh "$OUT/janus" 8188 10.99.0.1
 taskset -c 0 janus --configs-folder "$OUT/janus" --config "$OUT/janus/janus.jcfg" >"$OUT/janus.log" 2>&1 &
 JANUS=$!
+BEFORE=
+case " $TARGETS " in
+  *" before "*)
+    [ -x "${MERIDIAN_BEFORE:-}" ] || { echo "TARGETS has before: set MERIDIAN_BEFORE to a meridian binary" >&2; exit 2; }
+    RUST_LOG=warn taskset -c 0 "$MERIDIAN_BEFORE" dev --port 7985 --sfu-port 7986 --turn-port 3485 \
+      --turn-tls-port 5385 --api-key loadkey --api-secret loadtest-secret-of-some-length >"$OUT/before.log" 2>&1 &
+    BEFORE=$!
+    ;;
+esac
 SPIKE=
 case " $TARGETS " in
   *" str0m "*)
@@ -74,8 +87,11 @@ case " $TARGETS " in
     SPIKE=$!
     ;;
 esac
-trap 'kill $MERIDIAN $JANUS $SPIKE 2>/dev/null || true' EXIT
+trap 'kill $MERIDIAN $JANUS $SPIKE $BEFORE 2>/dev/null || true' EXIT
 for _ in $(seq 1 50); do grep -q "Meridian dev is up" "$OUT/meridian.log" && break; sleep 0.2; done
+if [ -n "$BEFORE" ]; then
+  for _ in $(seq 1 50); do grep -q "Meridian dev is up" "$OUT/before.log" && break; sleep 0.2; done
+fi
 for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/8188) 2>/dev/null && break; sleep 0.2; done
 if [ -n "$SPIKE" ]; then
   for _ in $(seq 1 50); do grep -q "spike up" "$OUT/str0m.log" && break; sleep 0.2; done
@@ -89,6 +105,8 @@ load() { # name publishers subscribers media-flags...
       if [ "$target" = str0m ]; then
         [ "$pubs" = 1 ] || continue
         args=(--target whip --url http://127.0.0.1:7900 --sfu-pid "$SPIKE")
+      elif [ "$target" = before ]; then
+        args=(--url ws://127.0.0.1:7985 --api-key loadkey --api-secret loadtest-secret-of-some-length --sfu-pid "$BEFORE")
       elif [ "$target" = janus ]; then
         args=(--target janus --url ws://127.0.0.1:8188 --sfu-pid "$JANUS")
       else

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Medians of bench/loadtest.sh's runs, per step and SFU, as Markdown tables with
-Meridian/Janus ratios, and str0m-spike/Meridian ratios where the spike ran. Usage: bench/loadtest_table.py DIR (files TARGET.SCENARIO.PUBS.SUBS.RUN.json)."""
+Meridian/Janus ratios, str0m-spike/Meridian ratios where the spike ran, and
+Meridian/before ratios where an earlier build ran (TARGETS with `before`). Usage: bench/loadtest_table.py DIR (files TARGET.SCENARIO.PUBS.SUBS.RUN.json)."""
 import glob
 import json
 import os
@@ -56,3 +57,6 @@ for scenario in ("livestream", "audio-room", "meeting"):
     spiked = [k for k in steps if "str0m" in runs[k]]
     if spiked:
         table(scenario, spiked, "str0m", "meridian", "str0m spike / Meridian")
+    earlier = [k for k in steps if "before" in runs[k]]
+    if earlier:
+        table(scenario, earlier, "meridian", "before", "Meridian / the earlier build")
