@@ -25,7 +25,9 @@
 #
 # TARGETS may add `before` with MERIDIAN_BEFORE set to another release `meridian`
 # binary (an earlier commit's, built by hand): it runs beside the current one, on
-# core 0 too, so a change is measured before and after in one sitting.
+# core 0 too, so a change is measured before and after in one sitting. Build it
+# in a worktree with a CARGO_TARGET_DIR of its own: sharing this checkout's
+# leaves the workspace crates' artifacts looking fresh for the other sources.
 #
 # Defaults: SUBSCRIBERS="1 10 40", AUDIO_SUBSCRIBERS="0 30", MEETING="2 8",
 # DURATION=10, RUNS=3, TARGETS="meridian janus", CODEC=vp8 (or h264), KBPS=1500.

@@ -23,6 +23,7 @@ pub mod forward;
 pub mod fuzzing;
 pub mod metrics;
 pub mod participant;
+pub mod publisher;
 pub mod registry;
 pub mod room;
 pub mod rtc;

@@ -151,6 +151,15 @@ struct DownTrack {
 /// comes (tracks come and go, layers' bitrates change).
 pub const ALLOCATION_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How long after the subscriber PC connects str0m's first TWCC estimate may
+/// take before the subscriber counts as giving no TWCC feedback (str0m
+/// reports one as soon as SRTP is up on a PC that negotiated it).
+pub const TWCC_WAIT: Duration = Duration::from_secs(2);
+
+/// The estimate a subscriber without TWCC feedback is given, in bits per
+/// second: str0m paces at 1.1 times it, so nothing waits.
+pub const UNPACED_BPS: u64 = 10_000_000_000;
+
 /// How long a subscriber's first estimates are only watched, its down-tracks
 /// unlimited: LiveKit's stream allocator starts every subscriber at a
 /// capacity of 100 Mbit/s and commits to the estimate after 2 s, so media
@@ -270,7 +279,8 @@ impl DataKind {
         }
     }
 
-    fn from_label(label: &str) -> Option<Self> {
+    /// The kind whose label is `label` (`_reliable`, `_lossy`), if any.
+    pub fn from_label(label: &str) -> Option<Self> {
         [DataKind::Reliable, DataKind::Lossy].into_iter().find(|k| k.label() == label)
     }
 }
@@ -346,6 +356,8 @@ impl Participant {
         use str0m::bwe::BweKind;
         use str0m::Event;
         let mut estimate: Option<Estimate> = None;
+        // When the PC connected: a TWCC estimate is due within TWCC_WAIT of it.
+        let mut connected_at: Option<Instant> = None;
         let mut tick = tokio::time::interval(ALLOCATION_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -353,6 +365,11 @@ impl Participant {
                 event = peer.next_event() => event,
                 _ = tick.tick() => {
                     let Some(me) = me.upgrade() else { return };
+                    let twcc = estimate.as_ref().is_some_and(|e| e.twcc);
+                    if connected_at.is_some_and(|t| t.elapsed() >= TWCC_WAIT) && !twcc {
+                        connected_at = None;
+                        me.unpace();
+                    }
                     if let Some(e) = &mut estimate {
                         let bps = e.bps;
                         e.update(bps, false, Instant::now());
@@ -366,6 +383,7 @@ impl Participant {
             match event {
                 Event::Connected => {
                     tracing::info!(participant = %me.sid, target = ?Target::Subscriber, state = "connected", "peer connection state");
+                    connected_at = Some(Instant::now());
                     if let Some(room) = room.upgrade() {
                         me.on_connected(&room, Target::Subscriber);
                     }
@@ -384,6 +402,7 @@ impl Participant {
                     }
                 }
                 Event::EgressBitrateEstimate(kind) => {
+                    tracing::trace!(participant = %me.sid, ?kind, "subscriber BWE event");
                     // TWCC is str0m's own estimate (usable while it can probe);
                     // REMB (the subscriber's) counts only while no TWCC one has come.
                     let (bps, twcc) = match kind {
@@ -406,6 +425,19 @@ impl Participant {
             }
         }
         tracing::debug!("subscriber PC gone");
+    }
+
+    /// The subscriber gives no TWCC feedback (it did not negotiate it): str0m
+    /// cannot estimate, and its pacer would hold every down-track to the
+    /// starting estimate (300 kbit/s, queueing seconds of media), so the
+    /// estimate is set out of reach ([`UNPACED_BPS`]). Down-tracks stay
+    /// unlimited, or go by the subscriber's REMB if it sends one.
+    fn unpace(&self) {
+        tracing::info!(participant = %self.sid, "subscriber without TWCC feedback: not paced");
+        let posted = self.subscriber.handle().post(|rtc| rtc.bwe().reset(Bitrate::bps(UNPACED_BPS)));
+        if let Err(e) = posted {
+            tracing::debug!(participant = %self.sid, error = %e, "pacer not reset");
+        }
     }
 
     /// Congestion control's step for this subscriber ([`forward::allocate`]):
@@ -848,6 +880,7 @@ impl Participant {
             tracing::debug!(participant = %self.sid, id = answer.id, "stale subscriber answer ignored");
             return Ok(Vec::new());
         }
+        tracing::trace!(participant = %self.sid, sdp = %answer.sdp, "subscriber answer");
         let added = self.subscriber.accept_answer(&answer.sdp).await.map_err(|e| match e {
             crate::subscriber::AnswerError::Closed(c) => ParticipantError::Closed(c),
             other => ParticipantError::BadRequest(other.to_string()),

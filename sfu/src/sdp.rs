@@ -1,8 +1,9 @@
-//! What the SFU reads from a client's SDP beyond what webrtc-rs exposes: per media
+//! What the SFU reads from a client's SDP beyond what the engines expose: per media
 //! section, its mid, its msid track id (livekit-client's `cid`), whether it sends,
-//! its first declared SSRC and its simulcast RIDs. A line scanner, not a parser: it
-//! reads only these attributes (RFC 8866 §5.14 media sections, RFC 8830 msid,
-//! RFC 5576 ssrc, RFC 8851 rid).
+//! its first declared SSRC and its simulcast RIDs; and one edit, narrowing a
+//! section to the codec its track asked for ([`keep_codec`]). A line scanner,
+//! not a parser: it reads only these attributes (RFC 8866 §5.14 media sections,
+//! RFC 8830 msid, RFC 5576 ssrc, RFC 8851 rid, RFC 4588 §8.1 RTX `apt`).
 
 use crate::engine::DeclaredStream;
 
@@ -97,9 +98,131 @@ pub fn section_lines(sdp: &str, wanted: impl Fn(&str) -> bool) -> Vec<String> {
     out
 }
 
+/// `sdp` with the whitespace at the end of each line removed (CRLF kept).
+/// webrtc-rs writes `a=rtcp-fb:96 transport-cc ` and `nack ` with a trailing
+/// space, which str0m does not take for the feedback they name: a client on
+/// webrtc-rs would get no TWCC estimate and no NACKs answered.
+pub fn trimmed(sdp: &str) -> String {
+    let mut out: String = sdp.lines().map(str::trim_end).collect::<Vec<_>>().join("\r\n");
+    out.push_str("\r\n");
+    out
+}
+
+/// `offer` with, in each media section whose mid `preferred` maps to a codec
+/// (a MIME type such as `video/H264`, case-insensitively), only that codec's
+/// payload types and their RTX (`a=fmtp:<pt> apt=`): the m= line's formats and
+/// the `a=rtpmap`, `a=fmtp` and `a=rtcp-fb` lines of the others go. A section
+/// that does not offer the codec, and every other line, is left as it was.
+///
+/// The answerer's codec order decides what the offerer sends, and str0m
+/// answers in its own order for the whole session; this is how a track that
+/// asked for H.264 in its `AddTrackRequest` gets it (LiveKit's server reorders
+/// the transceiver's codecs instead).
+pub fn keep_codec<'a>(offer: &str, preferred: impl Fn(&str) -> Option<&'a str>) -> String {
+    let eol = if offer.contains("\r\n") { "\r\n" } else { "\n" };
+    let mut out: Vec<String> = Vec::new();
+    let mut section: Vec<&str> = Vec::new();
+    let flush = |section: &mut Vec<&str>, out: &mut Vec<String>| {
+        let mid = section.iter().find_map(|l| l.strip_prefix("a=mid:"));
+        let codec = mid.and_then(&preferred).and_then(|mime| mime.split_once('/')).map(|(_, name)| name);
+        match codec.and_then(|name| kept_payload_types(section, name)) {
+            Some(kept) => out.extend(section.iter().filter_map(|l| narrowed(l, &kept))),
+            None => out.extend(section.iter().map(|l| l.to_string())),
+        }
+        section.clear();
+    };
+    for line in offer.lines().map(str::trim_end) {
+        if line.starts_with("m=") {
+            flush(&mut section, &mut out);
+        }
+        if section.is_empty() && !line.starts_with("m=") {
+            out.push(line.to_owned());
+        } else {
+            section.push(line);
+        }
+    }
+    flush(&mut section, &mut out);
+    let mut sdp = out.join(eol);
+    sdp.push_str(eol);
+    sdp
+}
+
+/// The payload types of `section` that carry codec `name` (`a=rtpmap:<pt> <name>/…`)
+/// and their RTX; `None` when it carries none.
+fn kept_payload_types(section: &[&str], name: &str) -> Option<Vec<String>> {
+    let wanted: Vec<&str> = section
+        .iter()
+        .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+        .filter_map(|m| m.split_once(' '))
+        .filter(|(_, enc)| enc.split('/').next().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+        .map(|(pt, _)| pt)
+        .collect();
+    if wanted.is_empty() {
+        return None;
+    }
+    let rtx = section
+        .iter()
+        .filter_map(|l| l.strip_prefix("a=fmtp:"))
+        .filter_map(|f| f.split_once(' '))
+        .filter(|(_, params)| {
+            params.split(';').any(|p| p.trim().strip_prefix("apt=").is_some_and(|a| wanted.contains(&a)))
+        })
+        .map(|(pt, _)| pt);
+    Some(wanted.iter().copied().chain(rtx).map(str::to_owned).collect())
+}
+
+/// `line` of a section narrowed to the payload types `kept`: the m= line with
+/// only those formats, a payload type's own attribute line only if kept.
+fn narrowed(line: &str, kept: &[String]) -> Option<String> {
+    if line.starts_with("m=") {
+        let mut words = line.split(' ');
+        let head: Vec<&str> = words.by_ref().take(3).collect();
+        let formats: Vec<&str> = words.filter(|pt| kept.iter().any(|k| k == pt)).collect();
+        return Some([head, formats].concat().join(" "));
+    }
+    for prefix in ["a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"] {
+        if let Some(rest) = line.strip_prefix(prefix) {
+            let pt = rest.split(' ').next().unwrap_or_default();
+            return (pt == "*" || kept.iter().any(|k| k == pt)).then(|| line.to_owned());
+        }
+    }
+    Some(line.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A section offering VP8 (96, RTX 97) and H.264 (102, RTX 103) keeps only
+    /// H.264 and its RTX when its track asked for it; others are untouched.
+    #[test]
+    fn a_preferred_codec_is_the_only_one_left_in_its_section() {
+        let offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n\
+                     m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 103\r\na=mid:0\r\na=sendonly\r\n\
+                     a=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n\
+                     a=rtpmap:102 H264/90000\r\na=rtcp-fb:102 nack\r\n\
+                     a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+                     a=rtpmap:103 rtx/90000\r\na=fmtp:103 apt=102\r\na=rtcp-fb:* transport-cc\r\n\
+                     m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\na=mid:1\r\na=rtpmap:96 VP8/90000\r\n\
+                     a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n";
+        let kept = keep_codec(offer, |mid| (mid == "0").then_some("video/h264"));
+        let first: Vec<&str> = kept.split("m=").nth(1).unwrap().lines().collect();
+        assert_eq!(first[0], "video 9 UDP/TLS/RTP/SAVPF 102 103");
+        assert!(!first.iter().any(|l| l.contains(":96 ") || l.contains(":97 ")), "{kept}");
+        assert!(first.contains(&"a=fmtp:103 apt=102") && first.contains(&"a=rtcp-fb:* transport-cc"), "{kept}");
+        assert!(kept.ends_with("a=fmtp:97 apt=96\r\n"), "the other section as it was: {kept}");
+        assert!(kept.starts_with("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\nm=video"), "{kept}");
+        assert_eq!(keep_codec(offer, |_| Some("video/AV1")), offer, "a codec not offered changes nothing");
+        assert_eq!(keep_codec(offer, |_| None), offer);
+    }
+
+    #[test]
+    fn trailing_whitespace_goes_and_lines_end_in_crlf() {
+        assert_eq!(
+            trimmed("v=0\na=rtcp-fb:96 nack \r\na=rtcp-fb:96 transport-cc \t\r\n"),
+            "v=0\r\na=rtcp-fb:96 nack\r\na=rtcp-fb:96 transport-cc\r\n"
+        );
+    }
 
     #[test]
     fn sections_carry_mid_track_direction_and_primary_ssrc() {

@@ -20,7 +20,7 @@ use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use str0m::format::Codec as Str0mCodec;
 use str0m::media::{MediaKind, Mid, Pt};
-use str0m::{Candidate, Rtc};
+use str0m::Rtc;
 
 use crate::participant::DataKind;
 use crate::rtc::{AddError, Closed, Driver, Peer, PeerHandle};
@@ -173,7 +173,8 @@ impl<K: Clone + Send + 'static> SubscriberPc<K> {
     /// Errors: no offer awaits an answer, or the answer is refused (the offer
     /// stays unanswered then: the caller offers again or closes).
     pub async fn accept_answer(&self, sdp: &str) -> Result<Vec<(K, Mid)>, AnswerError> {
-        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| AnswerError::Refused(e.to_string()))?;
+        let answer =
+            SdpAnswer::from_sdp_string(&crate::sdp::trimmed(sdp)).map_err(|e| AnswerError::Refused(e.to_string()))?;
         let Some(pending) = lock(&self.state).pending.take() else { return Err(AnswerError::NotAwaited) };
         let Pending { sdp, added, channels } = pending;
         self.peer
@@ -217,19 +218,9 @@ impl<K: Clone + Send + 'static> SubscriberPc<K> {
             .await
     }
 
-    /// Adds a candidate the client trickled (`candidate:…`; an empty one, the
-    /// end of candidates, is ignored). ICE-lite answers the client's checks
-    /// whatever it trickles, so a candidate str0m cannot parse is only logged.
+    /// Adds a candidate the client trickled (see [`PeerHandle::add_remote_candidate`]).
     pub fn add_remote_candidate(&self, candidate: &str) {
-        if candidate.is_empty() {
-            return;
-        }
-        match Candidate::from_sdp_string(candidate) {
-            Ok(c) => {
-                let _ = self.peer.post(move |rtc| rtc.add_remote_candidate(c));
-            }
-            Err(e) => tracing::debug!(error = %e, "subscriber candidate not parsed"),
-        }
+        self.peer.add_remote_candidate(candidate);
     }
 
     /// Sends `bytes` on `kind`'s channel. Before an answer has opened the

@@ -3,7 +3,7 @@
 // shaped by tbf. Alice publishes 640x360 with a 320x180 layer beside it from
 // the main namespace. Unconstrained, bob's large tile decodes the top layer;
 // capped at 300 kbit/s, the SFU's bandwidth estimate for bob falls and he gets
-// the low layer within seconds, still decoding; at 40 kbit/s not even that
+// the low layer within seconds, still decoding; at 32 kbit/s not even that
 // fits: his video is paused (StreamStateUpdate, livekit-client's
 // TrackStreamStateChanged) while audio goes on; lifted, it resumes and climbs
 // back to the top layer (the SFU probes with padding towards it).
@@ -72,17 +72,17 @@ test('a capped link gets the low layer, a starved one pauses video, and both cli
     assert.ok(held.frameWidth <= 320, `stays on the low layer under the cap: ${JSON.stringify(held)}`);
     assert.ok(held.framesDecoded - low.framesDecoded >= 25, `keeps decoding under the cap: ${JSON.stringify([low, held])}`);
 
-    shape('40kbit');
+    shape('32kbit');
     since = Date.now();
-    await until(async () => ({ ok: await streamState(b.page) === 'paused' }), 'video paused at 40 kbit/s', 20_000);
-    t.diagnostic(`40 kbit/s: paused after ${Date.now() - since} ms`);
+    await until(async () => ({ ok: await streamState(b.page) === 'paused' }), 'video paused at 32 kbit/s', 30_000);
+    t.diagnostic(`32 kbit/s: paused after ${Date.now() - since} ms`);
     assert.ok(await b.page.evaluate(() => document.querySelectorAll('.tile.paused').length === 1),
       'the demo page says on alice\'s tile that her video is paused');
     const heard = await audioPackets(b.page);
     await sleep(3_000);
     const heardLater = await audioPackets(b.page);
     t.diagnostic(`audio while paused: ${heardLater - heard} packets in 3 s`);
-    assert.ok(heardLater - heard >= 50, `audio goes on while video is paused: ${heard} -> ${heardLater}`);
+    assert.ok(heardLater - heard >= 30, `audio goes on while video is paused: ${heard} -> ${heardLater}`);
 
     shape(null);
     since = Date.now();

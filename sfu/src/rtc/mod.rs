@@ -200,6 +200,24 @@ impl Drop for Peer {
 }
 
 impl PeerHandle {
+    /// Adds a candidate the client trickled (`candidate:…`; an empty one, the
+    /// end of candidates, is ignored). ICE-lite answers the client's checks
+    /// whatever it trickles, so a candidate str0m cannot parse is only logged,
+    /// and so is one dropped because the driver is behind.
+    pub fn add_remote_candidate(&self, candidate: &str) {
+        if candidate.is_empty() {
+            return;
+        }
+        match Candidate::from_sdp_string(candidate) {
+            Ok(c) => {
+                if let Err(e) = self.post(move |rtc| rtc.add_remote_candidate(c)) {
+                    tracing::debug!(error = %e, "candidate dropped");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "candidate not parsed"),
+        }
+    }
+
     /// Runs `f` on the peer's `Rtc` inside the driver and returns its result;
     /// what `f` makes the peer send goes out before the driver does anything else.
     ///

@@ -31,7 +31,7 @@ import warnings
 
 from livekit import api, rtc
 
-from checks import disconnect_all
+from checks import disconnect_all, exit_now
 
 PUBLISHER = "py-publisher"
 SUBSCRIBER = "py-subscriber"
@@ -229,4 +229,4 @@ async def main():
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    exit_now(asyncio.run(main()))
