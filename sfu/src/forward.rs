@@ -71,9 +71,6 @@ use reception::Reception;
 
 /// Simulcast layers a track may have (LiveKit's `q`, `h`, `f`).
 pub const MAX_LAYERS: usize = 3;
-/// A layer counts as arriving while its last packet is this recent
-/// ([`meridian_forward::bitrate::WINDOW`], over which its bitrate is measured).
-pub const LAYER_ARRIVING_WITHIN: Duration = meridian_forward::bitrate::WINDOW;
 /// How often the packet path looks at dynacast's timers.
 pub const DYNACAST_POLL: Duration = Duration::from_millis(100);
 /// Times one subscriber may subscribe to one track again after unsubscribing
@@ -158,8 +155,13 @@ impl SinkState {
             Allowance::UpTo(l) => self.wanted?.min(l),
             Allowance::Paused => return None,
         };
-        layers::available(usize::from(wanted), arriving).and_then(|l| u8::try_from(l).ok())
+        arriving_layer(wanted, arriving)
     }
+}
+
+/// Layer `wanted`, or the nearest of those `arriving` ([`layers::available`]).
+fn arriving_layer(wanted: u8, arriving: &[bool]) -> Option<u8> {
+    layers::available(usize::from(wanted), arriving).and_then(|l| u8::try_from(l).ok())
 }
 
 impl Sink {
@@ -210,11 +212,6 @@ impl Sink {
     /// The layer being sent now.
     pub fn current_layer(&self) -> Option<u8> {
         lock(&self.state).core.current()
-    }
-
-    /// What congestion control lets it send.
-    pub fn allowance(&self) -> Allowance {
-        lock(&self.state).allowance
     }
 
     /// Applies congestion control's verdict; returns the one it replaced.
@@ -532,8 +529,7 @@ impl PublishedTrack {
             (false, false) => Priority::Camera,
         };
         let s = lock(&sink.state);
-        let wanted =
-            s.wanted.and_then(|w| layers::available(usize::from(w), &arriving)).and_then(|l| u8::try_from(l).ok());
+        let wanted = s.wanted.and_then(|w| arriving_layer(w, &arriving));
         let current = match s.allowance {
             Allowance::UpTo(l) => Some(l),
             Allowance::Paused => None,

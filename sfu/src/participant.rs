@@ -371,8 +371,7 @@ impl Participant {
                         me.unpace();
                     }
                     if let Some(e) = &mut estimate {
-                        let bps = e.bps;
-                        e.update(bps, false, Instant::now());
+                        e.update(e.bps, false, Instant::now());
                         me.allocate(e).await;
                     }
                     continue;
