@@ -1,7 +1,8 @@
-//! The WebRTC engines of a node: the `webrtc` API object its publisher PCs
-//! share (and every PC of the load tester), and the str0m driver its
-//! subscriber PCs run on, on the node's one media UDP port ([`crate::rtc`],
-//! [`crate::subscriber`]; the publisher PCs move there next, docs/decisions.md §24).
+//! The WebRTC engines of a node: the str0m driver every participant's PCs run
+//! on, on the node's one media UDP port ([`crate::rtc`], [`crate::publisher`],
+//! [`crate::subscriber`]), and the `webrtc` API object, which the node's PCs
+//! no longer use (docs/decisions.md §24): the load tester's PCs and the tests'
+//! clients are made with it, and it leaves the node next.
 //!
 //! webrtc-rs: Opus, VP8, VP9, H.264 (the crate's defaults); header extensions
 //! for simulcast (`sdes:mid`, `rtp-stream-id`, `repaired-rtp-stream-id`) so

@@ -1,15 +1,17 @@
 //! RTP forwarding: each subscriber's down-track of a published track gets the
 //! simulcast layer it asks for, through the sans-IO core of `meridian-forward`.
 //!
-//! A [`PublishedTrack`] reads each of its layers (one `TrackRemote` per rid:
-//! `q`, `h`, `f` are layers 0, 1, 2; a track without simulcast is layer 0)
-//! and, packet by packet, asks every [`Sink`] (a down-track's forwarding half)
-//! what to send: the core's `DownTrack` joins a layer at a keyframe and
+//! A [`PublishedTrack`] gets each packet of its layers from the publisher's
+//! str0m PC ([`PublishedTrack::receive`]; rids `q`, `h`, `f` are layers 0, 1,
+//! 2; a track without simulcast is layer 0) and asks every [`Sink`] (a
+//! down-track's forwarding half) what to send: the core's `DownTrack` joins a layer at a keyframe and
 //! rewrites sequence numbers, timestamps and VP8 picture ids so the
 //! subscriber's stream stays continuous. Each sink writes to its own media
 //! section of the subscriber's str0m PC ([`crate::subscriber`]), which gives
 //! it its SSRC, the payload type the subscriber accepted and the header
-//! extensions negotiated there, and answers NACKs from its send buffer.
+//! extensions negotiated there, and answers NACKs from its send buffer. One
+//! packet's writes to all its down-tracks go to the driver as one batch
+//! ([`RtpWrites`]), sharing the payload.
 //!
 //! Which layer: the subscriber's `UpdateTrackSettings` (tile size with
 //! LiveKit's 0.9 tolerance, or quality; the top layer until it says), or, when
@@ -42,8 +44,7 @@
 
 pub mod reception;
 
-use prometheus_client::metrics::counter::Counter;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -57,15 +58,12 @@ use meridian_forward::layers::{self, LayerSize};
 use meridian_forward::quality::{self, Quality, Scorer, SequenceLoss, Window};
 use meridian_forward::speakers::{AudioLevel, AudioLevelConfig};
 use meridian_ids::{ParticipantSid, TrackSid};
-use str0m::media::{MediaKind, Mid, Pt};
-use str0m::rtp::{RtpWrite, SeqNo};
-use webrtc::peer_connection::RTCPeerConnection;
-use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
-use webrtc::track::track_remote::TrackRemote;
+use str0m::media::{MediaKind, Mid, Pt, Rid};
+use str0m::rtp::{RtpPacket, RtpWrite, SeqNo};
 
 use crate::metrics::SubscriberReports;
-use crate::rtc::PeerHandle;
+use crate::publisher::Negotiated;
+use crate::rtc::{PeerHandle, RtpWrites};
 use crate::subscription::Preference;
 use reception::Reception;
 
@@ -86,10 +84,11 @@ pub fn layer_of(rid: &str) -> u8 {
     }
 }
 
-/// The layers as received: each one's SSRC, and their bitrates (which also
-/// say whether each is arriving).
+/// The layers as received: each one's simulcast RID once a packet of it has
+/// come (what a keyframe request names), and their bitrates (which also say
+/// whether each is arriving).
 struct LayersIn {
-    ssrc: [Option<u32>; MAX_LAYERS],
+    rids: [Option<Option<Rid>>; MAX_LAYERS],
     bitrates: LayerBitrates<MAX_LAYERS>,
 }
 
@@ -114,6 +113,16 @@ pub struct Sink {
     output: Mutex<Option<SinkOutput>>,
     state: Mutex<SinkState>,
     quality: Mutex<SinkQuality>,
+}
+
+/// What a VP8 payload rewrite changes ([`meridian_forward::downtrack::Rewrite::payload_key`]).
+type PayloadKey = (u16, u8, u8);
+
+/// A packet's RTP header fields as a down-track sends them.
+struct Rewritten {
+    seq: u16,
+    timestamp: u32,
+    marker: bool,
 }
 
 /// A bound down-track's media section on the subscriber PC.
@@ -182,26 +191,18 @@ impl Sink {
         lock(&self.output).as_ref().map(|o| o.mid)
     }
 
-    /// Writes one rewritten packet; returns the payload bytes handed to the
-    /// driver (0 before the down-track is bound, or when the driver is behind
-    /// and dropped it).
-    fn write(&self, seq: u16, timestamp: u32, marker: bool, payload: &[u8], now: Instant) -> usize {
+    /// Adds one rewritten packet to `batch`; returns its payload bytes (0
+    /// before the down-track is bound).
+    fn write(&self, batch: &mut RtpWrites, rewrite: Rewritten, payload: &Arc<[u8]>, now: Instant) -> usize {
         let mut output = lock(&self.output);
         let Some(o) = output.as_mut() else { return 0 };
-        let ext = meridian_forward::seq::extend(o.last_seq, seq);
+        let ext = meridian_forward::seq::extend(o.last_seq, rewrite.seq);
         o.last_seq = Some(o.last_seq.map_or(ext, |l| l.max(ext)));
-        let (mid, pt, nackable) = (o.mid, o.pt, o.nackable);
-        let payload: Arc<[u8]> = Arc::from(payload);
-        let n = payload.len();
-        let posted = o.peer.post(move |rtc| {
-            if let Some(tx) = rtc.direct_api().stream_tx_by_mid(mid, None) {
-                tx.write_rtp(
-                    RtpWrite::new(pt, SeqNo::from(ext), timestamp, now, payload).marker(marker).nackable(nackable),
-                );
-            }
-        });
-        match posted {
-            Ok(()) => n,
+        let write = RtpWrite::new(o.pt, SeqNo::from(ext), rewrite.timestamp, now, Arc::clone(payload))
+            .marker(rewrite.marker)
+            .nackable(o.nackable);
+        match batch.push(&o.peer, o.mid, write) {
+            Ok(()) => payload.len(),
             Err(e) => {
                 tracing::debug!(error = %e, "RTP not written to a down-track");
                 0
@@ -251,7 +252,9 @@ pub struct PublishedTrack {
     info: Mutex<TrackInfo>,
     /// The client's track id (the `a=msid` of its layers).
     cid: String,
-    capability: RTCRtpCodecCapability,
+    /// The negotiated codec's MIME type, as LiveKit writes it (`video/VP8`).
+    mime_type: String,
+    kind: MediaKind,
     codec: Codec,
     stream: String,
     /// The announced layers' sizes, lowest first, with their layer index.
@@ -260,58 +263,59 @@ pub struct PublishedTrack {
     /// The down-tracks' sinks; replaced, never edited, so the packet path
     /// takes the list with one reference count.
     sinks: Mutex<Arc<Vec<Arc<Sink>>>>,
-    /// Layer readers still running; the last one to end ends the track.
-    readers: AtomicUsize,
     /// Whether a subscriber has bound a down-track of it yet (LiveKit's
     /// `TrackSubscribed` goes to the publisher once per track).
     ever_subscribed: AtomicBool,
     /// The codec's RTP clock rate, in Hz: the unit of reported jitter.
     clock_rate: u32,
-    publisher_pc: Weak<RTCPeerConnection>,
+    /// The publisher PC and the media section the track arrives on there
+    /// (what keyframe requests go to).
+    publisher_pc: PeerHandle,
+    mid: Mid,
     /// Who hears dynacast's `SubscribedQualityUpdate`s.
     publisher: Weak<crate::participant::Participant>,
     /// Video tracks only: dynacast's state, and when the packet path last polled it.
     dynacast: Option<Mutex<(Dynacast, Instant)>>,
     keyframes: Mutex<KeyframeRequests>,
-    /// Microphone tracks with RFC 6464 levels: the extension's id on the
-    /// publisher PC and the track's level.
-    audio_level: Option<(u8, Mutex<AudioLevel>)>,
+    /// Microphone tracks: the level their RFC 6464 extension gives.
+    audio_level: Option<Mutex<AudioLevel>>,
+    /// The join's `sfu.first_rtp_forwarded` milestone, until it is reached.
+    first_rtp: Mutex<Option<tracing::Span>>,
     /// Upstream connection quality: losses per layer in the current window, and the score.
     upstream: Mutex<([SequenceLoss; MAX_LAYERS], Scorer)>,
     reports: SubscriberReports,
 }
 
 impl PublishedTrack {
-    /// A published track whose first layer to arrive is `remote`, described by
-    /// `info` (whose `mime_type` is filled from the negotiated codec). Local
+    /// A published track arriving on media section `mid` of the publisher PC
+    /// `publisher_pc` with client track id `cid`, as `negotiated` there, and
+    /// described by `info` (whose `mime_type` and `mid` are filled in). Local
     /// tracks get stream id `PA_…|TR_…` and track id `TR_…`, which is how
     /// livekit-client maps subscribed media to the publication. Subscribers'
-    /// reports about its down-tracks go to `reports`. `audio_level_id` is the
-    /// id of the RFC 6464 extension on the publisher PC, if negotiated; a
-    /// microphone track with it takes part in active speaker detection.
+    /// reports about its down-tracks go to `reports`. A microphone track (Opus)
+    /// takes part in active speaker detection, by the RFC 6464 levels its
+    /// packets carry. `publisher` hears dynacast's updates; `first_rtp` closes
+    /// at the first packet forwarded.
     // `TrackInfo.layers` is deprecated in the proto; it is what clients announce.
     #[allow(deprecated)]
     pub fn new(
-        publisher_sid: &ParticipantSid,
         mut info: TrackInfo,
-        remote: &TrackRemote,
-        mid: Option<String>,
-        (publisher_pc, publisher): (Weak<RTCPeerConnection>, Weak<crate::participant::Participant>),
+        (cid, mid, negotiated): (String, Mid, &Negotiated),
+        (publisher_pc, publisher, publisher_sid): (PeerHandle, Weak<crate::participant::Participant>, &ParticipantSid),
         reports: SubscriberReports,
-        audio_level_id: Option<u8>,
+        first_rtp: Option<tracing::Span>,
     ) -> Self {
-        let capability = remote.codec().capability;
         let now = Instant::now();
-        let mime = capability.mime_type.to_ascii_lowercase();
-        let dynacast = mime.starts_with("video/").then(|| Mutex::new((Dynacast::new(now), now)));
-        let clock_rate = capability.clock_rate;
+        let mime = negotiated.mime_type.to_ascii_lowercase();
+        let dynacast = (negotiated.kind == MediaKind::Video).then(|| Mutex::new((Dynacast::new(now), now)));
+        let clock_rate = negotiated.clock_rate;
         let codec = match mime.as_str() {
             "video/vp8" => Codec::Vp8,
             "video/h264" => Codec::H264,
             _ => Codec::Other,
         };
-        info.mime_type = capability.mime_type.clone();
-        info.mid = mid.unwrap_or_default();
+        info.mime_type = negotiated.mime_type.clone();
+        info.mid = mid.to_string();
         let mut layer_sizes: Vec<(u8, LayerSize)> = info
             .layers
             .iter()
@@ -324,28 +328,29 @@ impl PublishedTrack {
         layer_sizes.dedup_by_key(|(q, _)| *q);
         let stream = format!("{publisher_sid}|{}", info.sid);
         let microphone = info.source == livekit_protocol::TrackSource::Microphone as i32;
-        let audio_level = audio_level_id
-            .filter(|_| microphone && codec == Codec::Other)
-            .map(|id| (id, Mutex::new(AudioLevel::new(AudioLevelConfig::default(), clock_rate))));
+        let audio_level = (microphone && negotiated.kind == MediaKind::Audio)
+            .then(|| Mutex::new(AudioLevel::new(AudioLevelConfig::default(), clock_rate)));
         Self {
             sid: TrackSid::new(info.sid.as_str()),
             publisher_sid: publisher_sid.clone(),
             info: Mutex::new(info),
-            cid: remote.id(),
-            capability,
+            cid,
+            mime_type: negotiated.mime_type.clone(),
+            kind: negotiated.kind,
             codec,
             stream,
             layer_sizes,
-            layers: Mutex::new(LayersIn { ssrc: [None; MAX_LAYERS], bitrates: LayerBitrates::new(now) }),
+            layers: Mutex::new(LayersIn { rids: [None; MAX_LAYERS], bitrates: LayerBitrates::new(now) }),
             sinks: Mutex::new(Arc::new(Vec::new())),
-            readers: AtomicUsize::new(0),
             ever_subscribed: AtomicBool::new(false),
             clock_rate,
             publisher_pc,
+            mid,
             publisher,
             dynacast,
             keyframes: Mutex::new(KeyframeRequests::default()),
             audio_level,
+            first_rtp: Mutex::new(first_rtp),
             upstream: Mutex::new((Default::default(), Scorer::new(quality::loss_weight(codec == Codec::Other)))),
             reports,
         }
@@ -358,16 +363,12 @@ impl PublishedTrack {
 
     /// The negotiated codec's MIME type (`video/VP8`, `audio/opus`, …).
     pub fn mime_type(&self) -> &str {
-        &self.capability.mime_type
+        &self.mime_type
     }
 
-    /// Audio or video, by its codec.
+    /// Audio or video.
     pub fn media_kind(&self) -> MediaKind {
-        if self.capability.mime_type.to_ascii_lowercase().starts_with("audio/") {
-            MediaKind::Audio
-        } else {
-            MediaKind::Video
-        }
+        self.kind
     }
 
     /// The LiveKit `TrackInfo` of this track.
@@ -381,13 +382,14 @@ impl PublishedTrack {
         lock(&self.info).mid.clone()
     }
 
-    /// Whether `remote` is a layer of this track: the same media section, or
-    /// without one the same client track id.
-    pub fn is_layer(&self, remote: &TrackRemote, mid: Option<&str>) -> bool {
-        match mid.filter(|m| !m.is_empty()) {
-            Some(mid) => lock(&self.info).mid == mid,
-            None => self.cid == remote.id(),
-        }
+    /// The media section it arrives on in the publisher PC.
+    pub fn publisher_mid(&self) -> Mid {
+        self.mid
+    }
+
+    /// The client's track id (the `a=msid` track id of its media section).
+    pub fn cid(&self) -> &str {
+        &self.cid
     }
 
     /// Closes the upstream connection quality window: the loss of the layer
@@ -409,7 +411,7 @@ impl PublishedTrack {
     /// A microphone track's smoothed audio level at `now` and whether it is a
     /// speaker; `None` for other tracks.
     pub fn audio_level(&self, now: Instant) -> Option<(f64, bool)> {
-        self.audio_level.as_ref().map(|(_, level)| lock(level).level(now))
+        self.audio_level.as_ref().map(|level| lock(level).level(now))
     }
 
     /// Records a mute change; returns whether it changed anything.
@@ -502,7 +504,7 @@ impl PublishedTrack {
             })
             .collect();
         // LiveKit names the codec as livekit-client compares it: `vp8`, not `video/VP8`.
-        let codec = self.capability.mime_type.to_ascii_lowercase();
+        let codec = self.mime_type.to_ascii_lowercase();
         let codec = codec.strip_prefix("video/").unwrap_or(&codec).to_owned();
         tracing::debug!(track = %self.sid, ?max, "dynacast: publisher told which layers are watched");
         publisher.send(livekit_protocol::signal_response::Message::SubscribedQualityUpdate(
@@ -569,36 +571,52 @@ impl PublishedTrack {
     }
 
     /// Asks the publisher for a keyframe of `layer` (PLI), unless one was asked
-    /// for within the throttle interval of `now`.
-    pub async fn request_keyframe(&self, layer: u8, now: Instant) {
+    /// for within the throttle interval of `now` or no packet of it has come.
+    pub fn request_keyframe(&self, layer: u8, now: Instant) {
+        let Some(rid) = lock(&self.layers).rids.get(usize::from(layer)).copied().flatten() else { return };
         if !lock(&self.keyframes).request(now, layer) {
             return;
         }
-        let Some(media_ssrc) = lock(&self.layers).ssrc.get(usize::from(layer)).copied().flatten() else { return };
-        if let Some(pc) = self.publisher_pc.upgrade() {
-            let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
-            if let Err(e) = pc.write_rtcp(&[Box::new(pli)]).await {
-                tracing::debug!(track = %self.sid, error = %e, "PLI not sent");
+        crate::publisher::request_keyframe(&self.publisher_pc, self.mid, rid);
+    }
+
+    /// Forwards `packet`, which arrived on the layer with simulcast RID `rid`
+    /// (`None` without simulcast) at `now`, to the down-tracks that want it;
+    /// returns the payload bytes handed to the driver. The first packet
+    /// forwarded reaches the join's `sfu.first_rtp_forwarded` milestone.
+    pub fn receive(&self, rid: Option<Rid>, packet: &RtpPacket, now: Instant) -> usize {
+        let layer = layer_of(rid.as_deref().unwrap_or(""));
+        if let Some(seen) = lock(&self.layers).rids.get_mut(usize::from(layer)) {
+            if seen.is_none() {
+                tracing::info!(track = %self.sid, ?rid, ssrc = %packet.header.ssrc, "simulcast layer arrived");
+                *seen = Some(rid);
             }
         }
+        let written = self.forward(layer, packet, now);
+        if written > 0 {
+            if let Some(milestone) = lock(&self.first_rtp).take() {
+                // The milestone span closes here, marking it in the join's trace.
+                milestone.in_scope(|| tracing::info!(track = %self.sid, "first RTP forwarded"));
+            }
+        }
+        written
     }
 
     /// Sends `packet`, received on `layer` at `now`, to every sink that wants
     /// it; returns the bytes written.
-    async fn forward(&self, layer: u8, packet: &webrtc::rtp::packet::Packet, now: Instant) -> usize {
+    fn forward(&self, layer: u8, packet: &RtpPacket, now: Instant) -> usize {
         let arriving: [bool; MAX_LAYERS] = {
             let mut layers = lock(&self.layers);
-            let size = webrtc::util::MarshalSize::marshal_size(&packet.header).saturating_add(packet.payload.len());
+            let size = packet.header.header_len.saturating_add(packet.payload.len());
             layers.bitrates.observe(now, layer, size);
             std::array::from_fn(|l| u8::try_from(l).is_ok_and(|l| layers.bitrates.arriving(now, l)))
         };
         if let Some(seq) = lock(&self.upstream).0.get_mut(usize::from(layer)) {
             seq.received(packet.header.sequence_number);
         }
-        if let Some((id, level)) = &self.audio_level {
-            if let Some(&byte) = packet.header.get_extension(*id).as_deref().and_then(|e| e.first()) {
-                lock(level).observe(now, byte & 0x7f, packet.header.timestamp);
-            }
+        if let (Some(level), Some(dbov)) = (&self.audio_level, packet.header.ext_vals.audio_level) {
+            // str0m gives the level as -dBov (0 loudest, -127 silence).
+            lock(level).observe(now, dbov.unsigned_abs() & 0x7f, packet.header.timestamp);
         }
         if let Some(dynacast) = &self.dynacast {
             let due = now.saturating_duration_since(lock(dynacast).1) >= DYNACAST_POLL;
@@ -607,12 +625,14 @@ impl PublishedTrack {
             }
         }
         let sinks = Arc::clone(&lock(&self.sinks));
-        let mut written = 0usize;
         let h = &packet.header;
         // Rewritten VP8 payloads of this packet, one per distinct rewrite: sinks
         // that switched alike share one copy (and so do the NACK buffers that
         // keep it); sinks that never switched send the payload as it came.
-        let mut rewritten: Vec<((u16, u8, u8), bytes::Bytes)> = Vec::new();
+        let mut rewritten: Vec<(PayloadKey, Arc<[u8]>)> = Vec::new();
+        // One command to the driver for all the down-tracks.
+        let mut batch = RtpWrites::default();
+        let mut sent: Vec<(&Sink, usize)> = Vec::new();
         for sink in sinks.iter() {
             let (verdict, awaiting) = {
                 let mut s = lock(&sink.state);
@@ -625,28 +645,37 @@ impl PublishedTrack {
             };
             if let Verdict::Forward(rewrite) = verdict {
                 let payload = match rewrite.payload_key() {
-                    None => packet.payload.clone(),
-                    Some(key) => match rewritten.iter().find(|(k, _)| *k == key) {
-                        Some((_, bytes)) => bytes.clone(),
+                    None => &packet.payload,
+                    Some(key) => match rewritten.iter().position(|(k, _)| *k == key) {
+                        // In bounds: found there, or pushed just now.
+                        Some(i) => &rewritten[i].1,
                         None => {
                             let mut copy = packet.payload.to_vec();
                             rewrite.apply_to_payload(&mut copy);
-                            let bytes = bytes::Bytes::from(copy);
-                            rewritten.push((key, bytes.clone()));
-                            bytes
+                            rewritten.push((key, Arc::from(copy)));
+                            &rewritten[rewritten.len() - 1].1
                         }
                     },
                 };
-                let n = sink.write(rewrite.seq, rewrite.timestamp, h.marker, &payload, now);
+                let header = Rewritten { seq: rewrite.seq, timestamp: rewrite.timestamp, marker: h.marker };
+                let n = sink.write(&mut batch, header, payload, now);
                 if n > 0 {
-                    written = written.saturating_add(n);
-                    let mut q = lock(&sink.quality);
-                    q.sent = q.sent.saturating_add(1);
+                    sent.push((sink, n));
                 }
             }
             if let Some(layer) = awaiting {
-                self.request_keyframe(layer, now).await;
+                self.request_keyframe(layer, now);
             }
+        }
+        if let Err(e) = batch.send() {
+            tracing::debug!(track = %self.sid, error = %e, "RTP not written to the down-tracks");
+            return 0;
+        }
+        let mut written = 0usize;
+        for (sink, n) in sent {
+            written = written.saturating_add(n);
+            let mut q = lock(&sink.quality);
+            q.sent = q.sent.saturating_add(1);
         }
         written
     }
@@ -667,50 +696,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Critical sections here are single assignments; a poisoned lock still holds
     // consistent data.
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Reads `remote`, a layer of `track`, and forwards its RTP until it ends;
-/// when the track's last layer ends, calls `on_end`. Bytes written to
-/// down-tracks are added to `forwarded_bytes`; `first_rtp` closes at the first
-/// packet forwarded.
-pub fn spawn_forwarder(
-    remote: Arc<TrackRemote>,
-    track: Arc<PublishedTrack>,
-    forwarded_bytes: Counter,
-    first_rtp: Option<tracing::Span>,
-    on_end: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    let layer = layer_of(remote.rid());
-    if let Some(l) = lock(&track.layers).ssrc.get_mut(usize::from(layer)) {
-        *l = Some(remote.ssrc());
-    }
-    track.readers.fetch_add(1, Ordering::Relaxed);
-    tokio::spawn(async move {
-        let mut received: u64 = 0;
-        let mut first_rtp = first_rtp;
-        while let Ok((packet, _)) = remote.read_rtp().await {
-            let bytes = track.forward(layer, &packet, Instant::now()).await;
-            received += 1;
-            if bytes > 0 {
-                forwarded_bytes.inc_by(bytes as u64);
-                if let Some(milestone) = first_rtp.take() {
-                    // The milestone span closes here, marking it in the join's trace.
-                    milestone
-                        .in_scope(|| tracing::info!(track = %track.sid, ssrc = remote.ssrc(), "first RTP forwarded"));
-                }
-            }
-        }
-        tracing::info!(track = %track.sid, layer, packets = received, "published layer ended");
-        if track.readers.fetch_sub(1, Ordering::Relaxed) == 1 {
-            on_end.await;
-        }
-    });
-}
-
-/// Reads and drops `remote`'s RTP (media nobody announced), so the receive
-/// buffers do not fill.
-pub fn spawn_drain(remote: Arc<TrackRemote>) {
-    tokio::spawn(async move { while remote.read_rtp().await.is_ok() {} });
 }
 
 /// What one congestion control step decided for a subscriber ([`allocate`]).
@@ -780,8 +765,8 @@ pub fn on_egress_stats(track: &PublishedTrack, sink: &Sink, stats: &str0m::stats
 
 /// The subscriber asked for a keyframe (PLI or FIR) on `sink`'s down-track:
 /// the publisher is asked for one of the layer it sends (throttled).
-pub async fn on_keyframe_request(track: &PublishedTrack, sink: &Sink) {
+pub fn on_keyframe_request(track: &PublishedTrack, sink: &Sink) {
     if let Some(layer) = sink.current_layer() {
-        track.request_keyframe(layer, Instant::now()).await;
+        track.request_keyframe(layer, Instant::now());
     }
 }

@@ -3,20 +3,13 @@
 //!
 //! [`SignalHarness::frame`] takes one binary WebSocket frame as the session loop
 //! does: `SignalRequest::decode`, then the dispatch of `signal::handle`
-//! against a real [`Participant`] in a real [`Room`] (two webrtc-rs peer
-//! connections that never connect). `handle` itself takes the session's
-//! WebSocket, so [`dispatch`] restates its match (keep the two in step); each arm
-//! calls what `handle` calls, except:
-//! - `Offer`: only the part of [`Participant::handle_offer`] before the peer
-//!   connection: [`sdp::media_sections`] and its cap, [`sdp::MediaSection::declared_streams`],
-//!   [`sdp::section_lines`] and webrtc-rs' SDP parse (`RTCSessionDescription::offer`).
-//!   `set_remote_description`, the answer, ICE gathering (which binds sockets) and
-//!   the 500 ms receiver wait are left out.
+//! against a real [`Participant`] in a real [`Room`] (two str0m peer
+//! connections on the node's driver that never connect). `handle` itself takes
+//! the session's WebSocket, so [`dispatch`] restates its match (keep the two in
+//! step); each arm calls what `handle` calls, the offer's whole answer by str0m
+//! included (sans-IO: it binds nothing), except:
 //! - `Answer`: [`Participant::handle_answer`] returns at once (no subscriber offer
-//!   is outstanding); webrtc-rs' SDP parse of the answer runs beside it.
-//! - `Trickle`: [`Participant::handle_trickle`] buffers the candidate (no remote
-//!   description); the candidate parse that `add_ice_candidate` would run on it
-//!   later (`unmarshal_candidate`) runs beside it.
+//!   is outstanding); str0m's parse of the answer (`SdpAnswer`) runs beside it.
 //! - `Ping`/`PingReq`: the pong is not sent.
 //!
 //! The participant lives across frames, as in a session, until a frame ends the
@@ -32,15 +25,10 @@ use livekit_protocol::signal_response::Message as Out;
 use meridian_auth::{MintRequest, TokenAuthority, VerifiedGrant};
 use prost::Message as _;
 use tokio::sync::mpsc;
-use webrtc::ice::candidate::candidate_base::unmarshal_candidate;
-use webrtc::ice::candidate::Candidate;
-use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit};
-use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 
 use crate::engine::{Engine, IceConfig};
-use crate::participant::{Participant, ParticipantError, MAX_MEDIA_SECTIONS, SIGNAL_QUEUE};
+use crate::participant::{Participant, ParticipantError, SIGNAL_QUEUE};
 use crate::room::{Room, RoomManager};
-use crate::sdp;
 
 /// What one frame led to.
 #[derive(Debug)]
@@ -154,34 +142,17 @@ pub async fn dispatch(
     let Some(message) = request.message else { return Ok(true) };
     match message {
         In::Offer(sd) => {
-            let sections = sdp::media_sections(&sd.sdp);
-            if sections.len() > MAX_MEDIA_SECTIONS {
-                return Err(ParticipantError::BadRequest(format!("offer with {} media sections", sections.len())));
+            for track in me.handle_offer(sd).await? {
+                room.unpublish(me, &track).await;
             }
-            let _declared: Vec<_> = sections.iter().flat_map(sdp::MediaSection::declared_streams).collect();
-            let _lines = sdp::section_lines(&sd.sdp, |_| true);
-            RTCSessionDescription::offer(sd.sdp).map_err(|e| ParticipantError::BadRequest(e.to_string()))?;
         }
         In::Answer(sd) => {
-            let parsed = RTCSessionDescription::answer(sd.sdp.clone());
+            let parsed = str0m::change::SdpAnswer::from_sdp_string(&sd.sdp);
             let bound = me.handle_answer(sd).await?;
             room.bound(me, bound);
             parsed.map_err(|e| ParticipantError::BadRequest(e.to_string()))?;
         }
-        In::Trickle(t) => {
-            let json = t.candidate_init.clone();
-            me.handle_trickle(t).await?;
-            // What `RTCPeerConnection::add_ice_candidate` does with it once applied.
-            if let Ok(init) = serde_json::from_str::<RTCIceCandidateInit>(&json) {
-                let value = init.candidate.strip_prefix("candidate:").unwrap_or(&init.candidate);
-                if !value.is_empty() {
-                    if let Ok(c) = unmarshal_candidate(value) {
-                        let c: Arc<dyn Candidate + Send + Sync> = Arc::new(c);
-                        let _ = RTCIceCandidate::from(&c);
-                    }
-                }
-            }
-        }
+        In::Trickle(t) => me.handle_trickle(t).await?,
         In::AddTrack(t) => me.handle_add_track(t)?,
         In::Mute(m) => room.muted(me, &m),
         In::UpdateMetadata(u) => room.update_own_metadata(me, u),

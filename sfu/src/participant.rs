@@ -1,12 +1,14 @@
 //! One participant: its two peer connections (LiveKit's dual-PC model), the tracks
 //! it publishes, its down-tracks, and the subscriber PC's offer/answer state.
 //!
-//! Publisher PC (webrtc-rs): the client offers, we answer (echoing
-//! `SessionDescription.id`, which livekit-client waits for); ICE candidates that
-//! arrive before the remote description are buffered, then applied.
-//! Subscriber PC (str0m, on the node's one UDP port: [`crate::subscriber`]): we
-//! offer whenever down-tracks change; one offer is outstanding at a time, and
-//! changes made meanwhile are offered once its answer arrives.
+//! Both PCs are str0m peers on the node's one UDP port ([`crate::rtc`]).
+//! Publisher PC ([`crate::publisher`]): the client offers, we answer (echoing
+//! `SessionDescription.id`, which livekit-client waits for); a track is
+//! published when the first packet of its media section arrives, and every
+//! packet goes from the PC's events to its [`PublishedTrack`].
+//! Subscriber PC ([`crate::subscriber`]): we offer whenever down-tracks
+//! change; one offer is outstanding at a time, and changes made meanwhile are
+//! offered once its answer arrives.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -19,37 +21,28 @@ use livekit_protocol::signal_response::Message as Out;
 use meridian_auth::{Grants, VerifiedGrant};
 use meridian_ids::{ParticipantIdentity, ParticipantSid, TrackSid};
 use str0m::bwe::Bitrate;
+use str0m::media::{MediaKind, Mid, Rid};
+use str0m::rtp::{RtpPacket, Ssrc};
 use tokio::sync::{mpsc, Notify};
-use webrtc::data_channel::data_channel_message::DataChannelMessage;
-use webrtc::data_channel::RTCDataChannel;
-use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit};
-use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
-use webrtc::peer_connection::RTCPeerConnection;
-use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
-use webrtc::track::track_remote::TrackRemote;
 
 use crate::forward::{self, PublishedTrack};
+use crate::publisher::{OfferError, PublisherPc};
 use crate::room::Room;
 use crate::sdp;
 use crate::subscriber::{NewMedia, OfferRequest, SubscriberPc};
 use crate::subscription::{Choices, PermissionError, Permissions};
-
-/// Longest an answer to a publisher offer waits for webrtc-rs to start its
-/// receivers. They start within milliseconds on an idle machine. On a CI host
-/// three times slower than ours a republished camera once never reached its
-/// subscriber, which is what a 500 ms wait running out would do (the answer goes
-/// out, the first packets beat the receivers, `on_track` never fires); the log
-/// that would have said so was cut. A wait that runs out costs that answer all of it.
-pub const RECEIVER_START_WAIT: Duration = Duration::from_secs(2);
-/// How long after an answer a published section may stay without a track before
-/// [`Participant::watch_media_arrival`] warns (the simulcast fallback takes 2 s).
-pub const MEDIA_ARRIVAL_WAIT: Duration = Duration::from_secs(5);
 
 /// Outgoing signal messages of one participant, drained by its socket writer.
 pub type SignalTx = mpsc::Sender<Out>;
 /// Capacity of a participant's outgoing signal queue. A client this far behind
 /// is disconnected rather than buffered without bound.
 pub const SIGNAL_QUEUE: usize = 512;
+
+/// The part of a trickled `RTCIceCandidateInit` JSON the PCs use.
+#[derive(serde::Deserialize)]
+struct CandidateInit {
+    candidate: String,
+}
 
 /// Which of the participant's PCs a message is about (LiveKit `SignalTarget`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,23 +53,14 @@ pub enum Target {
     Subscriber,
 }
 
-impl Target {
-    fn proto(self) -> i32 {
-        match self {
-            Target::Publisher => proto::SignalTarget::Publisher as i32,
-            Target::Subscriber => proto::SignalTarget::Subscriber as i32,
-        }
-    }
-}
-
 /// Media sections an offer may carry. Chromium puts one per transceiver; a
 /// meeting client has a handful, and each costs a receiver.
 pub const MAX_MEDIA_SECTIONS: usize = 256;
 /// Bytes of one trickled `candidate_init` JSON (a candidate line is ~200 bytes).
 pub const MAX_CANDIDATE_BYTES: usize = 4096;
-/// Candidates buffered per peer connection before its first description; they
-/// would otherwise grow without bound for a client that never offers.
-pub const MAX_BUFFERED_CANDIDATES: usize = 256;
+/// Publisher streams (SSRCs) one participant's packets are routed by; a
+/// client that sends more is not published past them.
+pub const MAX_PUBLISHER_STREAMS: usize = 256;
 /// Tracks announced by `AddTrackRequest` whose media has not arrived yet.
 pub const MAX_PENDING_TRACKS: usize = 64;
 /// Down-tracks one subscriber PC may be offered over its life, those since
@@ -102,12 +86,19 @@ pub enum ParticipantError {
     /// candidate JSON, unknown track). The client's fault.
     #[error("bad request: {0}")]
     BadRequest(String),
-    /// The WebRTC engine failed on an otherwise valid request. Ours.
-    #[error("webrtc: {0}")]
-    WebRtc(#[from] webrtc::Error),
-    /// The subscriber PC is gone (closed, failed, or the node's driver ended).
+    /// A PC is gone (closed, failed, or the node's driver ended).
     #[error(transparent)]
     Closed(#[from] crate::rtc::Closed),
+}
+
+/// Where a publisher stream's packets go: its media section and simulcast
+/// RID, as str0m mapped its SSRC.
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    mid: Mid,
+    rid: Option<Rid>,
+    /// Whether its packets were dropped for want of a track, and said so.
+    warned: bool,
 }
 
 /// A track announced by `AddTrackRequest` whose media has not arrived yet.
@@ -209,10 +200,6 @@ struct Negotiation {
     pending: bool,
 }
 
-/// ICE candidates received before the PC's remote description (`Some`), or `None`
-/// once candidates can be applied directly.
-type CandidateBuffer = Mutex<Option<Vec<RTCIceCandidateInit>>>;
-
 /// A participant in a room on this node.
 pub struct Participant {
     /// Participant sid (`PA_…`).
@@ -235,14 +222,16 @@ pub struct Participant {
     /// channel; a resume reports it as `ReconnectResponse.last_message_seq`, so
     /// the client re-sends only what came after.
     last_reliable_seq: AtomicU32,
-    publisher: Arc<RTCPeerConnection>,
+    publisher: PublisherPc,
+    /// Media id → client track id (msid) of each section the client's last
+    /// offer sends on: which pending track a section's first packet publishes.
+    publisher_sections: Mutex<HashMap<Mid, String>>,
     /// Keyed by the msid track id of each down-track's section.
     subscriber: SubscriberPc<String>,
     /// Media sections of removed down-tracks, stopped in the next offer.
     to_stop: Mutex<Vec<str0m::media::Mid>>,
     /// Down-tracks bound so far; with those waiting, what [`MAX_SUBSCRIBER_TRANSCEIVERS`] counts.
     offered: std::sync::atomic::AtomicUsize,
-    publisher_candidates: CandidateBuffer,
     negotiation: tokio::sync::Mutex<Negotiation>,
     /// AddTrackRequests answered but whose media has not arrived.
     pending_tracks: Mutex<Vec<PendingTrack>>,
@@ -309,7 +298,7 @@ impl Participant {
         room: &Arc<Room>,
         trace: tracing::Span,
     ) -> Result<Arc<Self>, crate::engine::EngineError> {
-        let publisher = room.engine().peer_connection().await?;
+        let (publisher, publisher_events) = PublisherPc::new(room.engine().driver()?).await?;
         let (subscriber, subscriber_events) = SubscriberPc::new(room.engine().driver()?).await?;
         let me = Arc::new(Self {
             sid: ParticipantSid::random(),
@@ -329,10 +318,10 @@ impl Participant {
             is_closed: AtomicBool::new(false),
             last_reliable_seq: AtomicU32::new(0),
             publisher,
+            publisher_sections: Mutex::new(HashMap::new()),
             subscriber,
             to_stop: Mutex::new(Vec::new()),
             offered: std::sync::atomic::AtomicUsize::new(0),
-            publisher_candidates: Mutex::new(Some(Vec::new())),
             negotiation: tokio::sync::Mutex::new(Negotiation::default()),
             pending_tracks: Mutex::new(Vec::new()),
             published: Arc::new(Mutex::new(Vec::new())),
@@ -341,9 +330,113 @@ impl Participant {
             permissions: Mutex::new(Permissions::everyone()),
             trace,
         });
-        me.wire_callbacks(Arc::downgrade(room));
+        tokio::spawn(Self::read_publisher_events(Arc::downgrade(&me), Arc::downgrade(room), publisher_events));
         tokio::spawn(Self::read_subscriber_events(Arc::downgrade(&me), Arc::downgrade(room), subscriber_events));
         Ok(me)
+    }
+
+    /// Reads the publisher PC's events until it is gone: its connection (the
+    /// `sfu.ice_connected` milestone and, first of the PCs, `participant_joined`),
+    /// the client's data channels, and its RTP, each packet to its track
+    /// ([`Participant::on_rtp`]).
+    async fn read_publisher_events(me: Weak<Self>, room: Weak<Room>, mut peer: crate::rtc::Peer) {
+        use str0m::Event;
+        let mut routes: HashMap<Ssrc, Route> = HashMap::new();
+        while let Some(event) = peer.next_event().await {
+            let (Some(me), Some(room)) = (me.upgrade(), room.upgrade()) else { return };
+            match event {
+                Event::RtpPacket(packet) => me.on_rtp(&room, &mut routes, packet).await,
+                Event::Connected => {
+                    tracing::info!(participant = %me.sid, target = ?Target::Publisher, state = "connected", "peer connection state");
+                    me.on_connected(&room, Target::Publisher);
+                }
+                Event::IceConnectionStateChange(state) => {
+                    tracing::info!(participant = %me.sid, target = ?Target::Publisher, ?state, "ICE connection state");
+                }
+                Event::ChannelOpen(id, label) => {
+                    let kind = me.publisher.channel_opened(id, &label);
+                    tracing::debug!(participant = %me.sid, %label, ?kind, "publisher data channel open");
+                }
+                Event::ChannelData(data) => {
+                    if let Some(kind) = me.publisher.channel_kind(data.id) {
+                        me.on_data(&room, kind, &data.data).await;
+                    }
+                }
+                _ => {}
+            }
+        }
+        tracing::debug!("publisher PC gone");
+    }
+
+    /// One RTP packet from the publisher PC: to the track of its media section
+    /// (published by this packet if it is the section's first and the client
+    /// announced the section's track). `routes` caches each stream's section
+    /// and RID by SSRC; packets of a section with no track are dropped, with
+    /// a warning once per stream.
+    async fn on_rtp(self: &Arc<Self>, room: &Arc<Room>, routes: &mut HashMap<Ssrc, Route>, packet: RtpPacket) {
+        let ssrc = packet.header.ssrc;
+        let route = match routes.get(&ssrc) {
+            Some(route) => *route,
+            None => {
+                let Ok(Some((mid, rid))) = self.publisher.layer_of(ssrc).await else { return };
+                let route = Route { mid, rid, warned: false };
+                if routes.len() < MAX_PUBLISHER_STREAMS {
+                    routes.insert(ssrc, route);
+                }
+                route
+            }
+        };
+        let now = Instant::now();
+        let track = lock(&self.published).iter().find(|t| t.publisher_mid() == route.mid).cloned();
+        let track = match track {
+            Some(track) => track,
+            None => match self.publish(room, route.mid, route.rid).await {
+                Some(track) => track,
+                None => {
+                    if let Some(r) = routes.get_mut(&ssrc).filter(|r| !r.warned) {
+                        r.warned = true;
+                        tracing::warn!(participant = %self.sid, mid = %route.mid, rid = ?route.rid, %ssrc,
+                            "media without AddTrackRequest; dropped");
+                    }
+                    return;
+                }
+            },
+        };
+        let bytes = track.receive(route.rid, &packet, now);
+        if bytes > 0 {
+            room.forwarded_bytes().inc_by(bytes as u64);
+        }
+    }
+
+    /// The first packet of media section `mid` arrived (its layer `rid`):
+    /// publishes the track the client announced for it, if any.
+    async fn publish(self: &Arc<Self>, room: &Arc<Room>, mid: Mid, rid: Option<Rid>) -> Option<Arc<PublishedTrack>> {
+        if lock(&self.pending_tracks).is_empty() {
+            return None;
+        }
+        let negotiated = match self.publisher.negotiated(mid).await {
+            Ok(Some(n)) => n,
+            Ok(None) => {
+                tracing::warn!(participant = %self.sid, %mid, "media of a section with no codec we forward");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let cid = lock(&self.publisher_sections).get(&mid).cloned().unwrap_or_default();
+        let info = self.take_pending(&cid, negotiated.kind)?;
+        let first_rtp = tracing::info_span!(parent: &self.trace, "sfu.first_rtp_forwarded", track = %info.sid);
+        let track = Arc::new(PublishedTrack::new(
+            info,
+            (cid, mid, &negotiated),
+            (self.publisher.handle(), Arc::downgrade(self), &self.sid),
+            room.subscriber_reports().clone(),
+            Some(first_rtp),
+        ));
+        lock(&self.published).push(Arc::clone(&track));
+        tracing::info!(participant = %self.sid, track = %track.sid, mime = %negotiated.mime_type, %mid, ?rid,
+            "track published");
+        room.published(self, Arc::clone(&track)).await;
+        Some(track)
     }
 
     /// Reads the subscriber PC's events until it is gone: its connection (the
@@ -392,7 +485,7 @@ impl Participant {
                 }
                 Event::KeyframeRequest(req) => {
                     if let Some((track, sink)) = me.down_track_at(req.mid).await {
-                        forward::on_keyframe_request(&track, &sink).await;
+                        forward::on_keyframe_request(&track, &sink);
                     }
                 }
                 Event::MediaEgressStats(stats) => {
@@ -482,69 +575,6 @@ impl Participant {
         if !self.connected.swap(true, Ordering::Relaxed) {
             room.webhook("participant_joined", Some(self.info(proto::participant_info::State::Active)), None);
         }
-    }
-
-    fn wire_callbacks(self: &Arc<Self>, room: Weak<Room>) {
-        {
-            let (pc, target) = (&self.publisher, Target::Publisher);
-            let me = Arc::downgrade(self);
-            pc.on_ice_candidate(Box::new(move |c: Option<RTCIceCandidate>| {
-                let me = me.clone();
-                Box::pin(async move {
-                    let (Some(me), Some(c)) = (me.upgrade(), c) else { return };
-                    match c.to_json().map(|init| serde_json::to_string(&init)) {
-                        Ok(Ok(json)) => me.send(Out::Trickle(proto::TrickleRequest {
-                            candidate_init: json,
-                            target: target.proto(),
-                            r#final: false,
-                        })),
-                        Ok(Err(e)) => tracing::warn!(error = %e, "candidate not serialisable"),
-                        Err(e) => tracing::warn!(error = %e, "candidate not serialisable"),
-                    }
-                })
-            }));
-            let sid = self.sid.clone();
-            let (me, room) = (Arc::downgrade(self), room.clone());
-            pc.on_peer_connection_state_change(Box::new(move |state| {
-                tracing::info!(participant = %sid, ?target, %state, "peer connection state");
-                if state == webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState::Connected {
-                    if let (Some(me), Some(room)) = (me.upgrade(), room.upgrade()) {
-                        me.on_connected(&room, target);
-                    }
-                }
-                Box::pin(async {})
-            }));
-        }
-        let (me, room_for_data) = (Arc::downgrade(self), room.clone());
-        self.publisher.on_data_channel(Box::new(move |dc: Arc<RTCDataChannel>| {
-            let (me, room) = (me.clone(), room_for_data.clone());
-            Box::pin(async move {
-                let Some(kind) = DataKind::from_label(dc.label()) else { return };
-                dc.on_message(Box::new(move |msg: DataChannelMessage| {
-                    let (me, room) = (me.clone(), room.clone());
-                    Box::pin(async move {
-                        let (Some(me), Some(room)) = (me.upgrade(), room.upgrade()) else { return };
-                        me.on_data(&room, kind, &msg.data).await;
-                    })
-                }));
-            })
-        }));
-        let me = Arc::downgrade(self);
-        self.publisher.on_track(Box::new(move |remote, receiver, transceiver| {
-            let (me, room) = (me.clone(), room.clone());
-            Box::pin(async move {
-                let (Some(me), Some(room)) = (me.upgrade(), room.upgrade()) else { return };
-                let mid = transceiver.mid().map(|m| m.to_string());
-                let audio_level = receiver
-                    .get_parameters()
-                    .await
-                    .header_extensions
-                    .iter()
-                    .find(|e| e.uri == crate::engine::AUDIO_LEVEL_EXTENSION)
-                    .and_then(|e| u8::try_from(e.id).ok());
-                me.on_remote_track(&room, remote, mid, audio_level).await;
-            })
-        }));
     }
 
     /// A data packet from this participant's publisher PC: stamped with its
@@ -764,18 +794,15 @@ impl Participant {
         tracing::info!(participant = %self.sid, id = offer.id, sections = sections.len(), "publisher offer");
         tracing::debug!(participant = %self.sid, id = offer.id, ?sections, "publisher offer's sections");
         let preferred = self.requested_codecs(&sections);
-        let desc = RTCSessionDescription::offer(offer.sdp).map_err(|e| ParticipantError::BadRequest(e.to_string()))?;
-        self.publisher
-            .set_remote_description(desc)
-            .await
-            .map_err(|e| ParticipantError::BadRequest(format!("publisher offer: {e}")))?;
-        self.flush_candidates(Target::Publisher).await;
-        self.keep_publisher_codec_order(&preferred).await;
-        let answer = self.publisher.create_answer(None).await?;
-        self.publisher.set_local_description(answer.clone()).await?;
-        self.await_receivers(&sections).await;
-        let sdp = self.publisher.local_description().await.map(|d| d.sdp).unwrap_or(answer.sdp);
-        self.watch_media_arrival(&sections, &sdp, offer.id);
+        let sdp = self.publisher.accept_offer(&offer.sdp, &preferred).await.map_err(|e| match e {
+            OfferError::Refused(why) => ParticipantError::BadRequest(why),
+            OfferError::Closed(c) => ParticipantError::Closed(c),
+        })?;
+        *lock(&self.publisher_sections) = sections
+            .iter()
+            .filter(|s| s.sending)
+            .filter_map(|s| Some((Mid::from(s.mid.as_deref()?), s.track_id.clone()?)))
+            .collect();
         self.send(Out::Answer(proto::SessionDescription {
             r#type: "answer".into(),
             sdp,
@@ -785,58 +812,6 @@ impl Participant {
         let silent: Vec<&str> = sections.iter().filter(|s| !s.sending).filter_map(|s| s.mid.as_deref()).collect();
         let published = lock(&self.published);
         Ok(published.iter().filter(|t| silent.contains(&t.mid().as_str())).map(|t| t.sid.clone()).collect())
-    }
-
-    /// Warns when a section the offer sends on still has its AddTrackRequest
-    /// pending [`MEDIA_ARRIVAL_WAIT`] after the answer: `on_track` never fired, so
-    /// the track reaches nobody. A diagnostic for a failure seen after failover (a
-    /// republished video track that never arrived); the warning carries the
-    /// sections' mids and cids.
-    fn watch_media_arrival(self: &Arc<Self>, sections: &[sdp::MediaSection], answer: &str, offer_id: u32) {
-        let expected: Vec<(String, String)> =
-            sections.iter().filter(|s| s.sending).filter_map(|s| Some((s.mid.clone()?, s.track_id.clone()?))).collect();
-        if expected.is_empty() {
-            return;
-        }
-        let answer = answer.to_owned();
-        let me = Arc::downgrade(self);
-        tokio::spawn(async move {
-            tokio::time::sleep(MEDIA_ARRIVAL_WAIT).await;
-            let Some(me) = me.upgrade() else { return };
-            let missing: Vec<(String, String)> = {
-                let pending = lock(&me.pending_tracks);
-                expected.into_iter().filter(|(_, cid)| pending.iter().any(|p| &p.cid == cid)).collect()
-            };
-            if missing.is_empty() {
-                return;
-            }
-            // What webrtc-rs holds for those sections, and what our answer said of them.
-            let mut receivers = Vec::new();
-            for t in me.publisher.get_transceivers().await {
-                let mid = t.mid().map(|m| m.to_string()).unwrap_or_default();
-                if missing.iter().any(|(m, _)| *m == mid) {
-                    let tracks: Vec<(String, u32)> =
-                        t.receiver().await.tracks().await.iter().map(|r| (r.rid().to_string(), r.ssrc())).collect();
-                    receivers.push((mid, t.direction().to_string(), tracks));
-                }
-            }
-            let answered = sdp::section_lines(&answer, |mid| missing.iter().any(|(m, _)| m == mid));
-            tracing::warn!(participant = %me.sid, offer_id, ?missing, ?receivers, ?answered,
-                "no track from these published sections (mid, cid): on_track has not fired");
-        });
-    }
-
-    /// Waits until webrtc-rs has started a receiver for every stream the offer
-    /// sends (each SSRC, and each simulcast RID), at most [`RECEIVER_START_WAIT`].
-    /// Media that arrives before its receiver has started never fires `on_track`
-    /// (see [`crate::engine::await_receivers`]). The browser sends media as soon
-    /// as it has our answer, on a connected PC within one round trip, so the
-    /// answer waits for the receivers.
-    async fn await_receivers(&self, sections: &[sdp::MediaSection]) {
-        let declared: Vec<_> = sections.iter().flat_map(sdp::MediaSection::declared_streams).collect();
-        if let Err(missing) = crate::engine::await_receivers(&self.publisher, &declared, RECEIVER_START_WAIT).await {
-            tracing::warn!(participant = %self.sid, ?missing, "receivers not started in time");
-        }
     }
 
     /// Media id → MIME type of the codec each pending track asked for in its
@@ -851,20 +826,6 @@ impl Participant {
                 Some((mid, codec))
             })
             .collect()
-    }
-
-    /// Puts the codec each track asked for first in our answer, so the publisher
-    /// sends it. livekit-client lists codecs in its offer in the browser's order
-    /// (VP8 first) and leaves the choice to the server, as LiveKit's does.
-    async fn keep_publisher_codec_order(&self, preferred: &HashMap<String, String>) {
-        for t in self.publisher.get_transceivers().await {
-            let Some(want) = t.mid().and_then(|mid| preferred.get(mid.as_str())) else { continue };
-            let mut codecs = t.receiver().await.get_parameters().await.codecs;
-            codecs.sort_by_key(|c| !c.capability.mime_type.eq_ignore_ascii_case(want));
-            if let Err(e) = t.set_codec_preferences(codecs).await {
-                tracing::debug!(participant = %self.sid, error = %e, "codec preferences not set");
-            }
-        }
     }
 
     /// Handles the client's answer to our subscriber offer. Returns the tracks
@@ -1030,40 +991,15 @@ impl Participant {
                 trickle.candidate_init.len()
             )));
         }
-        let init: RTCIceCandidateInit = serde_json::from_str(&trickle.candidate_init)
+        let init: CandidateInit = serde_json::from_str(&trickle.candidate_init)
             .map_err(|e| ParticipantError::BadRequest(format!("candidateInit: {e}")))?;
         if trickle.target == proto::SignalTarget::Subscriber as i32 {
             self.subscriber.add_remote_candidate(&init.candidate);
             return Ok(());
         }
-        let (pc, buffer) = (&self.publisher, &self.publisher_candidates);
-        if let Some(buffered) = lock(buffer).as_mut() {
-            if buffered.len() >= MAX_BUFFERED_CANDIDATES {
-                return Err(ParticipantError::BadRequest(format!(
-                    "more than {MAX_BUFFERED_CANDIDATES} candidates before the first description"
-                )));
-            }
-            buffered.push(init);
-            return Ok(());
-        }
-        if let Err(e) = pc.add_ice_candidate(init).await {
-            tracing::debug!(participant = %self.sid, error = %e, "candidate refused");
-        }
+        // ICE-lite PCs take candidates whenever they come, before a description too.
+        self.publisher.add_remote_candidate(&init.candidate);
         Ok(())
-    }
-
-    async fn flush_candidates(&self, target: Target) {
-        let (pc, buffer) = match target {
-            Target::Publisher => (&self.publisher, &self.publisher_candidates),
-            // The str0m PC takes candidates whenever they come.
-            Target::Subscriber => return,
-        };
-        let buffered = lock(buffer).take().unwrap_or_default();
-        for init in buffered {
-            if let Err(e) = pc.add_ice_candidate(init).await {
-                tracing::debug!(participant = %self.sid, error = %e, "buffered candidate refused");
-            }
-        }
     }
 
     /// Handles `AddTrackRequest`: records the pending track and answers
@@ -1122,67 +1058,12 @@ impl Participant {
 
     /// Takes the pending track for media with msid track id `cid`, or else the
     /// oldest pending track of the same kind.
-    fn take_pending(&self, cid: &str, kind: RTPCodecType) -> Option<proto::TrackInfo> {
-        let want = if kind == RTPCodecType::Audio { proto::TrackType::Audio } else { proto::TrackType::Video } as i32;
+    fn take_pending(&self, cid: &str, kind: MediaKind) -> Option<proto::TrackInfo> {
+        let want = if kind == MediaKind::Audio { proto::TrackType::Audio } else { proto::TrackType::Video } as i32;
         let mut pending = lock(&self.pending_tracks);
         let at =
             pending.iter().position(|p| p.cid == cid).or_else(|| pending.iter().position(|p| p.info.r#type == want))?;
         Some(pending.remove(at).info)
-    }
-
-    /// Media arrived on the publisher PC: a layer of a track already published
-    /// (the same media section: simulcast layers arrive one by one, in any
-    /// order), or the first layer of an announced one, which publishes it.
-    async fn on_remote_track(
-        self: &Arc<Self>,
-        room: &Arc<Room>,
-        remote: Arc<TrackRemote>,
-        mid: Option<String>,
-        audio_level: Option<u8>,
-    ) {
-        let rid = remote.rid().to_owned();
-        let found = {
-            let mut published = lock(&self.published);
-            if let Some(track) = published.iter().find(|t| t.is_layer(&remote, mid.as_deref())) {
-                Some((Arc::clone(track), false))
-            } else if let Some(info) = self.take_pending(&remote.id(), remote.kind()) {
-                let reports = room.subscriber_reports().clone();
-                let track = Arc::new(PublishedTrack::new(
-                    &self.sid,
-                    info,
-                    &remote,
-                    mid,
-                    (Arc::downgrade(&self.publisher), Arc::downgrade(self)),
-                    reports,
-                    audio_level,
-                ));
-                published.push(Arc::clone(&track));
-                Some((track, true))
-            } else {
-                None
-            }
-        };
-        let Some((track, is_new)) = found else {
-            tracing::warn!(participant = %self.sid, cid = %remote.id(), %rid, "media without AddTrackRequest; dropped");
-            forward::spawn_drain(remote);
-            return;
-        };
-        let (room_weak, me_weak, sid) = (Arc::downgrade(room), Arc::downgrade(self), track.sid.clone());
-        let first_rtp = tracing::info_span!(parent: &self.trace, "sfu.first_rtp_forwarded", track = %track.sid);
-        let on_end = async move {
-            if let (Some(room), Some(me)) = (room_weak.upgrade(), me_weak.upgrade()) {
-                room.unpublish(&me, &sid).await;
-            }
-        };
-        let bytes = room.forwarded_bytes().clone();
-        forward::spawn_forwarder(remote, Arc::clone(&track), bytes, is_new.then_some(first_rtp), on_end);
-        if is_new {
-            tracing::info!(participant = %self.sid, track = %track.sid, mime = %track.info().mime_type, %rid, ?audio_level,
-                "track published");
-            room.published(self, track).await;
-        } else {
-            tracing::info!(participant = %self.sid, track = %track.sid, %rid, "simulcast layer arrived");
-        }
     }
 
     /// Removes a published track; returns it if it was there.
@@ -1322,9 +1203,7 @@ impl Participant {
         if self.is_closed.swap(true, Ordering::Relaxed) {
             return;
         }
-        if let Err(e) = self.publisher.close().await {
-            tracing::debug!(participant = %self.sid, error = %e, "PC close");
-        }
+        self.publisher.close();
         self.subscriber.close();
     }
 }
@@ -1334,7 +1213,7 @@ mod tests {
 
     use super::*;
 
-    /// An offer of `sections` audio sections that webrtc-rs would take.
+    /// An offer of `sections` audio sections that str0m would take.
     fn offer(sections: usize) -> proto::SessionDescription {
         let mut sdp = String::from(
             "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
@@ -1373,9 +1252,9 @@ mod tests {
     }
 
     /// Each media section costs a transceiver; an offer over the cap is refused
-    /// before webrtc-rs sees it, and the session then closes.
+    /// before str0m sees it, and the session then closes.
     #[tokio::test]
-    async fn an_offer_over_the_media_section_cap_is_refused_before_webrtc_sees_it() {
+    async fn an_offer_over_the_media_section_cap_is_refused_before_str0m_sees_it() {
         let sfu = crate::test_node();
         let (_room, me, _signal) = crate::test_join(&sfu, "caps", "mallory", true).await;
         match me.handle_offer(offer(MAX_MEDIA_SECTIONS + 1)).await {
@@ -1384,6 +1263,10 @@ mod tests {
             }
             other => panic!("refused: {other:?}"),
         }
-        assert!(me.publisher.get_transceivers().await.is_empty(), "nothing set up for the refused offer");
+        assert_eq!(
+            me.publisher.negotiated(Mid::from("0")).await.unwrap(),
+            None,
+            "nothing set up for the refused offer"
+        );
     }
 }

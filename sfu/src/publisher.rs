@@ -1,8 +1,6 @@
 //! A participant's publisher PC on the node's str0m driver (LiveKit's: the
 //! client offers its tracks and its data channels, the SFU answers), the
 //! counterpart of [`crate::subscriber`] (docs/decisions.md §24, fourth step).
-//! Not yet what participants use: they still publish on webrtc-rs until the
-//! packet path is moved onto this.
 //!
 //! ICE-lite on the node's one UDP port, RTP mode: each packet arrives as an
 //! `Event::RtpPacket` on the [`Peer`], with the media section and simulcast
@@ -119,20 +117,10 @@ impl PublisherPc {
         self.peer.with(move |rtc| rtc.direct_api().stream_rx(&ssrc).map(|s| (s.mid(), s.rid()))).await
     }
 
-    /// Asks the publisher for a keyframe (PLI, RFC 4585 §6.3.1) of the layer
-    /// `rid` of media section `mid`. Dropped (and logged) when the driver is
-    /// behind or the layer has no stream yet.
+    /// Asks the publisher for a keyframe of layer `rid` of media section
+    /// `mid` ([`request_keyframe`]).
     pub fn request_keyframe(&self, mid: Mid, rid: Option<Rid>) {
-        let posted = self.peer.post(move |rtc| {
-            let mut api = rtc.direct_api();
-            match api.stream_rx_by_mid(mid, rid) {
-                Some(rx) => rx.request_keyframe(KeyframeRequestKind::Pli),
-                None => tracing::debug!(%mid, ?rid, "keyframe request for a layer with no stream"),
-            }
-        });
-        if let Err(e) = posted {
-            tracing::debug!(%mid, ?rid, error = %e, "keyframe request dropped");
-        }
+        request_keyframe(&self.peer, mid, rid);
     }
 
     /// Records the client's data channel `id` opened with `label`; returns its
@@ -161,6 +149,22 @@ impl PublisherPc {
     /// Closes the PC. Idempotent.
     pub fn close(&self) {
         self.peer.close();
+    }
+}
+
+/// Asks the publisher on `peer` for a keyframe (PLI, RFC 4585 §6.3.1) of the
+/// layer `rid` of media section `mid`. Dropped (and logged) when the driver is
+/// behind or the layer has no stream yet.
+pub fn request_keyframe(peer: &PeerHandle, mid: Mid, rid: Option<Rid>) {
+    let posted = peer.post(move |rtc| {
+        let mut api = rtc.direct_api();
+        match api.stream_rx_by_mid(mid, rid) {
+            Some(rx) => rx.request_keyframe(KeyframeRequestKind::Pli),
+            None => tracing::debug!(%mid, ?rid, "keyframe request for a layer with no stream"),
+        }
+    });
+    if let Err(e) = posted {
+        tracing::debug!(%mid, ?rid, error = %e, "keyframe request dropped");
     }
 }
 

@@ -22,8 +22,9 @@
 //! the peers whose deadlines are due, found in a heap ([`deadlines`]), so it
 //! does not grow with the peers that have nothing to do.
 //!
-//! This is the base of the port; the node's participants still run on
-//! webrtc-rs ([`crate::engine`]) until they move here.
+//! Every PC of the node's participants runs here, publisher and subscriber.
+//! The packet path hands the driver one packet's writes to all its
+//! down-tracks as one command ([`RtpWrites`]).
 
 pub mod deadlines;
 pub mod demux;
@@ -32,7 +33,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use str0m::media::Mid;
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -66,6 +69,7 @@ type Call = Box<dyn FnOnce(&mut Rtc) + Send>;
 enum Command {
     Add { rtc: Box<Rtc>, events: mpsc::Sender<Event>, reply: oneshot::Sender<Result<PeerId, String>> },
     Call { peer: PeerId, call: Call },
+    Writes(Vec<(PeerId, Mid, RtpWrite)>),
     Remove(PeerId),
 }
 
@@ -239,10 +243,7 @@ impl PeerHandle {
     /// (the call is dropped, as a full network drops a packet);
     /// [`PostError::Closed`] when the driver has ended.
     pub fn post(&self, f: impl FnOnce(&mut Rtc) + Send + 'static) -> Result<(), PostError> {
-        self.commands.try_send(Command::Call { peer: self.id, call: Box::new(f) }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => PostError::Full,
-            mpsc::error::TrySendError::Closed(_) => PostError::Closed,
-        })
+        send_command(&self.commands, Command::Call { peer: self.id, call: Box::new(f) })
     }
 
     /// Closes the peer connection (the driver forgets it). Idempotent.
@@ -251,6 +252,53 @@ impl PeerHandle {
         // event queue closes (see `run`) anyway.
         let _ = self.commands.try_send(Command::Remove(self.id));
     }
+}
+
+/// RTP packets for media sections of peers of one driver, handed to it as
+/// one command: the packet path, where one forwarded packet goes to every
+/// down-track of its track. A command per packet per down-track would cost
+/// the driver a turn of its loop (a wakeup, a timer, a poll of the socket)
+/// for each; a batch costs one.
+#[derive(Default)]
+pub struct RtpWrites {
+    commands: Option<mpsc::Sender<Command>>,
+    writes: Vec<(PeerId, Mid, RtpWrite)>,
+}
+
+impl RtpWrites {
+    /// Adds `write` for media section `mid` of `peer`. A peer of another
+    /// driver than the batch's first (tests run several) gets its own command,
+    /// at once, under the same rules as [`RtpWrites::send`].
+    pub fn push(&mut self, peer: &PeerHandle, mid: Mid, write: RtpWrite) -> Result<(), PostError> {
+        match &self.commands {
+            None => self.commands = Some(peer.commands.clone()),
+            Some(c) if !c.same_channel(&peer.commands) => {
+                return send_command(&peer.commands, Command::Writes(vec![(peer.id, mid, write)]));
+            }
+            Some(_) => {}
+        }
+        self.writes.push((peer.id, mid, write));
+        Ok(())
+    }
+
+    /// Hands the batch to the driver; writes for peers it no longer holds, and
+    /// for media sections a peer has not got, are dropped there. An empty
+    /// batch sends nothing.
+    ///
+    /// Errors: as [`PeerHandle::post`] (the whole batch is dropped).
+    pub fn send(self) -> Result<(), PostError> {
+        match self.commands {
+            Some(c) if !self.writes.is_empty() => send_command(&c, Command::Writes(self.writes)),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn send_command(commands: &mpsc::Sender<Command>, command: Command) -> Result<(), PostError> {
+    commands.try_send(command).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(_) => PostError::Full,
+        mpsc::error::TrySendError::Closed(_) => PostError::Closed,
+    })
 }
 
 struct Entry {
@@ -268,10 +316,11 @@ async fn run(socket: UdpSocket, advertised: SocketAddr, mut commands: mpsc::Rece
     let mut deadlines: Deadlines<PeerId> = Deadlines::default();
     let mut next_id = 0u64;
     let mut buf = vec![0u8; DATAGRAM];
+    let mut touched: Vec<PeerId> = Vec::new();
     loop {
         let deadline = deadlines.earliest().unwrap_or_else(|| now() + IDLE);
-        // The peer a command or datagram went to: it has output now.
-        let mut touched = None;
+        // The peers a command or datagram went to: they have output now.
+        touched.clear();
         tokio::select! {
             command = commands.recv() => {
                 let Some(command) = command else { return };
@@ -290,13 +339,13 @@ async fn run(socket: UdpSocket, advertised: SocketAddr, mut commands: mpsc::Rece
                         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
                         demux.insert(&ufrag, id);
                         peers.insert(id, Entry { rtc, ufrag, events, dropped_events: 0 });
-                        touched = Some(id);
+                        touched.push(id);
                         let _ = reply.send(Ok(id));
                     }
                     Command::Call { peer, call } => {
                         if let Some(e) = peers.get_mut(&peer) {
                             call(&mut e.rtc);
-                            touched = Some(peer);
+                            touched.push(peer);
                             // An ICE restart (SDP or direct) brings new credentials;
                             // checks with the old ufrag may still arrive, so it stays.
                             let ufrag = e.rtc.direct_api().local_ice_credentials().ufrag;
@@ -305,6 +354,19 @@ async fn run(socket: UdpSocket, advertised: SocketAddr, mut commands: mpsc::Rece
                                 e.ufrag = ufrag;
                             }
                         }
+                    }
+                    Command::Writes(writes) => {
+                        for (peer, mid, write) in writes {
+                            let Some(e) = peers.get_mut(&peer) else { continue };
+                            if let Some(tx) = e.rtc.direct_api().stream_tx_by_mid(mid, None) {
+                                tx.write_rtp(write);
+                                touched.push(peer);
+                            }
+                        }
+                        // One drain per peer (a batch has one write per down-track;
+                        // a subscriber may have several of the track's).
+                        touched.sort_unstable();
+                        touched.dedup();
                     }
                     Command::Remove(peer) => {
                         peers.remove(&peer);
@@ -329,7 +391,7 @@ async fn run(socket: UdpSocket, advertised: SocketAddr, mut commands: mpsc::Rece
                 if let Err(err) = e.rtc.handle_input(input) {
                     tracing::debug!(peer = id.0, error = %err, "peer refused a datagram");
                 }
-                touched = Some(id);
+                touched.push(id);
             }
             _ = tokio::time::sleep_until(deadline.into()) => {}
         }
@@ -337,7 +399,7 @@ async fn run(socket: UdpSocket, advertised: SocketAddr, mut commands: mpsc::Rece
         // out, events up, its next deadline back in the heap (drain serves a
         // deadline already due, str0m's timeouts included).
         let now = now();
-        let due = touched.into_iter().chain(std::iter::from_fn(|| deadlines.pop_due(now))).collect::<Vec<_>>();
+        let due = touched.drain(..).chain(std::iter::from_fn(|| deadlines.pop_due(now))).collect::<Vec<_>>();
         for id in due {
             let Some(e) = peers.get_mut(&id) else { continue };
             let next = drain(e, &socket, now);
