@@ -29,6 +29,9 @@
 # in a worktree with a CARGO_TARGET_DIR of its own: sharing this checkout's
 # leaves the workspace crates' artifacts looking fresh for the other sources.
 #
+# MERIDIAN_LOG sets the node's RUST_LOG (default warn), to see what its congestion
+# control did in $OUT/meridian.log.
+#
 # Defaults: SUBSCRIBERS="1 10 40", AUDIO_SUBSCRIBERS="0 30", MEETING="2 8",
 # DURATION=10, RUNS=3, TARGETS="meridian janus", CODEC=vp8 (or h264), KBPS=1500.
 set -euo pipefail
@@ -66,7 +69,7 @@ case $CODEC in
   *) echo "CODEC must be vp8 or h264" >&2; exit 2 ;;
 esac
 
-RUST_LOG=warn taskset -c 0 target/release/meridian dev --port 7995 --sfu-port 7996 --turn-port 3495 \
+RUST_LOG="${MERIDIAN_LOG:-warn}" taskset -c 0 target/release/meridian dev --port 7995 --sfu-port 7996 --turn-port 3495 \
   --turn-tls-port 5395 --api-key loadkey --api-secret loadtest-secret-of-some-length >"$OUT/meridian.log" 2>&1 &
 MERIDIAN=$!
 bash bench/janus-config.sh "$OUT/janus" 8188 10.99.0.1

@@ -16,7 +16,11 @@
 //!   of one layer is as likely the estimator's caution as the link's limit
 //!   (measured: str0m's estimate sat at 1.0–1.3 Mbit/s on loopback for a
 //!   1.5 Mbit/s single-layer stream, which the strict rule paused), and the
-//!   prober keeps looking; a video is paused when the shortfall is larger;
+//!   prober keeps looking; a video is paused when the shortfall is larger,
+//!   and a paused one resumes only when its lowest layer fits what is left
+//!   whole: between the two it stays as it is, flowing or paused (measured:
+//!   without that, load-tester subscribers whose estimate hovered at half a
+//!   1.5 Mbit/s layer were paused and resumed every report);
 //! - a track keeps the layer it has while that fits the budget, but is raised
 //!   above it only when the raise fits within [`UPGRADE_HEADROOM`] of the
 //!   budget, so an estimate hovering at a layer's bitrate does not flip
@@ -59,6 +63,9 @@ pub struct Demand {
     pub wanted: Option<u8>,
     /// The layer granted by the last allocation, if any.
     pub current: Option<u8>,
+    /// Whether the last allocation paused it (then it resumes only when its
+    /// lowest layer fits whole, not with [`PAUSE_OVERSHOOT`]).
+    pub paused: bool,
 }
 
 /// One allocation for a subscriber.
@@ -147,7 +154,8 @@ pub fn allocate(budget_bps: u64, demands: &[Demand]) -> Allocation {
         let d = &demands[i];
         let Some(l) = lowest_layer(d) else { continue };
         let cost = rate(d, l).unwrap_or(0);
-        if cost <= left.saturating_mul(PAUSE_OVERSHOOT) {
+        let room = if d.paused { left } else { left.saturating_mul(PAUSE_OVERSHOOT) };
+        if cost <= room {
             left = left.saturating_sub(cost);
             layers[i] = Some(l);
         }
@@ -192,11 +200,18 @@ mod tests {
             layers: layers.iter().map(|r| Some(*r)).collect(),
             wanted: Some(wanted),
             current,
+            paused: false,
         }
     }
 
     fn audio() -> Demand {
-        Demand { priority: Priority::Audio, layers: vec![Some(40_000)], wanted: Some(0), current: Some(0) }
+        Demand {
+            priority: Priority::Audio,
+            layers: vec![Some(40_000)],
+            wanted: Some(0),
+            current: Some(0),
+            paused: false,
+        }
     }
 
     const SIMULCAST: [u64; 3] = [150_000, 500_000, 1_500_000];
@@ -236,6 +251,20 @@ mod tests {
         // ... at 700k (660k left) it is over twice the shortfall: paused.
         let a = allocate(700_000, &[audio(), single(Some(0))]);
         assert_eq!(a.layers, vec![Some(0), None]);
+    }
+
+    #[test]
+    fn a_paused_video_resumes_only_when_its_lowest_layer_fits_whole() {
+        let single = |current, paused| Demand { paused, ..camera(&[1_500_000], 0, current) };
+        // Hovering at half the layer: flowing stays flowing, paused stays paused.
+        for budget in [820_000, 1_000_000, 1_500_000] {
+            let a = allocate(budget, &[audio(), single(Some(0), false)]);
+            assert_eq!(a.layers[1], Some(0), "flowing at {budget}");
+            let a = allocate(budget, &[audio(), single(None, true)]);
+            assert_eq!(a.layers[1], None, "paused at {budget}");
+        }
+        let a = allocate(1_540_000, &[audio(), single(None, true)]);
+        assert_eq!(a.layers[1], Some(0), "resumed once 1.5M fits beside audio");
     }
 
     #[test]

@@ -538,7 +538,7 @@ impl PublishedTrack {
             Allowance::Unlimited => s.core.current(),
         };
         let layers = if audio { rates[..1].to_vec() } else { rates.to_vec() };
-        Demand { priority, layers, wanted, current }
+        Demand { priority, layers, wanted, current, paused: s.allowance == Allowance::Paused }
     }
 
     /// Records that a subscriber has bound a down-track of this track; true the
