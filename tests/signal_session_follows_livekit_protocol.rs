@@ -124,8 +124,8 @@ async fn a_malformed_frame_closes_only_its_own_connection() {
     stack.shutdown().await;
 }
 
-/// Signal messages that would grow a participant's state without bound (candidates
-/// trickled before any offer, tracks announced and never sent, oversized fields)
+/// Signal messages that would grow a participant's state without bound (a flood
+/// of trickled candidates, tracks announced and never sent, oversized fields)
 /// close that participant's connection; the room carries on.
 #[tokio::test]
 async fn floods_of_candidates_or_track_announcements_close_only_their_own_connection() {
@@ -150,7 +150,7 @@ async fn floods_of_candidates_or_track_announcements_close_only_their_own_connec
         })
     };
     let floods: [(&str, Vec<In>); 4] = [
-        ("candidates before an offer", (0..=256).map(|_| trickle(candidate.to_owned())).collect()),
+        ("a flood of candidates", (0..=256).map(|_| trickle(candidate.to_owned())).collect()),
         ("an oversized candidate", vec![trickle(format!("{candidate:<5000}"))]),
         ("tracks announced, never sent", (0..=64).map(|i| add_track(i, "mic".into())).collect()),
         ("an oversized track name", vec![add_track(0, "x".repeat(5000))]),

@@ -58,6 +58,10 @@ pub enum Target {
 pub const MAX_MEDIA_SECTIONS: usize = 256;
 /// Bytes of one trickled `candidate_init` JSON (a candidate line is ~200 bytes).
 pub const MAX_CANDIDATE_BYTES: usize = 4096;
+/// Candidates a client may trickle to one PC over its life. ICE-lite needs
+/// none (the client's checks find the node), clients trickle a handful per
+/// ICE restart, and each one is kept by the PC's ICE agent.
+pub const MAX_TRICKLED_CANDIDATES: usize = 256;
 /// Publisher streams (SSRCs) one participant's packets are routed by; a
 /// client that sends more is not published past them.
 pub const MAX_PUBLISHER_STREAMS: usize = 256;
@@ -223,6 +227,8 @@ pub struct Participant {
     /// channel; a resume reports it as `ReconnectResponse.last_message_seq`, so
     /// the client re-sends only what came after.
     last_reliable_seq: AtomicU32,
+    /// Candidates trickled so far to the publisher and the subscriber PC.
+    trickled: [std::sync::atomic::AtomicUsize; 2],
     publisher: PublisherPc,
     /// Media id → client track id (msid) of each section the client's last
     /// offer sends on: which pending track a section's first packet publishes.
@@ -318,6 +324,7 @@ impl Participant {
             connected: AtomicBool::new(false),
             is_closed: AtomicBool::new(false),
             last_reliable_seq: AtomicU32::new(0),
+            trickled: Default::default(),
             publisher,
             publisher_sections: Mutex::new(HashMap::new()),
             subscriber,
@@ -994,7 +1001,13 @@ impl Participant {
         }
         let init: CandidateInit = serde_json::from_str(&trickle.candidate_init)
             .map_err(|e| ParticipantError::BadRequest(format!("candidateInit: {e}")))?;
-        if trickle.target == proto::SignalTarget::Subscriber as i32 {
+        let subscriber = trickle.target == proto::SignalTarget::Subscriber as i32;
+        if self.trickled[usize::from(subscriber)].fetch_add(1, Ordering::Relaxed) >= MAX_TRICKLED_CANDIDATES {
+            return Err(ParticipantError::BadRequest(format!(
+                "more than {MAX_TRICKLED_CANDIDATES} candidates trickled to one peer connection"
+            )));
+        }
+        if subscriber {
             self.subscriber.add_remote_candidate(&init.candidate);
             return Ok(());
         }
