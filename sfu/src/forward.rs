@@ -250,8 +250,6 @@ pub struct PublishedTrack {
     /// Publishing participant's sid (`PA_…`).
     pub publisher_sid: ParticipantSid,
     info: Mutex<TrackInfo>,
-    /// The client's track id (the `a=msid` of its layers).
-    cid: String,
     /// The negotiated codec's MIME type, as LiveKit writes it (`video/VP8`).
     mime_type: String,
     kind: MediaKind,
@@ -288,7 +286,7 @@ pub struct PublishedTrack {
 
 impl PublishedTrack {
     /// A published track arriving on media section `mid` of the publisher PC
-    /// `publisher_pc` with client track id `cid`, as `negotiated` there, and
+    /// `publisher_pc`, as `negotiated` there, and
     /// described by `info` (whose `mime_type` and `mid` are filled in). Local
     /// tracks get stream id `PA_…|TR_…` and track id `TR_…`, which is how
     /// livekit-client maps subscribed media to the publication. Subscribers'
@@ -300,7 +298,7 @@ impl PublishedTrack {
     #[allow(deprecated)]
     pub fn new(
         mut info: TrackInfo,
-        (cid, mid, negotiated): (String, Mid, &Negotiated),
+        (mid, negotiated): (Mid, &Negotiated),
         (publisher_pc, publisher, publisher_sid): (PeerHandle, Weak<crate::participant::Participant>, &ParticipantSid),
         reports: SubscriberReports,
         first_rtp: Option<tracing::Span>,
@@ -334,7 +332,6 @@ impl PublishedTrack {
             sid: TrackSid::new(info.sid.as_str()),
             publisher_sid: publisher_sid.clone(),
             info: Mutex::new(info),
-            cid,
             mime_type: negotiated.mime_type.clone(),
             kind: negotiated.kind,
             codec,
@@ -385,11 +382,6 @@ impl PublishedTrack {
     /// The media section it arrives on in the publisher PC.
     pub fn publisher_mid(&self) -> Mid {
         self.mid
-    }
-
-    /// The client's track id (the `a=msid` track id of its media section).
-    pub fn cid(&self) -> &str {
-        &self.cid
     }
 
     /// Closes the upstream connection quality window: the loss of the layer

@@ -425,7 +425,8 @@ impl Participant {
         let negotiated = match self.publisher.negotiated(mid).await {
             Ok(Some(n)) => n,
             Ok(None) => {
-                tracing::warn!(participant = %self.sid, %mid, "media of a section with no codec we forward");
+                // Warned once per stream by the caller, as media without a track.
+                tracing::debug!(participant = %self.sid, %mid, "media of a section with no codec we forward");
                 return None;
             }
             Err(_) => return None,
@@ -435,7 +436,7 @@ impl Participant {
         let first_rtp = tracing::info_span!(parent: &self.trace, "sfu.first_rtp_forwarded", track = %info.sid);
         let track = Arc::new(PublishedTrack::new(
             info,
-            (cid, mid, &negotiated),
+            (mid, &negotiated),
             (self.publisher.handle(), Arc::downgrade(self), &self.sid),
             room.subscriber_reports().clone(),
             Some(first_rtp),

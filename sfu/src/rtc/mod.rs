@@ -316,11 +316,11 @@ async fn run(socket: UdpSocket, advertised: SocketAddr, mut commands: mpsc::Rece
     let mut deadlines: Deadlines<PeerId> = Deadlines::default();
     let mut next_id = 0u64;
     let mut buf = vec![0u8; DATAGRAM];
+    // The peers a command or datagram went to: they have output now. Emptied
+    // by each turn's drain below.
     let mut touched: Vec<PeerId> = Vec::new();
     loop {
         let deadline = deadlines.earliest().unwrap_or_else(|| now() + IDLE);
-        // The peers a command or datagram went to: they have output now.
-        touched.clear();
         tokio::select! {
             command = commands.recv() => {
                 let Some(command) = command else { return };
