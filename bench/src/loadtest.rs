@@ -64,9 +64,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     let engine = Arc::new(Engine::client(&IceConfig {
         include_loopback: loopback,
         loopback_only: loopback,
-        port_range: None,
         node_ip: None,
         udp_port: None,
+        tcp_port: None,
         udp_ip: None,
     })?);
     let shared = Arc::new(Shared::new());

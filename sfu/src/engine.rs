@@ -1,8 +1,8 @@
-//! The WebRTC engines of a node: the str0m driver every participant's PCs run
-//! on, on the node's one media UDP port ([`crate::rtc`], [`crate::publisher`],
-//! [`crate::subscriber`]), and the `webrtc` API object, which the node's PCs
-//! no longer use (docs/decisions.md §24): the load tester's PCs and the tests'
-//! clients are made with it, and it leaves the node next.
+//! The WebRTC engines: the node's, the str0m driver every participant's PCs
+//! run on, on the node's one media UDP port and one ICE/TCP port
+//! ([`crate::rtc`], [`crate::publisher`], [`crate::subscriber`]); and the
+//! clients', webrtc-rs, which the node itself never uses (docs/decisions.md
+//! §24): the load tester's PCs and the tests' clients are made with it.
 //!
 //! webrtc-rs: Opus, VP8, VP9, H.264 (the crate's defaults); header extensions
 //! for simulcast (`sdes:mid`, `rtp-stream-id`, `repaired-rtp-stream-id`) so
@@ -17,10 +17,8 @@ use webrtc::api::interceptor_registry::register_default_interceptors;
 use webrtc::api::media_engine::MediaEngine;
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{APIBuilder, API};
-use webrtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::network_type::NetworkType;
-use webrtc::ice::udp_network::{EphemeralUDP, UDPNetwork};
 use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
 use webrtc::interceptor::registry::Registry;
 use webrtc::peer_connection::configuration::RTCConfiguration;
@@ -45,11 +43,6 @@ pub struct IceConfig {
     pub include_loopback: bool,
     /// Only gather candidates on loopback addresses (default false).
     pub loopback_only: bool,
-    /// The UDP ports ICE binds its host candidates to, first and last
-    /// inclusive (LiveKit's `rtc.port_range_start`/`port_range_end`), so that a
-    /// firewall can open exactly them; `None` takes the kernel's ephemeral ports
-    /// (default). Each peer connection binds one port of it while it lives.
-    pub port_range: Option<(u16, u16)>,
     /// The node's public address behind a 1:1 NAT (a cloud's elastic IP),
     /// advertised in place of the host's own address in its host candidates
     /// (LiveKit's `rtc.node_ip`); `None` advertises the host's addresses
@@ -59,6 +52,11 @@ pub struct IceConfig {
     /// node shares (LiveKit's `rtc.udp_port`); `None` takes an ephemeral port
     /// (default; the candidates say which).
     pub udp_port: Option<u16>,
+    /// The driver's TCP port for ICE over TCP (RFC 6544; LiveKit's
+    /// `rtc.tcp_port`), for clients whose network lets no UDP through; `None`
+    /// takes an ephemeral port (default; the candidates say which). Bound on
+    /// the same address as `udp_port`.
+    pub tcp_port: Option<u16>,
     /// The address that port binds, and its candidates carry unless `node_ip`
     /// is set (the node's signal address, when it is a specific one); `None`
     /// binds loopback when `loopback_only`, else every address, advertising the
@@ -90,39 +88,41 @@ pub enum EngineError {
 
 /// The node's WebRTC engines.
 pub struct Engine {
-    /// For PCs that receive media: simulcast header extensions registered.
-    api: API,
+    /// webrtc-rs, for the clients' PCs ([`Engine::client`]): simulcast header
+    /// extensions registered. `None` for the node's engine.
+    api: Option<API>,
     /// The node's str0m driver: its socket bound at startup, its task started
     /// on first use (inside the runtime). `None` for the load tester's engine.
     rtc: Option<RtcPort>,
 }
 
 struct RtcPort {
-    socket: std::sync::Mutex<Option<std::net::UdpSocket>>,
+    socket: std::sync::Mutex<Option<(std::net::UdpSocket, std::net::TcpListener)>>,
     advertise: Option<std::net::IpAddr>,
     driver: std::sync::OnceLock<crate::rtc::Driver>,
 }
 
 impl Engine {
-    /// Builds the node's engine. Its peer connections use SRTP with
-    /// AES_CM_128_HMAC_SHA1_80 only (see [`Engine::client`] for the difference).
-    /// It binds the node's media UDP port ([`IceConfig::udp_port`]) on
-    /// [`IceConfig::udp_ip`], else loopback when `loopback_only`, else every
-    /// address; its candidates carry `node_ip`, else the address bound, else
-    /// (bound to every address) the one this host reaches the internet from.
+    /// Builds the node's engine: str0m only (its driver starts on first
+    /// use). It binds the node's media UDP port ([`IceConfig::udp_port`]) and
+    /// ICE/TCP port ([`IceConfig::tcp_port`]) on [`IceConfig::udp_ip`], else
+    /// loopback when `loopback_only`, else every address; its candidates carry
+    /// `node_ip`, else the address bound, else (bound to every address) the
+    /// one this host reaches the internet from.
     ///
-    /// Errors: the `webrtc` crate's configuration, or the port cannot be bound.
+    /// Errors: a port cannot be bound.
     pub fn new(ice: &IceConfig) -> Result<Self, EngineError> {
-        let mut engine = Self::build(ice, true)?;
+        let mut engine = Self { api: None, rtc: None };
         let ip: std::net::IpAddr = match ice.udp_ip {
             Some(ip) => ip,
             None if ice.loopback_only => std::net::Ipv4Addr::LOCALHOST.into(),
             None => std::net::Ipv4Addr::UNSPECIFIED.into(),
         };
-        let socket = std::net::UdpSocket::bind((ip, ice.udp_port.unwrap_or(0)))?;
+        let udp = std::net::UdpSocket::bind((ip, ice.udp_port.unwrap_or(0)))?;
+        let tcp = std::net::TcpListener::bind((ip, ice.tcp_port.unwrap_or(0)))?;
         let advertise = ice.node_ip.or_else(|| ip.is_unspecified().then(outbound_ip));
         engine.rtc = Some(RtcPort {
-            socket: std::sync::Mutex::new(Some(socket)),
+            socket: std::sync::Mutex::new(Some((udp, tcp))),
             advertise,
             driver: std::sync::OnceLock::new(),
         });
@@ -144,8 +144,10 @@ impl Engine {
         if let Some(d) = port.driver.get() {
             return Ok(d);
         }
-        let Some(s) = socket.take() else { return Err(std::io::Error::other("media UDP port lost").into()) };
-        let driver = crate::rtc::Driver::start(s, port.advertise)?;
+        let Some((udp, tcp)) = socket.take() else {
+            return Err(std::io::Error::other("media UDP port lost").into());
+        };
+        let driver = crate::rtc::Driver::start(udp, Some(tcp), port.advertise)?;
         Ok(port.driver.get_or_init(|| driver))
     }
 
@@ -155,22 +157,28 @@ impl Engine {
         if let Some(d) = port.driver.get() {
             return Some(d.local_addr());
         }
-        port.socket.lock().unwrap_or_else(|e| e.into_inner()).as_ref()?.local_addr().ok()
+        port.socket.lock().unwrap_or_else(|e| e.into_inner()).as_ref()?.0.local_addr().ok()
     }
 
-    /// Builds an engine for peers that play a client's part against an SFU (the
-    /// load tester): the same codecs, extensions and ICE settings, but the SRTP
-    /// profiles a browser offers (webrtc-rs's default: AEAD_AES_128_GCM first),
-    /// so that each SFU under test negotiates its own choice.
+    /// The address of the node's ICE/TCP port, as bound (`None` for the load tester's).
+    pub fn tcp_addr(&self) -> Option<std::net::SocketAddr> {
+        let port = self.rtc.as_ref()?;
+        if let Some(d) = port.driver.get() {
+            return d.tcp_local_addr();
+        }
+        port.socket.lock().unwrap_or_else(|e| e.into_inner()).as_ref()?.1.local_addr().ok()
+    }
+
+    /// Builds an engine for webrtc-rs peers that play a client's part against
+    /// an SFU (the load tester, the tests): Opus, VP8, VP9, H.264, the
+    /// simulcast and audio-level extensions, and the SRTP profiles a browser
+    /// offers (webrtc-rs's default: AEAD_AES_128_GCM first), so that each SFU
+    /// under test negotiates its own choice.
     pub fn client(ice: &IceConfig) -> Result<Self, EngineError> {
-        Self::build(ice, false)
+        Ok(Self { api: Some(Self::api(ice)?), rtc: None })
     }
 
-    fn build(ice: &IceConfig, sfu_srtp: bool) -> Result<Self, EngineError> {
-        Ok(Self { api: Self::api(ice, sfu_srtp)?, rtc: None })
-    }
-
-    fn api(ice: &IceConfig, sfu_srtp: bool) -> Result<API, EngineError> {
+    fn api(ice: &IceConfig) -> Result<API, EngineError> {
         let mut media = MediaEngine::default();
         media.register_default_codecs()?;
         for uri in SIMULCAST_EXTENSIONS {
@@ -200,17 +208,6 @@ impl Engine {
         if let Some(ip) = ice.node_ip {
             settings.set_nat_1to1_ips(vec![ip.to_string()], RTCIceCandidateType::Host);
         }
-        if let Some((first, last)) = ice.port_range {
-            let ports = EphemeralUDP::new(first, last).map_err(|e| EngineError::WebRtc(e.into()))?;
-            settings.set_udp_network(UDPNetwork::Ephemeral(ports));
-        }
-        // SRTP with AES_CM_128_HMAC_SHA1_80 only (RFC 3711; WebRTC's mandatory
-        // profile, RFC 8827 §6.5), not AEAD_AES_128_GCM: webrtc-srtp's GCM path costs
-        // 8.0 µs per 1200-byte packet here against 1.2 µs, and a browser, as the DTLS
-        // client, would pick GCM if we allowed it (docs/decisions.md §13).
-        if sfu_srtp {
-            settings.set_srtp_protection_profiles(vec![SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80]);
-        }
         Ok(APIBuilder::new()
             .with_media_engine(media)
             .with_interceptor_registry(registry)
@@ -218,11 +215,16 @@ impl Engine {
             .build())
     }
 
-    /// A new peer connection with no ICE servers (the SFU is reachable directly),
-    /// able to receive rid simulcast: a participant's publisher PC, or any PC of
-    /// the load tester.
+    /// A new webrtc-rs peer connection with no ICE servers (the SFU is
+    /// reachable directly), able to receive rid simulcast: a PC of the load
+    /// tester or of a test's client.
+    ///
+    /// Errors: the node's engine ([`Engine::new`]) has none to make.
     pub async fn peer_connection(&self) -> Result<Arc<RTCPeerConnection>, EngineError> {
-        Ok(Arc::new(self.api.new_peer_connection(RTCConfiguration::default()).await?))
+        let Some(api) = &self.api else {
+            return Err(std::io::Error::other("the node's engine makes no webrtc-rs peer connections").into());
+        };
+        Ok(Arc::new(api.new_peer_connection(RTCConfiguration::default()).await?))
     }
 }
 
@@ -302,56 +304,48 @@ pub async fn await_receivers(
 mod tests {
     use super::*;
 
-    /// The host candidates of a node's peer connection use ports of its range only.
+    /// A node's peers offer two host candidates, both on the node's public
+    /// address behind a 1:1 NAT: the media UDP port, and the ICE/TCP port as
+    /// a passive TCP candidate (RFC 6544 §4.5).
     #[tokio::test]
-    async fn host_candidates_take_their_ports_from_the_configured_range() {
-        let range = (47_100, 47_119);
-        let ice = IceConfig {
-            include_loopback: true,
-            loopback_only: true,
-            port_range: Some(range),
-            node_ip: None,
-            udp_port: None,
-            udp_ip: None,
-        };
-        let candidates = gathered(&ice).await;
-        let ports: Vec<u16> = candidates.iter().filter_map(|c| c.get(5)?.parse().ok()).collect();
-        assert!(!ports.is_empty(), "some host candidate: {candidates:?}");
-        assert!(ports.iter().all(|p| (range.0..=range.1).contains(p)), "{ports:?} within {range:?}");
+    async fn candidates_carry_the_node_ip_and_both_media_ports() {
+        let ice = IceConfig { node_ip: Some([203, 0, 113, 7].into()), ..IceConfig::loopback() };
+        let engine = Engine::new(&ice).unwrap();
+        let (udp, tcp) = (engine.udp_addr().unwrap(), engine.tcp_addr().unwrap());
+        assert_eq!(udp.ip(), tcp.ip(), "both bound on one address");
+        let peer = engine
+            .driver()
+            .unwrap()
+            .add(str0m::Rtc::builder().set_ice_lite(true).build(crate::rtc::now()))
+            .await
+            .unwrap();
+        let offer = peer
+            .with(|rtc| {
+                let mut change = rtc.sdp_api();
+                change.add_channel("probe".into());
+                change.apply().map(|(offer, _)| offer.to_sdp_string())
+            })
+            .await
+            .unwrap()
+            .expect("an offer");
+        let candidates: Vec<Vec<&str>> =
+            offer.lines().filter_map(|l| l.strip_prefix("a=candidate:")).map(|c| c.split(' ').collect()).collect();
+        let summary: Vec<(&str, &str, &str, Option<&str>)> =
+            candidates.iter().map(|c| (c[2], c[4], c[5], tcptype(c))).collect();
+        let (udp_port, tcp_port) = (udp.port().to_string(), tcp.port().to_string());
+        assert_eq!(
+            summary,
+            vec![
+                ("udp", "203.0.113.7", udp_port.as_str(), None),
+                ("tcp", "203.0.113.7", tcp_port.as_str(), Some("passive"))
+            ],
+            "{offer}"
+        );
     }
 
-    /// Behind a 1:1 NAT the host candidates carry the public address.
-    #[tokio::test]
-    async fn host_candidates_carry_the_node_ip_when_one_is_set() {
-        let public = std::net::IpAddr::from([203, 0, 113, 7]);
-        let ice = IceConfig {
-            include_loopback: true,
-            loopback_only: true,
-            port_range: None,
-            node_ip: Some(public),
-            udp_port: None,
-            udp_ip: None,
-        };
-        let candidates = gathered(&ice).await;
-        let addresses: Vec<&str> = candidates.iter().filter_map(|c| c.get(4).map(String::as_str)).collect();
-        assert!(!addresses.is_empty(), "some host candidate: {candidates:?}");
-        assert!(addresses.iter().all(|a| *a == "203.0.113.7"), "{addresses:?}");
-    }
-
-    /// The words of each `a=candidate:` line of a node PC's gathered offer.
-    async fn gathered(ice: &IceConfig) -> Vec<Vec<String>> {
-        let engine = Engine::new(ice).unwrap();
-        let pc = engine.peer_connection().await.unwrap();
-        pc.create_data_channel("probe", None).await.unwrap();
-        let offer = pc.create_offer(None).await.unwrap();
-        let mut gathered = pc.gathering_complete_promise().await;
-        pc.set_local_description(offer).await.unwrap();
-        let _ = gathered.recv().await;
-        let sdp = pc.local_description().await.unwrap().sdp;
-        pc.close().await.unwrap();
-        sdp.lines()
-            .filter_map(|l| l.strip_prefix("a=candidate:"))
-            .map(|c| c.split(' ').map(str::to_owned).collect())
-            .collect()
+    /// The value after `tcptype` in a candidate's words.
+    fn tcptype<'a>(words: &[&'a str]) -> Option<&'a str> {
+        let at = words.iter().position(|w| *w == "tcptype")?;
+        words.get(at + 1).copied()
     }
 }

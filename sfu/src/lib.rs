@@ -9,10 +9,11 @@
 //! becomes a [`signal`] session that checks the join token, joins a [`room`], and
 //! then moves signal messages between the socket and the participant. Media
 //! arrives on the publisher PC, and [`forward`] writes each published track's RTP
-//! to one local track bound to every subscriber PC (one down-track each).
+//! to a down-track of its own on every subscriber PC that subscribes to it.
 //!
-//! The WebRTC engine (the `webrtc` crate) is confined to [`engine`], [`forward`]
-//! and [`participant`]; signaling code speaks in the SFU's own types.
+//! The WebRTC engine (str0m, driven on the node's one UDP and one TCP port by
+//! [`rtc`]) is confined to [`rtc`], [`engine`], [`publisher`], [`subscriber`],
+//! [`forward`] and [`participant`]; signaling code speaks in the SFU's own types.
 
 pub mod admin;
 pub mod engine;

@@ -238,7 +238,7 @@ mod tests {
         assert_eq!(gw.default_region, "eu-west");
         let sfu = file.sfu.resolve().expect("sfu");
         assert_eq!((sfu.region.as_str(), sfu.capacity), ("eu-west", 500));
-        assert_eq!(sfu.ice_port_range, Some((50000, 60000)));
+        assert_eq!((sfu.udp_port, sfu.tcp_port), (Some(7882), Some(7883)));
         let turn = file.turn.resolve().expect("turn");
         assert_eq!(turn.relay.tcp_listen, Some(turn.relay.listen), "TCP on the UDP port by default");
         assert_eq!(turn.tls.map(|t| t.0.port()), Some(5349));
@@ -257,10 +257,9 @@ mod tests {
         assert!(sfu.resolve().unwrap_err().to_string().contains("sfu.advertise"));
         let local =
             || SfuSection { region: Some("eu".into()), advertise: Some("10.0.0.1:7881".into()), ..Default::default() };
-        let half = SfuSection { ice_port_range_start: Some(50000), ..local() };
-        assert!(half.resolve().unwrap_err().to_string().contains("sfu.ice_port_range_end"));
-        let reversed = SfuSection { ice_port_range_start: Some(50010), ice_port_range_end: Some(50000), ..local() };
-        assert!(reversed.resolve().unwrap_err().to_string().contains("sfu.ice_port_range_start"));
+        let retired = ConfigFile::parse("[sfu]\nice_port_range_start = 50000\nice_port_range_end = 60000\n").unwrap();
+        let e = retired.sfu.over(&local()).resolve().unwrap_err().to_string();
+        assert!(e.contains("sfu.ice_port_range_start") && e.contains("sfu.udp_port"), "a retired key says why: {e}");
         assert!(DatabaseSection::default().required().unwrap_err().to_string().contains("database.url"));
         let turn = TurnSection { relay_ip: Some([203, 0, 113, 5].into()), ..Default::default() };
         assert!(turn.resolve().unwrap_err().to_string().contains("turn.secret"));

@@ -49,19 +49,26 @@ pub struct SfuSection {
     /// Offer loopback ICE candidates (tests and single-host setups; default false).
     #[arg(long = "sfu-include-loopback", env = "MERIDIAN_SFU_INCLUDE_LOOPBACK")]
     pub include_loopback: Option<bool>,
-    /// First UDP port of the range ICE binds to (LiveKit's
-    /// `rtc.port_range_start`; default none: the kernel's ephemeral ports). With
-    /// `ice_port_range_end`, a firewall opens exactly these.
-    #[arg(long = "sfu-ice-port-range-start", env = "MERIDIAN_SFU_ICE_PORT_RANGE_START")]
+    /// Retired: publisher PCs bound a port of this range each while they ran
+    /// on webrtc-rs; every PC shares `udp_port` (and `tcp_port`) now. Set, it
+    /// is refused with that reason, so a firewall opened for the range is
+    /// not left open while the node listens elsewhere.
+    #[arg(skip)]
     pub ice_port_range_start: Option<u16>,
-    /// Last UDP port of that range, inclusive (LiveKit's `rtc.port_range_end`).
-    #[arg(long = "sfu-ice-port-range-end", env = "MERIDIAN_SFU_ICE_PORT_RANGE_END")]
+    /// Retired with `ice_port_range_start`.
+    #[arg(skip)]
     pub ice_port_range_end: Option<u16>,
-    /// The one UDP port every subscriber PC of the node shares (LiveKit's
-    /// `rtc.udp_port`; default none: an ephemeral port, which the candidates
-    /// name). A firewall opens this port and the ICE range.
+    /// The one UDP port every peer connection of the node shares, publisher
+    /// and subscriber (LiveKit's `rtc.udp_port`; default none: an ephemeral
+    /// port, which the candidates name). A firewall opens it and `tcp_port`.
     #[arg(long = "sfu-udp-port", env = "MERIDIAN_SFU_UDP_PORT")]
     pub udp_port: Option<u16>,
+    /// The node's one TCP port for ICE over TCP (RFC 6544; LiveKit's
+    /// `rtc.tcp_port`), for clients whose network lets no UDP through; bound
+    /// on the same address as `udp_port` (default none: an ephemeral port,
+    /// which the candidates name).
+    #[arg(long = "sfu-tcp-port", env = "MERIDIAN_SFU_TCP_PORT")]
+    pub tcp_port: Option<u16>,
     /// The node's public IP behind a 1:1 NAT (a cloud's elastic IP), put in its
     /// ICE host candidates in place of the host's own (LiveKit's `rtc.node_ip`;
     /// default none: the host's addresses).
@@ -95,6 +102,7 @@ impl SfuSection {
                 ice_port_range_start,
                 ice_port_range_end,
                 udp_port,
+                tcp_port,
                 node_ip,
                 drain_grace,
                 metrics_listen
@@ -130,10 +138,10 @@ pub struct SfuRole {
     pub turn_probe: Option<String>,
     /// Offer loopback candidates.
     pub include_loopback: bool,
-    /// The UDP ports ICE binds to, first and last inclusive (`None`: ephemeral).
-    pub ice_port_range: Option<(u16, u16)>,
-    /// The subscriber PCs' one UDP port (`None`: ephemeral).
+    /// The peer connections' one UDP port (`None`: ephemeral).
     pub udp_port: Option<u16>,
+    /// The ICE/TCP port (`None`: ephemeral).
+    pub tcp_port: Option<u16>,
     /// The public IP put in ICE host candidates, behind a 1:1 NAT.
     pub node_ip: Option<std::net::IpAddr>,
     /// Drain grace period.
@@ -190,22 +198,14 @@ impl SfuSection {
                 return Err(ConfigError::Missing { key: "sfu.turn_secret", why: "credentials for sfu.turn_urls" })
             }
         };
-        let ice_port_range = match (self.ice_port_range_start, self.ice_port_range_end) {
-            (None, None) => None,
-            (Some(first), Some(last)) if first != 0 && first <= last => Some((first, last)),
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::Invalid {
-                    key: "sfu.ice_port_range_start",
-                    why: "a port from 1 up to sfu.ice_port_range_end".into(),
-                })
-            }
-            _ => {
-                return Err(ConfigError::Missing {
-                    key: "sfu.ice_port_range_end",
-                    why: "ice_port_range_start and ice_port_range_end go together",
-                })
-            }
-        };
+        if self.ice_port_range_start.is_some() || self.ice_port_range_end.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "sfu.ice_port_range_start",
+                why: "no longer used: every peer connection shares sfu.udp_port, and ICE over TCP \
+                      sfu.tcp_port; open those in the firewall instead of a range"
+                    .into(),
+            });
+        }
         Ok(SfuRole {
             node_id: NodeId::new(self.node_id.clone().unwrap_or_else(|| format!("{region}-{}", hostname()))),
             region,
@@ -220,8 +220,8 @@ impl SfuSection {
             },
             turn,
             include_loopback: self.include_loopback.unwrap_or(false),
-            ice_port_range,
             udp_port: self.udp_port.filter(|p| *p != 0),
+            tcp_port: self.tcp_port.filter(|p| *p != 0),
             node_ip: self.node_ip,
             drain_grace: self.drain_grace.map(Duration::from_secs).unwrap_or(DEFAULT_DRAIN_GRACE),
             metrics_listen: self.metrics_listen,

@@ -69,9 +69,9 @@ pub async fn start_sfu(
             ice: IceConfig {
                 include_loopback: role.include_loopback,
                 loopback_only: addr.ip().is_loopback(),
-                port_range: role.ice_port_range,
                 node_ip: role.node_ip,
                 udp_port: role.udp_port,
+                tcp_port: role.tcp_port,
                 udp_ip: Some(addr.ip()).filter(|ip| !ip.is_unspecified()),
             },
             max_connections: meridian_sfu::DEFAULT_MAX_CONNECTIONS,

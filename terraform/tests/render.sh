@@ -9,8 +9,7 @@
 #   OUTDIR/<role>.service
 #   OUTDIR/ports.json, exposure.json, regions.json
 # then checks that every TOML parses (tomllib) and uses only keys, with the
-# value types, of docs/meridian.example.toml (plus sfu.ice_port_range_start
-# and ice_port_range_end).
+# value types, of docs/meridian.example.toml.
 #
 # Region eu-west listens on 127.0.1.1, us-east on 127.0.2.1, the gateway on
 # 127.0.0.1:7880 (plain HTTP); the TURN TLS pair is read from OUTDIR/tls
@@ -59,10 +58,8 @@ out = pathlib.Path(sys.argv[2])
 example = tomllib.loads(pathlib.Path(sys.argv[3]).read_text())
 v = {k: o["value"] for k, o in outputs.items()}
 
-# What a rendered file may hold: the example's keys with their types, plus
-# the SFU's ICE port range (LiveKit's rtc.port_range_start/end).
+# What a rendered file may hold: the example's keys with their types.
 allowed = {s: {k: type(x) for k, x in keys.items()} for s, keys in example.items()}
-allowed["sfu"] |= {"ice_port_range_start": int, "ice_port_range_end": int}
 
 problems = []
 for role, by_region in v["toml"].items():

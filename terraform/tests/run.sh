@@ -107,7 +107,7 @@ checker() {
     "does not pass region_id" \
     "signal_to_the_world: admits internet to sfu_signal" \
     "ssh: from_port = 22 is written out" \
-    "ice_over_tcp: opens ice_udp over 'tcp'" \
+    "ice_over_tcp: opens sfu_udp over 'tcp'" \
     "ports has no rtmp" \
     "aws_lb_target_group.literal: port = 7881 is written out" \
     "port 7881 written out"; do

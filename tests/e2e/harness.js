@@ -61,6 +61,20 @@ const run = (cmd, ...args) => execFileSync(cmd, args, { stdio: ['ignore', 'ignor
 const quietly = f => { try { f(); } catch { /* not there */ } };
 
 /**
+ * nftables table `table` (inet) with an output chain that drops what each of
+ * `rules` matches (each rule an array of nft words, e.g. ['tcp', 'dport', '3478']),
+ * in this network namespace; whatever is left of an earlier run is removed
+ * first. Returns `remove()`, which deletes the table.
+ */
+export function dropOutput(table, rules) {
+  quietly(() => run('nft', 'delete', 'table', 'inet', table));
+  run('nft', 'add', 'table', 'inet', table);
+  run('nft', 'add', 'chain', 'inet', table, 'out', '{ type filter hook output priority 0 ; }');
+  for (const r of rules) run('nft', 'add', 'rule', 'inet', table, 'out', ...r, 'drop');
+  return { remove: () => quietly(() => run('nft', 'delete', 'table', 'inet', table)) };
+}
+
+/**
  * A network namespace `ns` reached from this one over a veth pair: `host` is
  * this side's address (on `${veth}0`), `peer` the namespace's (on `${veth}1`),
  * both in a /24. What is left of an earlier run is removed first. Returns the

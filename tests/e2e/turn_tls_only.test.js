@@ -4,17 +4,11 @@
 // (the `turns:` URL of JoinResponse.ice_servers) and still exchange media.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { startMeridian, launchBrowser, sdkToken, join, waitForMedia, serverLog } from './harness.js';
+import { startMeridian, launchBrowser, sdkToken, join, waitForMedia, serverLog, dropOutput } from './harness.js';
 
 const TURN_PORT = 3490;
 const TURNS_PORT = 5390;
-const TABLE = 'meridian_turn_tls_only';
-let server, browser;
-
-function nft(...args) {
-  execFileSync('nft', args, { stdio: ['ignore', 'inherit', 'inherit'] });
-}
+let server, browser, blocked;
 
 before(async () => {
   server = await startMeridian({ port: 7900, sfuPort: 7901, turnPort: TURN_PORT, turnTlsPort: TURNS_PORT });
@@ -22,13 +16,10 @@ before(async () => {
   // certificates like any other, so this browser is told to accept it.
   browser = await launchBrowser(['--ignore-certificate-errors']);
   // Only the client's way to the relay is cut: the relay still reaches the SFU over UDP.
-  nft('add', 'table', 'inet', TABLE);
-  nft('add', 'chain', 'inet', TABLE, 'out', '{ type filter hook output priority 0 ; }');
-  nft('add', 'rule', 'inet', TABLE, 'out', 'udp', 'dport', String(TURN_PORT), 'drop');
-  nft('add', 'rule', 'inet', TABLE, 'out', 'tcp', 'dport', String(TURN_PORT), 'drop');
+  blocked = dropOutput('meridian_turn_tls_only', [['udp', 'dport', String(TURN_PORT)], ['tcp', 'dport', String(TURN_PORT)]]);
 });
 after(async () => {
-  try { nft('delete', 'table', 'inet', TABLE); } catch { /* not created */ }
+  blocked?.remove();
   await browser?.close();
   await server?.stop();
 });

@@ -8,10 +8,12 @@
 //! it runs closures on its `Rtc` inside the driver ([`Peer::with`], for SDP,
 //! candidates and writing RTP) and reads its events ([`Peer::next_event`]).
 //!
-//! Peers are ICE-lite with one host candidate: the socket's address, or the
-//! address given to [`Driver::bind`] to advertise (a cloud's elastic IP in
-//! front of a 1:1 NAT, LiveKit's `rtc.node_ip`); datagrams are handed to str0m
-//! as if sent to that address, so its candidate pairs match.
+//! Peers are ICE-lite with a UDP host candidate (the socket's address, or the
+//! address given to [`Driver::bind`] to advertise: a cloud's elastic IP in
+//! front of a 1:1 NAT, LiveKit's `rtc.node_ip`) and, when the driver has a TCP
+//! port, a passive TCP host candidate on it ([`tcp`], RFC 6544, LiveKit's
+//! `rtc.tcp_port`); what arrives is handed to str0m as if sent to the
+//! advertised address, so its candidate pairs match.
 //!
 //! Bounds: a peer's events wait in a queue of [`EVENT_QUEUE`]; when its reader
 //! falls that far behind, further events are dropped (and counted in the log
@@ -28,20 +30,22 @@
 
 pub mod deadlines;
 pub mod demux;
+pub mod tcp;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use str0m::media::Mid;
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc};
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
 use deadlines::Deadlines;
 use demux::Demux;
+use tcp::{TcpConn, TcpEvent};
 
 /// Events a peer's reader may fall behind by before more are dropped.
 pub const EVENT_QUEUE: usize = 1024;
@@ -71,49 +75,72 @@ enum Command {
     Call { peer: PeerId, call: Call },
     Writes(Vec<(PeerId, Mid, RtpWrite)>),
     Remove(PeerId),
+    Tcp(TcpEvent),
 }
 
-/// The node's UDP port for media, and the task that drives its peers.
+/// The node's UDP (and TCP) port for media, and the task that drives its peers.
 #[derive(Clone)]
 pub struct Driver {
     commands: mpsc::Sender<Command>,
     local: SocketAddr,
     advertised: SocketAddr,
+    tcp_local: Option<SocketAddr>,
 }
 
 impl Driver {
-    /// Binds `addr` (port 0: any) and starts the driver task. Peers'
-    /// candidates carry `advertise` if given (its port is the socket's),
-    /// else the socket's address.
+    /// Binds UDP `addr` (port 0: any) and TCP on the same address (port 0:
+    /// any, else the same port number) and starts the driver task. Peers'
+    /// candidates carry `advertise` if given (with the sockets' ports), else
+    /// the sockets' addresses.
     ///
-    /// Errors: the socket cannot be bound.
+    /// Errors: a socket cannot be bound.
     pub async fn bind(addr: SocketAddr, advertise: Option<std::net::IpAddr>) -> std::io::Result<Self> {
-        Self::start(std::net::UdpSocket::bind(addr)?, advertise)
+        Self::start(std::net::UdpSocket::bind(addr)?, Some(std::net::TcpListener::bind(addr)?), advertise)
     }
 
-    /// Starts the driver task on `socket`, bound already (the node binds its
-    /// port at startup, before a runtime may be running). Must be called
-    /// inside a tokio runtime. Candidates carry `advertise` as in [`Driver::bind`].
+    /// Starts the driver task on `socket` and, for ICE over TCP, `tcp`, bound
+    /// already (the node binds its ports at startup, before a runtime may be
+    /// running). Must be called inside a tokio runtime. Candidates carry
+    /// `advertise` as in [`Driver::bind`].
     ///
-    /// Errors: the socket cannot be made non-blocking or registered with the runtime.
-    pub fn start(socket: std::net::UdpSocket, advertise: Option<std::net::IpAddr>) -> std::io::Result<Self> {
+    /// Errors: a socket cannot be made non-blocking or registered with the runtime.
+    pub fn start(
+        socket: std::net::UdpSocket,
+        tcp: Option<std::net::TcpListener>,
+        advertise: Option<std::net::IpAddr>,
+    ) -> std::io::Result<Self> {
         // str0m's DTLS and SRTP take the process's provider (aws-lc); idempotent.
         str0m::crypto::from_feature_flags().install_process_default();
         socket.set_nonblocking(true)?;
         let socket = UdpSocket::from_std(socket)?;
         let local = socket.local_addr()?;
         let advertised = advertise.map_or(local, |ip| SocketAddr::new(ip, local.port()));
+        let listener = match tcp {
+            Some(l) => {
+                l.set_nonblocking(true)?;
+                Some(TcpListener::from_std(l)?)
+            }
+            None => None,
+        };
+        let tcp_local = listener.as_ref().map(TcpListener::local_addr).transpose()?;
+        let tcp_advertised = tcp_local.map(|a| SocketAddr::new(advertised.ip(), a.port()));
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
-        tokio::spawn(run(socket, advertised, rx));
-        Ok(Self { commands, local, advertised })
+        let sockets = Sockets { udp: socket, advertised, tcp: listener, tcp_advertised, weak: commands.downgrade() };
+        tokio::spawn(run(sockets, rx));
+        Ok(Self { commands, local, advertised, tcp_local })
     }
 
-    /// The socket's address.
+    /// The UDP socket's address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
 
-    /// The address peers' candidates carry.
+    /// The TCP port's address, when the driver has one.
+    pub fn tcp_local_addr(&self) -> Option<SocketAddr> {
+        self.tcp_local
+    }
+
+    /// The address peers' UDP candidates carry.
     pub fn advertised_addr(&self) -> SocketAddr {
         self.advertised
     }
@@ -309,13 +336,65 @@ struct Entry {
     dropped_events: u64,
 }
 
+/// What the driver reads and writes.
+struct Sockets {
+    udp: UdpSocket,
+    /// The UDP candidates' address.
+    advertised: SocketAddr,
+    tcp: Option<TcpListener>,
+    /// The TCP candidates' address.
+    tcp_advertised: Option<SocketAddr>,
+    /// The driver's own queue, for connections' tasks (weakly: they must not
+    /// keep it alive).
+    weak: mpsc::WeakSender<Command>,
+}
+
+/// The next connection on `listener`, not before `after` (a failed accept
+/// waits a little); never, without one.
+async fn accept(
+    listener: Option<&TcpListener>,
+    after: Instant,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => {
+            tokio::time::sleep_until(after.into()).await;
+            l.accept().await
+        }
+        None => std::future::pending().await,
+    }
+}
+
+type TcpConns = HashMap<SocketAddr, TcpConn<PeerId>>;
+
+/// Forgets peer `id`: its routes, its deadline, its TCP connections (closed).
+fn forget(
+    peers: &mut HashMap<PeerId, Entry>,
+    demux: &mut Demux<PeerId>,
+    deadlines: &mut Deadlines<PeerId>,
+    tcp: &mut TcpConns,
+    id: PeerId,
+) {
+    peers.remove(&id);
+    demux.remove(id);
+    deadlines.remove(id);
+    tcp.retain(|_, c| c.peer != Some(id));
+}
+
 /// The driver task: until every [`Driver`] and [`Peer`] is dropped.
-async fn run(socket: UdpSocket, advertised: SocketAddr, mut commands: mpsc::Receiver<Command>) {
+async fn run(sockets: Sockets, mut commands: mpsc::Receiver<Command>) {
+    let Sockets { udp: socket, advertised, tcp: listener, tcp_advertised, weak } = sockets;
     let mut peers: HashMap<PeerId, Entry> = HashMap::new();
     let mut demux: Demux<PeerId> = Demux::default();
     let mut deadlines: Deadlines<PeerId> = Deadlines::default();
+    // ICE/TCP connections by their client's address.
+    let mut tcp: TcpConns = HashMap::new();
     let mut next_id = 0u64;
     let mut buf = vec![0u8; DATAGRAM];
+    // Connections accepted and not yet closed; and when to accept again after
+    // a failure (out of file descriptors, say).
+    let mut tcp_open = 0usize;
+    let mut next_conn = 0u64;
+    let mut accept_after = now();
     // The peers a command or datagram went to: they have output now. Emptied
     // by each turn's drain below.
     let mut touched: Vec<PeerId> = Vec::new();
@@ -328,11 +407,7 @@ async fn run(socket: UdpSocket, advertised: SocketAddr, mut commands: mpsc::Rece
                     Command::Add { mut rtc, events, reply } => {
                         next_id += 1;
                         let id = PeerId(next_id);
-                        let candidate = Candidate::host(advertised, "udp").map_err(|e| e.to_string());
-                        let added = candidate.and_then(|c| {
-                            rtc.add_local_candidate(c).map(|_| ()).ok_or_else(|| "not added".to_owned())
-                        });
-                        if let Err(e) = added {
+                        if let Err(e) = add_candidates(&mut rtc, advertised, tcp_advertised) {
                             let _ = reply.send(Err(e));
                             continue;
                         }
@@ -368,10 +443,37 @@ async fn run(socket: UdpSocket, advertised: SocketAddr, mut commands: mpsc::Rece
                         touched.sort_unstable();
                         touched.dedup();
                     }
-                    Command::Remove(peer) => {
-                        peers.remove(&peer);
-                        demux.remove(peer);
-                        deadlines.remove(peer);
+                    Command::Remove(peer) => forget(&mut peers, &mut demux, &mut deadlines, &mut tcp, peer),
+                    Command::Tcp(TcpEvent::Opened { conn, source, writer }) => {
+                        tcp.insert(source, TcpConn { conn, writer, peer: None });
+                    }
+                    Command::Tcp(TcpEvent::Closed { conn, source }) => {
+                        tcp_open = tcp_open.saturating_sub(1);
+                        if tcp.get(&source).is_some_and(|c| c.conn == conn) {
+                            tcp.remove(&source);
+                        }
+                    }
+                    Command::Tcp(TcpEvent::Frame { conn, source, data }) => {
+                        let Some(c) = tcp.get_mut(&source).filter(|c| c.conn == conn) else { continue };
+                        let Some(destination) = tcp_advertised else { continue };
+                        let stun = demux::binding_ufrag(&data).is_some();
+                        let id = if stun { demux.route(source, &data) } else { c.peer };
+                        let took = id.and_then(|id| Some((id, peers.get_mut(&id)?))).is_some_and(|(id, e)| {
+                            receive(e, id, Protocol::Tcp, source, destination, &data)
+                        });
+                        match id {
+                            Some(id) if took => {
+                                if stun {
+                                    c.peer = Some(id);
+                                }
+                                touched.push(id);
+                            }
+                            // A connection must open with a request for a peer of ours.
+                            _ if c.peer.is_none() => {
+                                tcp.remove(&source);
+                            }
+                            _ => {}
+                        }
                     }
                 }
             }
@@ -380,19 +482,26 @@ async fn run(socket: UdpSocket, advertised: SocketAddr, mut commands: mpsc::Rece
                 let Some(datagram) = buf.get(..n) else { continue };
                 let Some(id) = demux.route(source, datagram) else { continue };
                 let Some(e) = peers.get_mut(&id) else { continue };
-                let Ok(receive) = Receive::new(Protocol::Udp, source, advertised, datagram) else { continue };
-                let input = Input::Receive(now(), receive);
-                if !e.rtc.accepts(&input) {
+                if !receive(e, id, Protocol::Udp, source, advertised, datagram) {
                     continue;
                 }
                 if demux::binding_ufrag(datagram).is_some() {
                     demux.learn(source, id);
                 }
-                if let Err(err) = e.rtc.handle_input(input) {
-                    tracing::debug!(peer = id.0, error = %err, "peer refused a datagram");
-                }
                 touched.push(id);
             }
+            accepted = accept(listener.as_ref(), accept_after) => match accepted {
+                Ok((stream, source)) if tcp_open < tcp::MAX_CONNECTIONS => {
+                    tcp_open += 1;
+                    next_conn = next_conn.wrapping_add(1);
+                    tokio::spawn(tcp::connection(stream, source, next_conn, weak.clone()));
+                }
+                Ok((_, source)) => tracing::debug!(%source, "ICE/TCP connection refused: at the limit"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "ICE/TCP accept failed");
+                    accept_after = now() + Duration::from_millis(100);
+                }
+            },
             _ = tokio::time::sleep_until(deadline.into()) => {}
         }
         // Drain the touched peer and every peer whose deadline is due: datagrams
@@ -402,11 +511,9 @@ async fn run(socket: UdpSocket, advertised: SocketAddr, mut commands: mpsc::Rece
         let due = touched.drain(..).chain(std::iter::from_fn(|| deadlines.pop_due(now))).collect::<Vec<_>>();
         for id in due {
             let Some(e) = peers.get_mut(&id) else { continue };
-            let next = drain(e, &socket, now);
+            let next = drain(e, &socket, &tcp, now);
             if !e.rtc.is_alive() || e.events.is_closed() {
-                peers.remove(&id);
-                demux.remove(id);
-                deadlines.remove(id);
+                forget(&mut peers, &mut demux, &mut deadlines, &mut tcp, id);
             } else {
                 deadlines.set(id, next);
             }
@@ -420,9 +527,58 @@ pub(crate) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// Adds the peer's host candidates: UDP on `udp`, passive TCP on `tcp`.
+fn add_candidates(rtc: &mut Rtc, udp: SocketAddr, tcp: Option<SocketAddr>) -> Result<(), String> {
+    let mut candidates = vec![Candidate::host(udp, "udp").map_err(|e| e.to_string())?];
+    if let Some(addr) = tcp {
+        let c = Candidate::builder().tcp().host(addr).tcptype(TcpType::Passive).build();
+        candidates.push(c.map_err(|e| e.to_string())?);
+    }
+    for c in candidates {
+        rtc.add_local_candidate(c).ok_or_else(|| "not added".to_owned())?;
+    }
+    Ok(())
+}
+
+/// Hands a datagram or TCP frame from `source` to the peer, as sent to our
+/// candidate at `destination`; whether str0m took it as the peer's.
+fn receive(
+    e: &mut Entry,
+    id: PeerId,
+    proto: Protocol,
+    source: SocketAddr,
+    destination: SocketAddr,
+    data: &[u8],
+) -> bool {
+    let Ok(receive) = Receive::new(proto, source, destination, data) else { return false };
+    let input = Input::Receive(now(), receive);
+    if !e.rtc.accepts(&input) {
+        return false;
+    }
+    if let Err(err) = e.rtc.handle_input(input) {
+        tracing::debug!(peer = id.0, error = %err, "peer refused a datagram");
+    }
+    true
+}
+
+/// Sends one packet: over UDP, or framed over the TCP connection it is
+/// addressed to. A full socket buffer or queue drops it, as the network would.
+fn transmit(t: &Transmit, socket: &UdpSocket, tcp: &TcpConns) {
+    match t.proto {
+        Protocol::Udp => {
+            let _ = socket.try_send_to(&t.contents, t.destination);
+        }
+        _ => {
+            if let (Some(c), Some(f)) = (tcp.get(&t.destination), tcp::frame(&t.contents)) {
+                let _ = c.writer.try_send(f);
+            }
+        }
+    }
+}
+
 /// Sends what the peer has to send and queues its events; returns when it
 /// next wants time.
-fn drain(e: &mut Entry, socket: &UdpSocket, now: Instant) -> Instant {
+fn drain(e: &mut Entry, socket: &UdpSocket, tcp: &TcpConns, now: Instant) -> Instant {
     // A deadline already due (str0m queues what is written until its pacer
     // runs) is served at once, not on the next turn of the loop; bounded, in
     // case a peer keeps asking.
@@ -437,10 +593,7 @@ fn drain(e: &mut Entry, socket: &UdpSocket, now: Instant) -> Instant {
                 }
             }
             Ok(Output::Timeout(t)) => return t.max(now),
-            Ok(Output::Transmit(t)) => {
-                // Full socket buffer: dropped, as the network would.
-                let _ = socket.try_send_to(&t.contents, t.destination);
-            }
+            Ok(Output::Transmit(t)) => transmit(&t, socket, tcp),
             Ok(Output::Event(event)) => {
                 if e.events.try_send(event).is_err() {
                     e.dropped_events = e.dropped_events.saturating_add(1);
@@ -562,6 +715,30 @@ pub(crate) mod tests {
             assert_eq!(received.expect("RTP from the driver within 10 s"), Some(vec![0x10, 9, 9]));
             pc.close().await.unwrap();
         }
+    }
+
+    /// ICE/TCP connections that do not open with a STUN Binding request for
+    /// a peer of the driver are closed at once, with nothing written back:
+    /// a junk frame, a request for a ufrag nobody has, a frame longer than
+    /// the driver takes. The port keeps accepting afterwards.
+    #[tokio::test]
+    async fn tcp_connections_that_name_no_peer_are_closed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let driver = Driver::bind("127.0.0.1:0".parse().unwrap(), None).await.unwrap();
+        let addr = driver.tcp_local_addr().expect("a TCP port");
+        let stun_for_nobody = [0, 1, 0, 12, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0, 6, 0, 8];
+        let too_long = u16::try_from(tcp::MAX_FRAME + 1).unwrap().to_be_bytes().to_vec();
+        for bytes in [tcp::frame(&[0x80; 100]).unwrap(), tcp::frame(&stun_for_nobody).unwrap(), too_long] {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.write_all(&bytes).await.unwrap();
+            let mut buf = [0u8; 64];
+            let read = tokio::time::timeout(WAIT, stream.read(&mut buf)).await.expect("closed within 10 s");
+            assert_eq!(read.unwrap_or(0), 0, "closed with nothing written back after {bytes:?}");
+        }
+        // A connection that has sent nothing yet is kept (until tcp::FIRST_FRAME).
+        let mut quiet = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 1];
+        assert!(tokio::time::timeout(Duration::from_millis(200), quiet.read(&mut buf)).await.is_err(), "still open");
     }
 
     /// The driver's peer offers as a subscriber PC does (LiveKit's: the SFU

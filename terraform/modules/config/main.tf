@@ -35,11 +35,11 @@ locals {
     }
     sfu_udp = {
       role    = "sfu", protocols = ["udp"], from_port = "sfu_udp", to_port = "sfu_udp",
-      sources = ["internet"], what = "ICE/RTP media of an SFU node's subscriber PCs, one port for all"
+      sources = ["internet"], what = "ICE/RTP media of an SFU node's peer connections, one port for all"
     }
-    ice_udp = {
-      role    = "sfu", protocols = ["udp"], from_port = "ice_udp_start", to_port = "ice_udp_end",
-      sources = ["internet"], what = "ICE/RTP media of an SFU node's publisher PCs"
+    sfu_tcp = {
+      role    = "sfu", protocols = ["tcp"], from_port = "sfu_tcp", to_port = "sfu_tcp",
+      sources = ["internet"], what = "ICE over TCP of an SFU node's peer connections, one port for all"
     }
     turn = {
       role    = "turn", protocols = ["udp", "tcp"], from_port = "turn", to_port = "turn",
@@ -117,14 +117,13 @@ locals {
         "turn:${r.turn_host}:${var.ports.turn}?transport=tcp",
         "turns:${r.turn_host}:${var.ports.turn_tls}?transport=tcp",
       ]
-      turn_secret          = var.secrets.turn_secret
-      turn_probe           = "${r.turn_host}:${var.ports.turn}"
-      include_loopback     = var.sfu_settings.include_loopback
-      drain_grace          = var.sfu_settings.drain_grace
-      metrics_listen       = "${local.hostport["region:${id}"]}:${var.ports.sfu_metrics}"
-      ice_port_range_start = var.ports.ice_udp_start
-      ice_port_range_end   = var.ports.ice_udp_end
-      udp_port             = var.ports.sfu_udp
+      turn_secret      = var.secrets.turn_secret
+      turn_probe       = "${r.turn_host}:${var.ports.turn}"
+      include_loopback = var.sfu_settings.include_loopback
+      drain_grace      = var.sfu_settings.drain_grace
+      metrics_listen   = "${local.hostport["region:${id}"]}:${var.ports.sfu_metrics}"
+      udp_port         = var.ports.sfu_udp
+      tcp_port         = var.ports.sfu_tcp
     } }
     turn = { for id, r in local.regions : id => {
       listen            = "${local.hostport["region:${id}"]}:${var.ports.turn}"

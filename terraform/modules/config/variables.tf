@@ -93,10 +93,11 @@ variable "ports" {
     - turn: TURN over UDP and TCP (3478).
     - turn_tls: TURN over TLS (5349).
     - turn_metrics: a relay's /metrics and /healthz (9102).
-    - sfu_udp: an SFU node's one UDP port for every subscriber PC
+    - sfu_udp: an SFU node's one UDP port for every peer connection
       (LiveKit's rtc.udp_port; 7882).
-    - ice_udp_start, ice_udp_end: the UDP port range of the SFU's publisher
-      PCs, inclusive (LiveKit's rtc.port_range_start/end; 50000-60000).
+    - sfu_tcp: an SFU node's one TCP port for ICE over TCP, for clients
+      whose network lets no UDP through (LiveKit's rtc.tcp_port; 7883,
+      since 7881 is the signal port here).
     - postgres: the database (5432).
   EOT
   type = object({
@@ -105,11 +106,10 @@ variable "ports" {
     sfu_signal     = optional(number, 7881)
     sfu_metrics    = optional(number, 9101)
     sfu_udp        = optional(number, 7882)
+    sfu_tcp        = optional(number, 7883)
     turn           = optional(number, 3478)
     turn_tls       = optional(number, 5349)
     turn_metrics   = optional(number, 9102)
-    ice_udp_start  = optional(number, 50000)
-    ice_udp_end    = optional(number, 60000)
     postgres       = optional(number, 5432)
   })
   default = {}
@@ -119,14 +119,8 @@ variable "ports" {
     error_message = "ports: whole numbers in 1..65535."
   }
   validation {
-    condition     = var.ports.ice_udp_start <= var.ports.ice_udp_end
-    error_message = "ports: ice_udp_start <= ice_udp_end (the range is inclusive)."
-  }
-  validation {
-    condition = length(distinct([for k, p in var.ports : p if !contains(["ice_udp_start", "ice_udp_end"], k)])) == length(var.ports) - 2 && alltrue([
-      for k, p in var.ports : p < var.ports.ice_udp_start || p > var.ports.ice_udp_end if !contains(["ice_udp_start", "ice_udp_end"], k)
-    ])
-    error_message = "ports: every port distinct, and none inside the ICE UDP range."
+    condition     = length(distinct(values(var.ports))) == length(var.ports)
+    error_message = "ports: every port distinct."
   }
 }
 
@@ -258,10 +252,6 @@ variable "sfu_settings" {
   validation {
     condition     = var.sfu_settings.capacity >= 1 && var.sfu_settings.drain_grace >= 0 && var.sfu_settings.drain_grace <= 3600
     error_message = "sfu_settings: capacity >= 1, drain_grace in 0..3600 seconds."
-  }
-  validation {
-    condition     = var.ports.ice_udp_end - var.ports.ice_udp_start + 1 >= var.sfu_settings.capacity
-    error_message = "sfu_settings.capacity: a participant's publisher PC holds an ICE port of its own (its subscriber PC shares ports.sfu_udp), so ports.ice_udp_start..ice_udp_end must hold at least the capacity."
   }
 }
 

@@ -16,11 +16,10 @@ variable "ports" {
     sfu_signal     = number
     sfu_metrics    = number
     sfu_udp        = number
+    sfu_tcp        = number
     turn           = number
     turn_tls       = number
     turn_metrics   = number
-    ice_udp_start  = number
-    ice_udp_end    = number
     postgres       = number
   })
 }

@@ -55,19 +55,19 @@ resource "aws_security_group" "turn" {
 
 resource "aws_vpc_security_group_ingress_rule" "sfu_udp" {
   security_group_id = aws_security_group.sfu.id
-  description       = "ICE/RTP media of subscriber PCs, one port for all"
+  description       = "ICE/RTP media of every peer connection, one port for all"
   ip_protocol       = "udp"
   from_port         = var.ports.sfu_udp
   to_port           = var.ports.sfu_udp
   cidr_ipv4         = "0.0.0.0/0"
 }
 
-resource "aws_vpc_security_group_ingress_rule" "sfu_ice_udp" {
+resource "aws_vpc_security_group_ingress_rule" "sfu_tcp" {
   security_group_id = aws_security_group.sfu.id
-  description       = "ICE/RTP media of publisher PCs"
-  ip_protocol       = "udp"
-  from_port         = var.ports.ice_udp_start
-  to_port           = var.ports.ice_udp_end
+  description       = "ICE over TCP of every peer connection, one port for all"
+  ip_protocol       = "tcp"
+  from_port         = var.ports.sfu_tcp
+  to_port           = var.ports.sfu_tcp
   cidr_ipv4         = "0.0.0.0/0"
 }
 

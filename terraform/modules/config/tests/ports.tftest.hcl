@@ -23,18 +23,17 @@ run "defaults_are_the_documented_ports" {
   assert {
     condition = output.ports == {
       gateway_https = 443, gateway_listen = 7880, sfu_signal = 7881, sfu_metrics = 9101, sfu_udp = 7882,
-      turn          = 3478, turn_tls = 5349, turn_metrics = 9102,
-      ice_udp_start = 50000, ice_udp_end = 60000, postgres = 5432,
+      sfu_tcp       = 7883, turn = 3478, turn_tls = 5349, turn_metrics = 9102, postgres = 5432,
     }
-    error_message = "ports: the defaults of docs/meridian.example.toml and LiveKit's ICE range."
+    error_message = "ports: the defaults of docs/meridian.example.toml."
   }
   assert {
     condition     = toset(flatten([for r in values(output.exposure) : [r.from_port, r.to_port]])) == toset(keys(output.ports))
     error_message = "exposure: every port key is in exactly the rules, and no rule names a key ports lacks."
   }
   assert {
-    condition     = [for k, r in output.exposure : k if contains(r.sources, "internet")] == ["gateway_https", "ice_udp", "sfu_udp", "turn", "turn_tls"]
-    error_message = "exposure: only HTTPS at the load balancer, ICE media (the range and the one port) and TURN are public."
+    condition     = [for k, r in output.exposure : k if contains(r.sources, "internet")] == ["gateway_https", "sfu_tcp", "sfu_udp", "turn", "turn_tls"]
+    error_message = "exposure: only HTTPS at the load balancer, ICE media (one UDP port, one TCP port) and TURN are public."
   }
   assert {
     condition     = output.exposure.sfu_signal.sources == ["gateways"]
@@ -54,15 +53,12 @@ run "rendered_files_listen_on_the_ports" {
     error_message = "sfu.metrics_listen is ports.sfu_metrics."
   }
   assert {
-    condition = [
-      tonumber(regex("(?m)^ice_port_range_start = (\\d+)$", nonsensitive(output.toml.sfu["ap-south"]))[0]),
-      tonumber(regex("(?m)^ice_port_range_end = (\\d+)$", nonsensitive(output.toml.sfu["ap-south"]))[0]),
-    ] == [output.ports.ice_udp_start, output.ports.ice_udp_end]
-    error_message = "sfu.ice_port_range_start/end are ports.ice_udp_start/end."
+    condition     = tonumber(regex("(?m)^udp_port = (\\d+)$", nonsensitive(output.toml.sfu["ap-south"]))[0]) == output.ports.sfu_udp
+    error_message = "sfu.udp_port is ports.sfu_udp (every peer connection's one UDP port)."
   }
   assert {
-    condition     = tonumber(regex("(?m)^udp_port = (\\d+)$", nonsensitive(output.toml.sfu["ap-south"]))[0]) == output.ports.sfu_udp
-    error_message = "sfu.udp_port is ports.sfu_udp (the subscriber PCs' one port)."
+    condition     = tonumber(regex("(?m)^tcp_port = (\\d+)$", nonsensitive(output.toml.sfu["ap-south"]))[0]) == output.ports.sfu_tcp
+    error_message = "sfu.tcp_port is ports.sfu_tcp (the one ICE/TCP port)."
   }
   assert {
     condition = nonsensitive(output.settings.sfu["ap-south"].turn_urls) == [
@@ -101,7 +97,7 @@ run "overridden_ports_reach_every_file" {
   command = plan
 
   variables {
-    ports = { gateway_https = 8443, sfu_signal = 17881, turn = 13478, turn_tls = 443, ice_udp_start = 40000, ice_udp_end = 40999 }
+    ports = { gateway_https = 8443, sfu_signal = 17881, turn = 13478, turn_tls = 443, sfu_udp = 40000, sfu_tcp = 40001 }
   }
 
   assert {
@@ -121,29 +117,13 @@ run "overridden_ports_reach_every_file" {
     error_message = "turn listeners follow ports.turn and ports.turn_tls."
   }
   assert {
-    condition     = strcontains(nonsensitive(output.toml.sfu["ap-south"]), "ice_port_range_start = 40000\nice_port_range_end = 40999\n")
-    error_message = "the ICE range follows ports."
+    condition     = strcontains(nonsensitive(output.toml.sfu["ap-south"]), "udp_port = 40000\ntcp_port = 40001\n")
+    error_message = "the media ports follow ports."
   }
   assert {
     condition     = output.public_url == "wss://rtc.example.com:8443"
     error_message = "public_url carries ports.gateway_https when it is not 443."
   }
-}
-
-run "a_port_inside_the_ice_range_is_refused" {
-  command = plan
-  variables {
-    ports = { turn = 50001 }
-  }
-  expect_failures = [var.ports]
-}
-
-run "an_inverted_ice_range_is_refused" {
-  command = plan
-  variables {
-    ports = { ice_udp_start = 60000, ice_udp_end = 50000 }
-  }
-  expect_failures = [var.ports]
 }
 
 run "two_roles_on_one_port_are_refused" {
@@ -152,13 +132,4 @@ run "two_roles_on_one_port_are_refused" {
     ports = { sfu_metrics = 9102 }
   }
   expect_failures = [var.ports]
-}
-
-run "an_ice_range_too_small_for_the_capacity_is_refused" {
-  command = plan
-  variables {
-    ports        = { ice_udp_start = 50000, ice_udp_end = 50498 }
-    sfu_settings = { capacity = 500 }
-  }
-  expect_failures = [var.sfu_settings]
 }
