@@ -1250,7 +1250,7 @@ mod tests {
         let start = Instant::now();
         let at = |ms| start + Duration::from_millis(ms);
         let mut e = Estimate::new(start);
-        e.update(300_000, true, at(0));
+        e.update(crate::subscriber::INITIAL_ESTIMATE_BPS, true, at(0));
         assert_eq!(e.committed(), None);
         e.update(900_000, true, at(1_500));
         assert_eq!(e.committed(), None, "rising, within 2 s");

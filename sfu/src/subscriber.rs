@@ -25,17 +25,9 @@ use str0m::Rtc;
 use crate::participant::DataKind;
 use crate::rtc::{AddError, Closed, Driver, Peer, PeerHandle};
 
-/// The estimate str0m's BWE starts from, until the subscriber's feedback
-/// shows congestion: 10 Mbit/s, above what any one subscriber is sent here.
-/// str0m paces at 1.1 times its estimate from the first packet, while
-/// congestion control grants everything for its first 2 s (as LiveKit's
-/// does, starting at 100 Mbit/s); a low start (str0m's example, 300 kbit/s)
-/// held a 1.5 Mbit/s video behind the pacer, whose queue drained in bursts
-/// the estimator took for congestion, and the estimate never rose (the load
-/// test's 80 viewers: 79 videos paused, 70 % of packets lost, on loopback).
-/// From a high start the estimate only falls, on feedback (to 0.85 of what
-/// the subscriber acknowledges), and it is never raised past 1.5 times that.
-pub const INITIAL_ESTIMATE_BPS: u64 = 10_000_000;
+/// The estimate str0m's BWE starts from before the subscriber's feedback says
+/// more: 300 kbit/s (str0m's example; LiveKit starts its probing near it).
+pub const INITIAL_ESTIMATE_BPS: u64 = 300_000;
 /// How often str0m reports each down-track's egress stats (loss, RTT and
 /// jitter from the subscriber's receiver reports).
 pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
