@@ -17,7 +17,6 @@ use webrtc::api::interceptor_registry::register_default_interceptors;
 use webrtc::api::media_engine::MediaEngine;
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{APIBuilder, API};
-use webrtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::network_type::NetworkType;
 use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
@@ -172,14 +171,9 @@ impl Engine {
 
     /// Builds an engine for webrtc-rs peers that play a client's part against
     /// an SFU (the load tester, the tests): Opus, VP8, VP9, H.264, the
-    /// simulcast and audio-level extensions, and SRTP with
-    /// AES_CM_128_HMAC_SHA1_80 only (RFC 3711; WebRTC's mandatory profile,
-    /// RFC 8827 §6.5). webrtc-srtp's AEAD_AES_128_GCM costs some 8 µs per
-    /// 1200-byte packet against 1.2 (docs/decisions.md §13): offered it, str0m
-    /// picks it and Janus does not, so the load tester's 80 viewers spent
-    /// several times more on Meridian's media than on Janus's, fell behind,
-    /// overflowed their sockets, and the loss they reported paused their video.
-    /// The client's side of every SFU under test now costs the same.
+    /// simulcast and audio-level extensions, and the SRTP profiles a browser
+    /// offers (webrtc-rs's default: AEAD_AES_128_GCM first), so that each SFU
+    /// under test negotiates its own choice.
     pub fn client(ice: &IceConfig) -> Result<Self, EngineError> {
         Ok(Self { api: Some(Self::api(ice)?), rtc: None })
     }
@@ -205,7 +199,6 @@ impl Engine {
         // Browsers hide host addresses behind mDNS names; we learn their address from
         // their connectivity checks (peer-reflexive), so no mDNS queries are needed.
         settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
-        settings.set_srtp_protection_profiles(vec![SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80]);
         if ice.include_loopback || ice.loopback_only {
             settings.set_include_loopback_candidate(true);
         }
